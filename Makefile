@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh Debian machine with Python 3.11:
+#   make demo   creates .venv, installs, runs the main job on the embedded default
+#   make test   the same install, then the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint clean ffmpeg
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=python3)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+ffmpeg:
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "ffmpeg missing: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else \
+	    echo "error: ffmpeg/ffprobe not found and cannot install them (need root and apt-get)." >&2; \
+	    echo "       musdb/museval need ffmpeg: run 'sudo apt-get install ffmpeg' and retry." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: ffmpeg $(STAMP)
+
+demo: install
+	$(VENV)/bin/sep demo
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check sepcore sweeps services tests
+
+clean:
+	rm -rf $(VENV) .cache data/synth-demo runs/demo

@@ -1,0 +1,215 @@
+"""The one typed config tree: ``model``, ``data``, ``train``, ``eval``.
+
+A config file (YAML) looks like::
+
+    model:
+      name: multiband          # a registry name (sepcore.models)
+      num_bands: 2             # the rest is that model's config dataclass
+      ...
+    data: {root: data/synth-musdb, targets: [vocals, accompaniment], sample_rate: 44100, ...}
+    train: {epochs: 150, lr: 1.0e-4, loss: l1, ...}
+    eval: {subset: test, ...}
+
+``load_config(path, overrides)`` merges the file with OmegaConf dotlist overrides
+(``train.epochs=3``), validates every section against its dataclass (unknown keys are errors that
+name the key and the file) and returns an :class:`ExperimentConfig` whose ``model`` is the typed
+model config (``model_name`` holds its registry name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sepcore.errors import ConfigError
+
+STEMS = ("vocals", "drums", "bass", "other")
+ACCOMPANIMENT = "accompaniment"
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly augmentations (MODELS.md §9, as Meta-TasNet / Défossez et al.)."""
+
+    random_channel: bool = False  # pick one channel at random, copied to every channel (stereo)
+    gain: bool = True  # random gain per source in [gain_min, gain_max]
+    gain_min: float = 0.75
+    gain_max: float = 1.25
+    channel_swap: bool = True  # swap left/right per source with probability 0.5
+    remix: bool = True  # draw each source from a different random song (cross-song remix)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synth-musdb"  # MUSDB18(-HQ) root or any tree with the same layout
+    is_wav: bool = True  # MUSDB18-HQ / WAV tree (True) or .stem.mp4 MUSDB18 (False)
+    targets: list[str] = field(default_factory=lambda: ["vocals", ACCOMPANIMENT])
+    sample_rate: int = 44100  # model rate; audio is resampled to it (8000, 16000, 22050, 44100)
+    channels: int = 2  # 1 = mono (channel mean), 2 = stereo
+    segment: float = 4.0  # seconds per training chunk
+    samples_per_track: int = 64  # training chunks per track per epoch
+    valid_segment: float | None = None  # seconds per validation chunk (None = whole tracks)
+    # validation split: "musdb" uses musdb's own split="valid" (14 named tracks; needs them present),
+    # "tracks" uses valid_tracks, "ratio" holds out valid_ratio of the train songs; "auto" picks
+    # valid_tracks when set, else musdb's split when the tree holds its named tracks, else ratio.
+    valid_split: str = "auto"
+    valid_tracks: list[str] = field(default_factory=list)
+    valid_ratio: float = 0.2
+    short_tracks: str = "pad"  # songs shorter than one chunk: "pad" (with a warning) or "skip"
+    cache_dir: str | None = None  # decoded+resampled audio cache (None = <cwd>/.cache/sepcore)
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 150
+    steps_per_epoch: int | None = None  # None = one pass over the epoch's chunks
+    max_steps: int | None = None  # global step budget (stops training when reached)
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_patience: int = 3  # halve the LR after this many epochs without improvement
+    lr_factor: float = 0.5
+    early_stop: int = 20  # stop after this many epochs without improvement (0 = never)
+    grad_clip: float | None = 5.0  # max gradient norm (None = no clipping)
+    loss: str = "l1"  # l1 | mse | sisdr (negative SI-SDR)
+    source_weights: list[float] | None = None  # per-source loss weights (None = equal)
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # mixed precision (CUDA only)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
+    out_dir: str = "runs/default"  # checkpoints: last.ckpt, best.ckpt (+ epoch_N.ckpt if keep_every)
+    keep_every: bool = False  # keep one checkpoint per epoch as epoch_NNN.ckpt
+    resume: str | None = None  # a checkpoint to resume from ("auto" = out_dir/last.ckpt if present)
+    progress: bool = True  # tqdm bar per epoch (only when attached to a TTY)
+
+
+@dataclass
+class EvalConfig:
+    subset: str = "test"
+    tracks: list[str] = field(default_factory=list)  # limit to these track names (empty = all)
+    max_tracks: int | None = None
+    segment: float = 10.0  # seconds per inference chunk
+    overlap: float = 0.25  # overlap between chunks (fraction)
+    win: float = 1.0  # BSSEval window (s)
+    hop: float = 1.0  # BSSEval hop (s)
+    out_dir: str | None = None  # per-track museval JSON (None = <train.out_dir>/eval)
+
+
+@dataclass
+class ExperimentConfig:
+    model_name: str
+    model: Any  # the typed config of model_name
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict in file form (``model.name`` + model fields)."""
+        return {
+            "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _typed_section(cls: type, values: Any, section: str, file: str | None):
+    schema = OmegaConf.structured(cls)
+    try:
+        merged = OmegaConf.merge(schema, values if values is not None else {})
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+        msg = getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}", file=file) from None
+
+
+def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> ExperimentConfig:
+    """Validate a nested mapping and build the typed :class:`ExperimentConfig`."""
+    from sepcore.models import make_config
+
+    node = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
+    unknown = [k for k in node.keys() if k not in ("model", *_SECTIONS)]
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key '{unknown[0]}' (expected model, data, train, eval)",
+            key=str(unknown[0]),
+            file=file,
+        )
+    if "model" not in node or "name" not in node.model:
+        raise ConfigError("missing 'model.name' (a registry name, see `sep info`)", key="model.name",
+                          file=file)
+    model_raw = OmegaConf.to_container(node.model, resolve=True)
+    name = model_raw.pop("name")
+    try:
+        model_cfg = make_config(name, model_raw)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), key=exc.key, file=file) from None
+    sections = {s: _typed_section(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
+    cfg = ExperimentConfig(model_name=name, model=model_cfg, **sections)
+    _check_consistency(cfg, file)
+    return cfg
+
+
+def _check_consistency(cfg: ExperimentConfig, file: str | None) -> None:
+    """Cross-section checks: the model must agree with the data it is trained on."""
+    valid_targets = set(STEMS) | {ACCOMPANIMENT}
+    for t in cfg.data.targets:
+        if t not in valid_targets:
+            raise ConfigError(f"unknown target {t!r} in data.targets; choose from "
+                              f"{sorted(valid_targets)}", key="data.targets", file=file)
+    m = cfg.model
+    if hasattr(m, "sources") and list(m.sources) != list(cfg.data.targets):
+        raise ConfigError(f"model.sources {list(m.sources)} differ from data.targets "
+                          f"{list(cfg.data.targets)}", key="model.sources", file=file)
+    if hasattr(m, "sample_rate") and m.sample_rate != cfg.data.sample_rate:
+        raise ConfigError(f"model.sample_rate {m.sample_rate} differs from data.sample_rate "
+                          f"{cfg.data.sample_rate}", key="model.sample_rate", file=file)
+    if hasattr(m, "audio_channels") and m.audio_channels != cfg.data.channels:
+        raise ConfigError(f"model.audio_channels {m.audio_channels} differs from data.channels "
+                          f"{cfg.data.channels}", key="model.audio_channels", file=file)
+    if cfg.data.channels not in (1, 2):
+        raise ConfigError(f"data.channels must be 1 or 2, got {cfg.data.channels}",
+                          key="data.channels", file=file)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config file, apply dotlist ``overrides`` and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        packaged = Path(__file__).parent / "configs" / path
+        if packaged.is_file():
+            path = packaged
+        else:
+            raise ConfigError(f"config file not found: {path}", file=str(path))
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors come in several types
+        raise ConfigError(f"cannot parse YAML: {exc}", file=str(path)) from None
+    if overrides:
+        node = apply_overrides(node, overrides, file=str(path))
+    return config_from_dict(node, file=str(path))
+
+
+def apply_overrides(node: DictConfig, overrides: list[str], file: str | None = None) -> DictConfig:
+    """Apply ``key=value`` dotlist overrides; a key absent from the schema is reported later."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value", key=item, file=file)
+    try:
+        return OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override: {exc}", file=file) from None

@@ -1,0 +1,31 @@
+"""``sep info``: what a config builds — parameter count, receptive field, latent frame rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sepcore.config import load_config
+from sepcore.models import build_model
+from sepcore.models.base import count_parameters
+
+
+def model_info(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Build the model of ``config`` (a YAML path) and describe it."""
+    cfg = load_config(config, overrides)
+    model = build_model(cfg.model_name, cfg.model)
+    rate = model.sample_rate
+    rf = getattr(model, "conv_receptive_field", None) or model.receptive_field
+    return {
+        "model": cfg.model_name,
+        "params": count_parameters(model),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "sample_rate": rate,
+        "audio_channels": model.audio_channels,
+        "sources": model.sources,
+        "receptive_field_samples": rf,
+        "receptive_field_ms": None if rf is None else 1000.0 * rf / rate,
+        # a global norm (gLN) makes every output depend on the whole input on top of the convs
+        "global_context": model.receptive_field is None,
+        "frame_hop": model.frame_hop,
+        "latent_frame_rate": rate / model.frame_hop,
+    }

@@ -1,0 +1,63 @@
+"""The call contract shared by every separation model.
+
+Every model maps a mixture ``(B, C, T)`` to source estimates ``(B, S, C, T)`` at the same length
+and declares what long-audio inference and the trainer need to know about it:
+
+- ``sample_rate``: the rate the model works at (Hz);
+- ``sources``: the names of the estimated sources, in output order;
+- ``audio_channels``: the number of input/output audio channels;
+- ``valid_length(n)``: the smallest input length >= ``n`` the model handles without padding;
+- ``frame_hop``: the hop of the model's analysis frames in samples (1 for sample-level models);
+  chunked inference aligns chunk starts to it so frames fall where one pass would put them;
+- ``receptive_field``: samples of context one output sample depends on (``None`` = unbounded, e.g.
+  because of a global normalisation); ``sepcore.separate`` uses it to make chunked inference exact.
+
+Models with intermediate outputs (deep supervision) will return them through a documented side
+channel rather than by changing this contract.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SeparationModel(nn.Module):
+    """Base class: holds ``cfg`` and implements the default contract attributes from it.
+
+    Subclasses set ``self.cfg`` (their typed dataclass config) and implement ``forward``.
+    The config is expected to have ``sample_rate``, ``sources`` and ``audio_channels`` fields.
+    """
+
+    cfg: object
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.cfg.sample_rate)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.cfg.sources)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.cfg.audio_channels)
+
+    @property
+    def frame_hop(self) -> int:
+        return 1
+
+    @property
+    def receptive_field(self) -> int | None:
+        return None
+
+    def valid_length(self, length: int) -> int:
+        return length
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,296 @@
+"""The one training loop for every sepcore model.
+
+``fit(cfg, hooks)`` trains the model described by an :class:`~sepcore.config.ExperimentConfig`:
+Adam with weight decay, LR × ``lr_factor`` after ``lr_patience`` epochs without improvement of the
+validation loss, gradient-norm clipping, early stopping, an epoch and/or step budget, device
+auto-selection (CUDA when present) with optional mixed precision, seeded RNGs, a checkpoint every
+epoch (``last.safetensors``, ``best.safetensors``) and exact resume from one.
+
+The trainer knows nothing about Ray or MLflow: it calls hooks. A hook is any object with some of
+these methods:
+
+- ``on_epoch_end(metrics: dict) -> None`` — after validation and checkpointing of each epoch;
+- ``on_checkpoint(path: Path) -> None`` — after ``last.safetensors`` is written;
+- ``should_stop() -> bool`` — asked after each epoch (e.g. by a scheduler that prunes the trial).
+
+A NaN/inf loss raises :class:`~sepcore.errors.TrainingDiverged` naming the epoch and step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sepcore.checkpoint import (
+    Checkpoint,
+    capture_rng_state,
+    flatten_optimizer_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from sepcore.config import ExperimentConfig
+from sepcore.errors import CheckpointError, ConfigError, TrainingDiverged
+from sepcore.losses import build_loss
+from sepcore.metrics.sisdr import si_sdr
+from sepcore.models import build_model
+from sepcore.models.base import count_parameters
+
+log = logging.getLogger(__name__)
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    out_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    best_valid_loss: float
+    epochs_run: int
+    global_step: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available", key="train.device")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _call_hooks(hooks, method: str, *args) -> list[Any]:
+    return [getattr(h, method)(*args) for h in hooks if hasattr(h, method)]
+
+
+def _bar(iterable, total: int, enabled: bool, desc: str):
+    return tqdm(iterable, total=total, desc=desc, leave=False, unit="batch",
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
+    """Train ``cfg``'s model on ``cfg``'s data; see the module docstring."""
+    from sepcore.data import build_datasets
+
+    hooks = list(hooks or [])
+    tc = cfg.train
+    out_dir = Path(tc.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = select_device(tc.device)
+    seed_everything(tc.seed)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    model = build_model(cfg.model_name, cfg.model).to(device)
+    loss_fn = build_loss(tc.loss, tc.source_weights)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
+    use_amp = bool(tc.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    train_set, valid_set = build_datasets(cfg.data, seed=tc.seed)
+    state = {"epoch": 0, "global_step": 0, "best_valid_loss": math.inf, "bad_epochs": 0,
+             "history": []}
+
+    resume = _resolve_resume(tc.resume, out_dir)
+    if resume is not None:
+        _restore(resume, model, optimizer, scheduler, state, device)
+        log.info("resumed from %s at epoch %d (step %d)", resume, state["epoch"],
+                 state["global_step"])
+    log.info("training %s (%s parameters) on %s", cfg.model_name,
+             f"{count_parameters(model):,}", device)
+
+    stopped_early = False
+    start_epoch = state["epoch"]
+    for epoch in range(start_epoch + 1, tc.epochs + 1):
+        if tc.max_steps is not None and state["global_step"] >= tc.max_steps:
+            break
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device,
+                                  epoch, state, use_amp)
+        valid = _validate(cfg, model, valid_set, loss_fn, device)
+        scheduler.step(valid["valid_loss"])
+        improved = valid["valid_loss"] < state["best_valid_loss"]
+        if improved:
+            state["best_valid_loss"] = valid["valid_loss"]
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        metrics = {
+            "epoch": epoch,
+            "step": state["global_step"],
+            "train_loss": train_loss,
+            **valid,
+            "best_valid_loss": state["best_valid_loss"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time": time.perf_counter() - t0,
+        }
+        state["history"].append(metrics)
+        last = _save(out_dir / LAST, cfg, model, optimizer, scheduler, state, metrics)
+        if improved:
+            shutil.copyfile(last, out_dir / BEST)
+        if tc.keep_every:
+            shutil.copyfile(last, out_dir / f"epoch_{epoch:03d}.safetensors")
+        log.info("epoch %d: train %.4f valid %.4f sisdr %.2f dB lr %.2e", epoch, train_loss,
+                 valid["valid_loss"], valid["valid_sisdr"], metrics["lr"])
+        _call_hooks(hooks, "on_checkpoint", last)
+        _call_hooks(hooks, "on_epoch_end", metrics)
+        if tc.early_stop and state["bad_epochs"] >= tc.early_stop:
+            log.info("early stop: %d epochs without improvement", state["bad_epochs"])
+            stopped_early = True
+            break
+        if any(_call_hooks(hooks, "should_stop")):
+            stopped_early = True
+            break
+
+    best = out_dir / BEST
+    last = out_dir / LAST
+    return FitResult(
+        out_dir=out_dir,
+        best_checkpoint=best if best.exists() else None,
+        last_checkpoint=last if last.exists() else None,
+        best_valid_loss=state["best_valid_loss"],
+        epochs_run=state["epoch"],
+        global_step=state["global_step"],
+        stopped_early=stopped_early,
+        history=state["history"],
+    )
+
+
+def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device, epoch, state,
+                 use_amp) -> float:
+    tc = cfg.train
+    model.train()
+    train_set.set_epoch(epoch)
+    loader = DataLoader(train_set, batch_size=tc.batch_size, shuffle=False, drop_last=True,
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    steps = len(loader)
+    if tc.steps_per_epoch is not None:
+        steps = min(steps, tc.steps_per_epoch)
+    if tc.max_steps is not None:
+        steps = min(steps, tc.max_steps - state["global_step"])
+    total, count = 0.0, 0
+    bar = _bar(loader, steps, tc.progress, f"epoch {epoch}")
+    for index, (mixture, targets) in enumerate(bar):
+        if index >= steps:
+            break
+        mixture = mixture.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            estimate = model(mixture)
+            loss = loss_fn(estimate.float(), targets)
+        state["global_step"] += 1
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch}, step {state['global_step']} "
+                f"(batch {index} of the epoch); lower train.lr or enable train.grad_clip",
+                epoch=epoch, step=state["global_step"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if tc.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item()
+        count += 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    bar.close()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
+    """Validation loss and SI-SDR per source (chunked inference on long items)."""
+    from sepcore.separate import apply_model
+
+    model.eval()
+    sources = list(cfg.data.targets)
+    losses, sdrs = [], []
+    for index in range(len(valid_set)):
+        mixture, targets = valid_set[index]
+        estimate = apply_model(model, mixture[None], segment=cfg.eval.segment,
+                               overlap=cfg.eval.overlap, device=device)
+        losses.append(loss_fn(estimate, targets[None]).item())
+        # (1, S, C, T) -> SI-SDR per source, mean over channels
+        sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
+    if not losses:
+        return {"valid_loss": float("nan"), "valid_sisdr": float("nan")}
+    per_source = torch.stack(sdrs).nanmean(dim=0)
+    result = {"valid_loss": float(np.mean(losses)), "valid_sisdr": float(per_source.mean())}
+    for name, value in zip(sources, per_source.tolist(), strict=True):
+        result[f"valid_sisdr_{name}"] = value
+    return result
+
+
+def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = out_dir / LAST
+        return path if path.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"train.resume={resume!r}: no such checkpoint file")
+    return path
+
+
+def _save(path, cfg, model, optimizer, scheduler, state, metrics) -> Path:
+    optim_tensors, optim_rest = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_json = capture_rng_state()
+    train_state = {
+        "epoch": state["epoch"],
+        "global_step": state["global_step"],
+        "best_valid_loss": state["best_valid_loss"],
+        "bad_epochs": state["bad_epochs"],
+        "history": state["history"],
+        "optimizer": optim_rest,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_json,
+    }
+    ckpt = Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(),
+                      train_state=train_state, optimizer_state=optim_tensors,
+                      rng_state=rng_tensors, metrics=metrics)
+    return save_checkpoint(path, ckpt)
+
+
+def _restore(path, model, optimizer, scheduler, state, device) -> None:
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt.model_state)
+    ts = ckpt.train_state
+    optimizer.load_state_dict(unflatten_optimizer_state(
+        {k: v.to(device) if v.dim() > 0 else v for k, v in ckpt.optimizer_state.items()},
+        ts["optimizer"]))
+    scheduler.load_state_dict(ts["scheduler"])
+    restore_rng_state(ckpt.rng_state, ts.get("rng", {}))
+    for key in ("epoch", "global_step", "best_valid_loss", "bad_epochs", "history"):
+        state[key] = ts[key]

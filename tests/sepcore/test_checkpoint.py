@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+from sepcore.checkpoint import (
+    Checkpoint,
+    flatten_optimizer_state,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from sepcore.config import config_from_dict
+from sepcore.errors import CheckpointError
+from sepcore.models import build_model
+
+
+def _cfg():
+    return config_from_dict({
+        "model": {"name": "convtasnet", "sample_rate": 8000, "audio_channels": 1,
+                  "encoder": {"N": 16, "L": 8}, "masker": {"B": 8, "H": 16, "X": 2, "R": 1}},
+        "data": {"sample_rate": 8000, "channels": 1},
+    })
+
+
+def test_roundtrip_model_and_optimizer(tmp_path):
+    cfg = _cfg()
+    model = build_model(cfg.model_name, cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 1, 800)).pow(2).mean().backward()
+    opt.step()
+    tensors, rest = flatten_optimizer_state(opt.state_dict())
+    path = save_checkpoint(tmp_path / "a.safetensors", Checkpoint(
+        config=cfg.to_dict(), model_state=model.state_dict(), optimizer_state=tensors,
+        train_state={"optimizer": rest, "epoch": 3}))
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_name == "convtasnet" and ckpt.train_state["epoch"] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(ckpt.model_state[k], v)
+    opt2 = torch.optim.Adam(build_model(cfg.model_name, cfg.model).parameters(), lr=1e-3)
+    opt2.load_state_dict(unflatten_optimizer_state(ckpt.optimizer_state, ckpt.train_state["optimizer"]))
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for i in s1:
+        for key in s1[i]:
+            assert torch.equal(torch.as_tensor(s1[i][key]), torch.as_tensor(s2[i][key]))
+    loaded, loaded_cfg = load_model(path)
+    x = torch.randn(1, 1, 1234)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
+    assert loaded_cfg.to_dict() == cfg.to_dict()
+
+
+def test_no_pickle_and_metadata_is_json(tmp_path):
+    cfg = _cfg()
+    model = build_model(cfg.model_name, cfg.model)
+    path = save_checkpoint(tmp_path / "b.safetensors",
+                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
+    import safetensors
+
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["sepcore"])
+    assert meta["format_version"] == 1 and meta["model"] == "convtasnet"
+    assert "torch" in meta["versions"]
+    assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
+
+
+def test_corrupted_and_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_checkpoint(bad)
