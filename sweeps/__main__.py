@@ -1,0 +1,158 @@
+"""``python -m sweeps run|submit|resume|promote|report``.
+
+    python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
+    python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
+    python -m sweeps resume runs/sweeps/bands-20261123-101500
+    python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
+    python -m sweeps report bands-20261123-101500           (a sweep run name or parent run id)
+
+Errors of the sweep or library layers print one line naming the file and key (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sepcore.errors import SepcoreError
+
+
+def _print_outcome(outcome) -> None:
+    print()
+    print(outcome.report)
+    print()
+    for pushed in outcome.pushed:
+        print(f"pushed {pushed['trial_id']}: {pushed['uri']} (sha256 {pushed['sha256'][:12]}…)")
+    if outcome.registered:
+        reg = outcome.registered
+        print(f"registered {reg['name']} version {reg['version']} with alias '{reg['alias']}'")
+    print(f"MLflow parent run {outcome.parent_run_id}; open the UI with:")
+    print(f"  mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    print(f"resume if interrupted: python -m sweeps resume {outcome.experiment_path}")
+
+
+def _cmd_run(args) -> int:
+    from sweeps.runner import run_sweep
+    from sweeps.spec import load_sweep
+
+    sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
+    _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides))
+    return 0
+
+
+def _cmd_resume(args) -> int:
+    from sweeps.runner import resume_sweep
+
+    _print_outcome(resume_sweep(args.experiment, address=args.address, sweep_file=args.file,
+                                profile=args.profile, overrides=args.overrides or None))
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from sweeps.spec import load_sweep
+    from sweeps.submit import submit
+
+    load_sweep(args.file, profile=args.profile, overrides=args.overrides)  # fail before submitting
+    job_id = submit(args.file, address=args.address, profile=args.profile,
+                    overrides=args.overrides, working_dir=args.working_dir)
+    print(f"submitted job {job_id}")
+    print(f"follow its logs: ray job logs --address {args.address} --follow {job_id}")
+    print(f"status:          ray job status --address {args.address} {job_id}")
+    return 0
+
+
+def _cmd_promote(args) -> int:
+    from mlflow import MlflowClient
+
+    from sweeps.registry import promote
+    from sweeps.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    version = promote(client, args.name, version=args.version, run_id=args.run,
+                      alias=args.alias)
+    print(f"{args.name} version {version} now has alias '{args.alias}'")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from sweeps.report import sweep_report
+    from sweeps.tracking import find_sweep_run, resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    run = find_sweep_run(client, args.sweep)
+    tags = run.data.tags
+    metric = args.metric or tags.get("sepcore.metric", "valid_sisdr")
+    mode = args.mode or tags.get("sepcore.mode", "max")
+    out = Path(args.out or Path("runs/reports") / (tags.get("mlflow.runName") or run.info.run_id))
+    print(sweep_report(client, run.info.experiment_id, run.info.run_id, metric, mode, out))
+    print(f"\nwrote {out}/comparison.csv and comparison.png (also logged to run "
+          f"{run.info.run_id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a sweep file on local Ray or a cluster")
+    p.add_argument("file")
+    p.add_argument("--profile")
+    p.add_argument("--address", help="Ray cluster address (default: local Ray / $RAY_ADDRESS)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.num_samples=4")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("submit", help="submit `sweeps run` to a cluster with Ray Jobs")
+    p.add_argument("file")
+    p.add_argument("--address", required=True, help="Ray dashboard address, http://HEAD:8265")
+    p.add_argument("--profile")
+    p.add_argument("--working-dir", default=".")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep (Tuner.restore)")
+    p.add_argument("experiment", help="the Tune experiment folder printed by `run`")
+    p.add_argument("--file", help="the sweep file (default: the one recorded in the folder)")
+    p.add_argument("--profile")
+    p.add_argument("--address")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("promote", help="move a registry alias by hand")
+    p.add_argument("name", help="registered model name")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--version")
+    group.add_argument("--run", help="the MLflow run id of the version to promote")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("report", help="comparison table, CSV and PNG of a finished sweep")
+    p.add_argument("sweep", help="the sweep's run name (as printed by `run`) or parent run id")
+    p.add_argument("--metric")
+    p.add_argument("--mode", choices=["max", "min"])
+    p.add_argument("--out")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sweeps").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except SepcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The sweep comparison table: one row per configuration, mean ± spread over seeds.
+
+Rows group a sweep's child runs by their searched parameters (``search.*`` params, the seed
+excluded); columns are the sweep metric, the paper's BSSEval columns (vocals and accompaniment
+SDR / SIR / SAR, or whatever targets the runs were tested on), the parameter count and the epochs
+run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sweeps.tracking import child_runs
+
+PAPER_COLUMNS = [f"test_{t}_{m}" for t in ("vocals", "accompaniment") for m in ("SDR", "SIR",
+                                                                               "SAR")]
+
+
+def _config_key(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k[len("search."):], v) for k, v in params.items()
+                        if k.startswith("search.") and k != "search.train.seed"))
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), spread
+
+
+def collect_rows(client, experiment_id: str, parent_run_id: str, metric: str,
+                 mode: str = "max") -> tuple[list[dict[str, Any]], list[str]]:
+    """Group the sweep's child runs by configuration; returns (rows, metric columns)."""
+    groups: dict[tuple, list[Any]] = defaultdict(list)
+    for run in child_runs(client, experiment_id, parent_run_id):
+        groups[_config_key(run.data.params)].append(run)
+    present = {k for runs in groups.values() for r in runs for k in r.data.metrics}
+    extra = sorted(k for k in present if k.startswith("test_") and k not in PAPER_COLUMNS)
+    columns = [f"best_{metric}"] + [c for c in PAPER_COLUMNS if c in present] + extra
+    rows = []
+    for key, runs in groups.items():
+        row: dict[str, Any] = {"config": ", ".join(f"{k}={v}" for k, v in key) or "(base)",
+                               "runs": len(runs)}
+        for column in columns:
+            row[column] = _stats([r.data.metrics.get(column, math.nan) for r in runs])
+        row["params"] = runs[0].data.metrics.get("params", math.nan)
+        row["epochs"] = max(r.data.metrics.get("epoch", 0) for r in runs)
+        rows.append(row)
+    sign = -1 if mode == "max" else 1
+    rows.sort(key=lambda r: (math.isnan(r[columns[0]][0]), sign * (r[columns[0]][0]
+                                                                   if not math.isnan(
+                                                                       r[columns[0]][0]) else 0)))
+    return rows, columns
+
+
+def _fmt(mean: float, spread: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}" if spread == 0 else f"{mean:.2f}±{spread:.2f}"
+
+
+def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    header = ["config", "runs", *[c.removeprefix("test_") for c in columns], "params", "epochs"]
+    body = [[r["config"], str(r["runs"]), *[_fmt(*r[c]) for c in columns],
+             f"{r['params'] / 1e6:.2f}M" if not math.isnan(r["params"]) else "-",
+             str(int(r["epochs"]))] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["config", "runs", *[f"{c}_{s}" for c in columns for s in ("mean",
+                                                                                   "std")],
+                         "params", "epochs"])
+        for r in rows:
+            writer.writerow([r["config"], r["runs"], *[v for c in columns for v in r[c]],
+                             r["params"], r["epochs"]])
+    return path
+
+
+def write_png(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = columns[:1] + [c for c in columns if c.endswith("_SDR")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) + 2), 4))
+    width = 0.8 / max(1, len(shown))
+    for i, column in enumerate(shown):
+        means = [r[column][0] for r in rows]
+        spreads = [r[column][1] for r in rows]
+        ax.bar([x + i * width for x in range(len(rows))], means, width, yerr=spreads,
+               label=column.removeprefix("test_"), capsize=3)
+    ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(rows))])
+    ax.set_xticklabels([r["config"].replace(", ", "\n") for r in rows], fontsize=7)
+    ax.set_ylabel("dB")
+    ax.legend(fontsize=8)
+    ax.set_title("sweep comparison (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mode: str,
+                 out_dir: Path) -> str:
+    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run."""
+    rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode)
+    text = format_rows(rows, columns)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.txt").write_text(text + "\n")
+    files = [out_dir / "comparison.txt", write_csv(rows, columns, out_dir / "comparison.csv")]
+    if rows:
+        files.append(write_png(rows, columns, out_dir / "comparison.png"))
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), "report")
+    return text

@@ -1,0 +1,294 @@
+"""Run a sweep: a validated sweep file becomes a Ray Tune run, then artifacts, registry, report.
+
+``run_sweep`` starts (or joins) Ray, opens the sweep's MLflow parent run, builds a ``tune.Tuner``
+(OptunaSearch with TPE or Tune's grid/random generator, ASHA or FIFO, a ConcurrencyLimiter,
+resources per trial, FailureConfig, CheckpointConfig by the sweep metric, RunConfig with a local
+or ``s3://`` storage path), runs it, then pushes the top-k checkpoints to the artifact store,
+registers the best one (alias ``champion`` only when it beats the current champion) and prints the
+comparison table. ``resume_sweep`` continues an interrupted experiment with ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps.errors import SweepError
+from sweeps.spec import Sweep, load_sweep
+
+log = logging.getLogger(__name__)
+
+SWEEP_STATE = "sepcore_sweep.json"  # how resume finds the sweep file, profile and overrides
+
+
+@dataclass
+class SweepOutcome:
+    experiment_path: str
+    parent_run_id: str
+    tracking_uri: str
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    pushed: list[dict[str, Any]] = field(default_factory=list)
+    registered: dict[str, Any] | None = None
+    report: str = ""
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
+    """Trials run in their own working directories: make the base's relative paths absolute."""
+    base = json.loads(json.dumps(base))
+    data = base.setdefault("data", {})
+    if data.get("root") and "://" not in str(data["root"]):
+        data["root"] = str(Path(data["root"]).resolve())
+    data["cache_dir"] = str(Path(data.get("cache_dir") or ".cache/sepcore").resolve())
+    return base
+
+
+def _storage_path(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def _ray_job_ids() -> dict[str, str]:
+    import ray
+
+    ids = {"sepcore.ray_job_id": ray.get_runtime_context().get_job_id()}
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if raw:
+        try:
+            submission = json.loads(raw).get("metadata", {}).get("job_submission_id")
+        except ValueError:
+            submission = None
+        if submission:
+            ids["sepcore.ray_submission_id"] = submission
+    return ids
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)  # inside `ray job submit`: join the job's cluster
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def _search_and_space(sweep: Sweep):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.space import basic_space, optuna_space
+
+    t = sweep.tune
+    if t.search_alg == "optuna":
+        import optuna
+
+        searcher = OptunaSearch(space=optuna_space(sweep), metric=t.metric, mode=t.mode,
+                                sampler=optuna.samplers.TPESampler(seed=t.seed),
+                                points_to_evaluate=list(t.points_to_evaluate) or None)
+        return ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent), None
+    return None, basic_space(sweep)
+
+
+def _scheduler(sweep: Sweep, base_epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = sweep.tune.scheduler
+    if s.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=s.max_t or base_epochs,
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | None = None,
+              experiment_path: str | None = None) -> SweepOutcome:
+    """Run ``sweep`` (new, or continued when ``experiment_path`` holds an interrupted run)."""
+    from mlflow import MlflowClient
+    from ray import tune
+
+    from sweeps import tracking
+    from sweeps.trainable import TrialContext, train_trial
+
+    t = sweep.tune
+    resume = experiment_path is not None
+    storage = _storage_path(t.storage_path)
+    if resume:
+        experiment_path = experiment_path.rstrip("/")
+        name = experiment_path.rsplit("/", 1)[-1]
+    else:
+        name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_path = f"{storage}/{name}"
+
+    uri = tracking.resolve_tracking_uri(sweep.tracking.uri)
+    client = MlflowClient(uri)
+    experiment_id = tracking.ensure_experiment(client, sweep.experiment)
+    _init_ray(address)
+    tags = {"sepcore.sweep_file": sweep.file, "sepcore.sweep_digest": sweep.digest,
+            "sepcore.profile": sweep.profile or "", "sepcore.git_commit": tracking.git_commit(),
+            "sepcore.sweep_name": sweep.name, "sepcore.metric": t.metric,
+            "sepcore.mode": t.mode, **_ray_job_ids()}
+    parent = tracking.start_parent_run(client, experiment_id, experiment_path, name, tags,
+                                       resume=resume)
+    if not resume:
+        client.log_text(parent, json.dumps(sweep.raw, indent=2, default=str), "sweep.json")
+    log.info("sweep %s: MLflow parent run %s in %s", name, parent, uri)
+
+    base = _absolute_paths(sweep.base)
+    base_cfg = sweep.config_for({})
+    context = TrialContext(base=base, file=sweep.file, tracking_uri=uri,
+                           experiment_id=experiment_id, parent_run_id=parent,
+                           gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
+                           test_max_tracks=t.test_max_tracks,
+                           tags={"sepcore.sweep_name": sweep.name})
+    trainable = tune.with_resources(tune.with_parameters(train_trial, context=context),
+                                    {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
+    if resume:
+        if not tune.Tuner.can_restore(experiment_path):
+            raise SweepError(f"no restorable Tune experiment at {experiment_path}",
+                             key="experiment")
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+    else:
+        _write_state(experiment_path, sweep, overrides)
+        searcher, space = _search_and_space(sweep)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space or {},
+            tune_config=tune.TuneConfig(
+                metric=t.metric, mode=t.mode, num_samples=t.num_samples, search_alg=searcher,
+                scheduler=_scheduler(sweep, base_cfg.train.epochs),
+                max_concurrent_trials=None if searcher is not None else t.max_concurrent),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=1,
+                failure_config=tune.FailureConfig(max_failures=t.max_failures),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
+                    checkpoint_score_order=t.mode)))
+    results = tuner.fit()
+    return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+
+
+def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None) -> None:
+    if "://" in experiment_path:
+        return  # remote storage: resume takes the sweep file again on the command line
+    folder = Path(experiment_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SWEEP_STATE).write_text(json.dumps({
+        "file": str(Path(sweep.file).resolve()), "profile": sweep.profile,
+        "overrides": list(overrides or [])}, indent=2))
+
+
+def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | None = None,
+                 profile: str | None = None, overrides: list[str] | None = None) -> SweepOutcome:
+    """Continue an interrupted sweep (``experiment`` = the Tune experiment folder)."""
+    folder = Path(experiment)
+    state_file = folder / SWEEP_STATE
+    if sweep_file is None:
+        if not state_file.is_file():
+            raise SweepError(f"{experiment} holds no {SWEEP_STATE}; pass the sweep file with "
+                             f"--file", key="experiment", file=str(experiment))
+        state = json.loads(state_file.read_text())
+        sweep_file, profile = state["file"], state["profile"]
+        overrides = state["overrides"]
+    sweep = load_sweep(sweep_file, profile=profile, overrides=overrides)
+    return run_sweep(sweep, address=address, overrides=overrides,
+                     experiment_path=str(folder.resolve()) if "://" not in experiment
+                     else experiment)
+
+
+# --- after the trials -------------------------------------------------------------------------
+
+
+def _best_value(result, metric: str, mode: str) -> float:
+    frame = result.metrics_dataframe
+    if frame is None or metric not in frame:
+        return math.nan
+    series = frame[metric].dropna()
+    if series.empty:
+        return math.nan
+    return float(series.max() if mode == "max" else series.min())
+
+
+def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
+                 experiment_path: str, uri: str) -> SweepOutcome:
+    from sweeps import tracking
+    from sweeps.artifacts import open_store
+    from sweeps.registry import register_checkpoint
+    from sweeps.report import sweep_report
+
+    t = sweep.tune
+    outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
+                           tracking_uri=uri)
+    children = {r.data.tags.get(tracking.TRIAL_TAG): r
+                for r in tracking.child_runs(client, experiment_id, parent)}
+    rows = []
+    for result in results:
+        trial_id = _trial_id(result)
+        run = children.get(trial_id)
+        value = _best_value(result, t.metric, t.mode)
+        status = "FAILED" if result.error else "FINISHED"
+        if run is not None:
+            stopped = not result.error and result.metrics.get("epoch", 0) < (
+                t.scheduler.max_t or sweep.config_for({}).train.epochs)
+            client.set_tag(run.info.run_id, "sepcore.stopped_early", str(bool(stopped)))
+            client.log_metric(run.info.run_id, f"best_{t.metric}", value)
+            tracking.terminate(client, run.info.run_id, status)
+        rows.append({"trial_id": trial_id, "value": value, "result": result,
+                     "run_id": run.info.run_id if run else None, "error": result.error})
+    outcome.trials = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+    ranked = sorted((r for r in rows if not math.isnan(r["value"]) and not r["error"]),
+                    key=lambda r: r["value"], reverse=t.mode == "max")
+    store = open_store(sweep.artifacts.uri)
+    for row in ranked[: sweep.artifacts.top_k]:
+        checkpoint = row["result"].get_best_checkpoint(t.metric, t.mode)
+        if checkpoint is None:
+            continue
+        with checkpoint.as_directory() as folder:
+            from sepcore.train import LAST
+
+            local = Path(folder) / LAST
+            key = f"{sweep.name}/{Path(experiment_path).name}/{row['trial_id']}/model.safetensors"
+            stored = store.put(local, key)
+        pushed = {"trial_id": row["trial_id"], "uri": stored.uri, "sha256": stored.sha256,
+                  "value": row["value"], "run_id": row["run_id"]}
+        outcome.pushed.append(pushed)
+        if row["run_id"]:
+            client.set_tag(row["run_id"], "sepcore.checkpoint_uri", stored.uri)
+            client.set_tag(row["run_id"], "sepcore.checkpoint_sha256", stored.sha256)
+        log.info("pushed %s (%s = %.4f) to %s", row["trial_id"], t.metric, row["value"],
+                 stored.uri)
+    if outcome.pushed and sweep.registry.register and outcome.pushed[0]["run_id"]:
+        best = outcome.pushed[0]
+        reg = register_checkpoint(
+            client, sweep.model_name, best["uri"], best["run_id"], t.metric, best["value"],
+            t.mode, tags={"sepcore.trial_id": best["trial_id"],
+                          "sepcore.checkpoint_sha256": best["sha256"],
+                          "sepcore.sweep_name": sweep.name, "sepcore.parent_run": parent},
+            promote=sweep.registry.promote)
+        outcome.registered = {"name": sweep.model_name, "version": reg.version,
+                              "alias": reg.alias, "previous_champion": reg.previous_champion}
+        client.set_tag(parent, "sepcore.registered_version", reg.version)
+    outcome.report = sweep_report(client, experiment_id, parent, metric=t.metric, mode=t.mode,
+                                  out_dir=Path(experiment_path) if "://" not in experiment_path
+                                  else Path("runs/reports") / Path(experiment_path).name)
+    tracking.terminate(client, parent, "FINISHED")
+    return outcome
+
+
+def _trial_id(result) -> str:
+    metrics = result.metrics or {}
+    if metrics.get("trial_id"):
+        return str(metrics["trial_id"])
+    return str(result.config.get("__trial_id__", Path(result.path).name))

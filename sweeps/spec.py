@@ -1,0 +1,452 @@
+"""Sweep files: parse, merge a profile and overrides, validate before any trial starts.
+
+A sweep file (``sweeps/*.yaml``, DESIGN.md "Configuration") has these blocks::
+
+    requires: null            # optional: a model this file needs that is not built yet (message)
+    base: demo.yaml           # a sepcore config (packaged name or path) or an inline mapping
+    search:                   # dotted config path -> one distribution
+      model.num_bands: {grid: [1, 2, 4]}
+      train.lr: {loguniform: [1.0e-4, 3.0e-3]}
+      model.fb_ratio: {uniform: [0.1, 0.9], when: {model.encoder.kind: hybrid}}
+    tune: {metric: valid_sisdr, mode: max, num_samples: 1, search_alg: optuna, ...}
+    tracking: {uri: null, experiment: null}
+    artifacts: {uri: null, top_k: 1}
+    registry: {model_name: null, promote: true}
+    profiles: {smoke: {...}, paper: {...}}   # named partial sweep files merged on top
+
+Distributions: ``grid`` and ``choice`` (lists), ``uniform``/``loguniform`` ([low, high]),
+``randint`` ([low, high), high exclusive as in Tune), ``quniform`` ([low, high, q]). ``when``
+makes a parameter conditional: it only exists for trials whose other parameters match, so a grid
+never holds two trials that differ only in a parameter that does not apply to them.
+
+Every error is a :class:`~sweeps.errors.SweepError` naming the file and the dotted key at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sepcore.config import ExperimentConfig, config_from_dict
+from sepcore.errors import ConfigError
+from sweeps.errors import SweepError
+
+KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+BLOCKS = ("requires", "base", "search", "tune", "tracking", "artifacts", "registry", "profiles")
+SEARCH_ALGS = ("optuna", "grid", "random")
+SCHEDULERS = ("asha", "fifo")
+
+
+# --- typed blocks ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SchedulerSpec:
+    type: str = "asha"  # asha | fifo
+    grace_period: int = 1  # epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0
+    max_t: int | None = None  # epochs (None = the base config's train.epochs)
+
+
+@dataclass
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0  # fractions allowed (0.5 = two trials per GPU; memory is not partitioned)
+
+
+@dataclass
+class TuneSpec:
+    metric: str = "valid_sisdr"
+    mode: str = "max"
+    num_samples: int = 1  # Optuna/random: number of trials; grid: repeats of every grid point
+    search_alg: str = "optuna"  # optuna (TPE) | grid | random
+    seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # train.seed repeats (the report's spread)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    max_concurrent: int = 2
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    max_failures: int = 2
+    num_to_keep: int = 2  # checkpoints kept per trial (by the sweep metric)
+    storage_path: str = "runs/sweeps"  # a local folder or s3://bucket/prefix (shared storage)
+    name: str | None = None  # experiment name (None = the sweep file's stem)
+    test_eval: bool = True  # BSSEval the finished trials' best checkpoints on the test subset
+    test_max_tracks: int | None = None
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # Optuna warm start
+
+
+@dataclass
+class TrackingSpec:
+    uri: str | None = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db
+    experiment: str | None = None  # None = the sweep name
+
+
+@dataclass
+class ArtifactsSpec:
+    uri: str | None = None  # None = ./mlartifacts/store; s3://bucket/prefix through boto3
+    top_k: int = 1  # best trials whose checkpoints are pushed
+
+
+@dataclass
+class RegistrySpec:
+    model_name: str | None = None  # None = sepcore-<sweep name>
+    register: bool = True
+    promote: bool = True  # move alias champion when the new model beats the current one
+
+
+@dataclass
+class Param:
+    """One searched parameter: dotted config path, distribution and optional condition."""
+
+    path: str
+    kind: str
+    values: list[Any]  # grid/choice values, or the numeric arguments
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        return all(params.get(k) in allowed for k, allowed in self.when.items())
+
+
+@dataclass
+class Sweep:
+    """A resolved, validated sweep file."""
+
+    file: str
+    name: str
+    profile: str | None
+    base: dict[str, Any]  # the full sepcore config as a plain mapping
+    params: list[Param]
+    tune: TuneSpec
+    tracking: TrackingSpec
+    artifacts: ArtifactsSpec
+    registry: RegistrySpec
+    digest: str  # SHA-256 of the resolved sweep (file + profile + overrides)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> list[Param]:
+        return [p for p in self.params if p.kind == "grid"]
+
+    def config_for(self, params: dict[str, Any]) -> ExperimentConfig:
+        """The typed sepcore config of one trial (base + the trial's parameters)."""
+        return build_trial_config(self.base, params, self.file)
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or f"sepcore-{self.name}"
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path, profile: str | None = None,
+               overrides: list[str] | None = None) -> Sweep:
+    """Read ``path``, merge ``profiles[profile]`` and dotlist ``overrides``, validate everything."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file not found: {path}", file=file)
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # yaml raises several types
+        raise SweepError(f"cannot parse YAML: {exc}", file=file) from None
+    if not isinstance(node, DictConfig):
+        raise SweepError("a sweep file must be a mapping of blocks", file=file)
+    _check_keys(node, BLOCKS, "", file)
+    if node.get("requires"):
+        raise SweepError(f"this sweep needs {node.requires}, which is not built yet; see the "
+                         f"comment at the top of the file", key="requires", file=file)
+    if "base" not in node:
+        raise SweepError("missing 'base' (a sepcore config file or mapping)", key="base", file=file)
+
+    base = _resolve_base(node.base, path, file)
+    node["base"] = base
+    profiles = node.get("profiles") or {}
+    if profile is not None:
+        if profile not in profiles:
+            known = ", ".join(profiles) or "none"
+            raise SweepError(f"unknown profile {profile!r} (this file has: {known})",
+                             key=f"profiles.{profile}", file=file)
+        chosen = profiles[profile]
+        _check_keys(chosen, BLOCKS[1:-1], f"profiles.{profile}.", file)
+        node = OmegaConf.merge(node, chosen)
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise SweepError(f"override {item!r} is not of the form key=value", key=item,
+                                 file=file)
+            if item.split("=", 1)[0].split(".")[0] not in BLOCKS:
+                raise SweepError(f"override {item!r} must start with one of {list(BLOCKS[1:-1])}",
+                                 key=item.split("=", 1)[0], file=file)
+        try:
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as exc:
+            raise SweepError(f"bad override: {exc}", file=file) from None
+
+    tune_spec = _typed(TuneSpec, node.get("tune"), "tune", file)
+    sweep = Sweep(
+        file=file,
+        name=tune_spec.name or path.stem,
+        profile=profile,
+        base=OmegaConf.to_container(node.base, resolve=True),
+        params=_parse_search(node.get("search") or OmegaConf.create({}), file),
+        tune=tune_spec,
+        tracking=_typed(TrackingSpec, node.get("tracking"), "tracking", file),
+        artifacts=_typed(ArtifactsSpec, node.get("artifacts"), "artifacts", file),
+        registry=_typed(RegistrySpec, node.get("registry"), "registry", file),
+        digest="",
+        raw={},
+    )
+    raw = OmegaConf.to_container(node, resolve=True)
+    raw.pop("profiles", None)
+    sweep.raw = raw
+    sweep.digest = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(raw)).encode()).hexdigest()
+    validate(sweep)
+    return sweep
+
+
+def _check_keys(node: Any, allowed: tuple[str, ...], prefix: str, file: str) -> None:
+    if not isinstance(node, DictConfig):
+        raise SweepError(f"'{prefix.rstrip('.') or 'sweep'}' must be a mapping", file=file,
+                         key=prefix.rstrip(".") or None)
+    for key in node.keys():
+        if key not in allowed:
+            raise SweepError(f"unknown key '{prefix}{key}' (expected one of {list(allowed)})",
+                             key=f"{prefix}{key}", file=file)
+
+
+def _resolve_base(base: Any, sweep_path: Path, file: str) -> DictConfig:
+    if isinstance(base, DictConfig):
+        return base
+    if not isinstance(base, str):
+        raise SweepError("'base' must be a config file name or a mapping", key="base", file=file)
+    packaged = Path(__file__).resolve().parent.parent / "sepcore" / "configs" / base
+    candidates = [packaged, Path(base), sweep_path.parent / base]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.resolve() != sweep_path.resolve():
+            try:
+                return OmegaConf.load(candidate)
+            except Exception as exc:
+                raise SweepError(f"cannot parse base config {candidate}: {exc}", key="base",
+                                 file=file) from None
+    raise SweepError(f"base config {base!r} not found (looked in sepcore/configs, the working "
+                     f"directory and next to the sweep file)", key="base", file=file)
+
+
+def _typed(cls: type, values: Any, block: str, file: str):
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), values if values is not None else {})
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise SweepError(f"key '{block}.{key}': {getattr(exc, 'msg', None) or exc}",
+                         key=f"{block}.{key}", file=file) from None
+
+
+def _parse_search(search: Any, file: str) -> list[Param]:
+    if not isinstance(search, DictConfig):
+        raise SweepError("'search' must map config paths to distributions", key="search",
+                         file=file)
+    params = []
+    for path, spec in _flatten_search(search):
+        key = f"search.{path}"
+        if not isinstance(spec, DictConfig):
+            raise SweepError(f"'{key}' must be a distribution such as {{choice: [...]}}",
+                             key=key, file=file)
+        kinds = [k for k in spec.keys() if k != "when"]
+        if len(kinds) != 1 or kinds[0] not in KINDS:
+            raise SweepError(f"'{key}' needs exactly one distribution among {list(KINDS)} "
+                             f"(got {kinds})", key=key, file=file)
+        kind = kinds[0]
+        values = spec[kind]
+        values = OmegaConf.to_container(values, resolve=True) if isinstance(
+            values, ListConfig | DictConfig) else values
+        when = {}
+        if "when" in spec:
+            if not isinstance(spec.when, DictConfig):
+                raise SweepError(f"'{key}.when' must map parameters to values", key=f"{key}.when",
+                                 file=file)
+            for other, allowed in OmegaConf.to_container(spec.when, resolve=True).items():
+                when[other] = list(allowed) if isinstance(allowed, list) else [allowed]
+        params.append(Param(path=path, kind=kind, values=_check_values(kind, values, key, file),
+                            when=when))
+    names = {p.path for p in params}
+    for p in params:
+        for other in p.when:
+            if other not in names:
+                raise SweepError(f"'search.{p.path}.when' refers to {other!r}, which is not a "
+                                 f"searched parameter", key=f"search.{p.path}.when", file=file)
+            if other == p.path:
+                raise SweepError("a parameter cannot depend on itself", key=f"search.{p.path}",
+                                 file=file)
+    return params
+
+
+def _flatten_search(node: DictConfig, prefix: str = ""):
+    """Yield (dotted path, distribution); nested mappings without a distribution key recurse."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, DictConfig) and len(value) and not (set(value.keys()) & set(KINDS)) \
+                and "when" not in value and all(isinstance(v, DictConfig) for v in value.values()):
+            yield from _flatten_search(value, path + ".")
+        else:
+            yield path, value
+
+
+def _check_values(kind: str, values: Any, key: str, file: str) -> list[Any]:
+    def fail(msg: str):
+        raise SweepError(f"'{key}.{kind}': {kind} {msg}", key=f"{key}.{kind}", file=file)
+
+    if not isinstance(values, list):
+        fail(f"needs a list, got {values!r}")
+    if kind in ("grid", "choice"):
+        if not values:
+            fail("is empty")
+        if len({repr(v) for v in values}) != len(values):
+            fail(f"has duplicate values {values}")
+        return values
+    expected = 3 if kind == "quniform" else 2
+    if len(values) != expected or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                          for v in values):
+        fail(f"needs {expected} numbers, got {values}")
+    low, high = values[0], values[1]
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        fail(f"needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        fail(f"needs low > 0, got {low}")
+    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+        fail(f"needs integer bounds, got {values}")
+    if kind == "quniform" and (values[2] <= 0 or values[2] > high - low):
+        fail(f"needs 0 < q <= high - low, got q={values[2]}")
+    return values
+
+
+# --- trial configs and validation ----------------------------------------------------------------
+
+
+def build_trial_config(base: dict[str, Any], params: dict[str, Any],
+                       file: str | None = None) -> ExperimentConfig:
+    """Merge a trial's dotted ``params`` (``None`` values = not applicable) into ``base``."""
+    node = OmegaConf.create(base)
+    dotlist = {k: v for k, v in params.items() if v is not None and not k.startswith("_")}
+    for key, value in dotlist.items():
+        OmegaConf.update(node, key, value, merge=True, force_add=True)
+    return config_from_dict(node, file=file)
+
+
+def grid_points(params: list[Param]) -> list[dict[str, Any]]:
+    """The distinct grid points: the product of grid values with inapplicable values removed.
+
+    Parameters whose ``when`` does not hold are dropped from a point, so two points never differ
+    only in a parameter that does not apply.
+    """
+    grid = [p for p in params if p.kind == "grid"]
+    points, seen = [], set()
+    for combo in itertools.product(*[p.values for p in grid]):
+        point = dict(zip([p.path for p in grid], combo, strict=True))
+        point = _prune(point, grid)
+        marker = repr(sorted(point.items(), key=lambda kv: kv[0]))
+        if marker not in seen:
+            seen.add(marker)
+            points.append(point)
+    return points
+
+
+def _prune(point: dict[str, Any], params: list[Param]) -> dict[str, Any]:
+    """Drop parameters whose condition fails, until stable (conditions can chain)."""
+    by_path = {p.path: p for p in params}
+    changed = True
+    while changed:
+        changed = False
+        for path in list(point):
+            param = by_path.get(path)
+            if param is not None and not param.applies(point):
+                del point[path]
+                changed = True
+    return point
+
+
+def reported_metrics(sources: list[str]) -> set[str]:
+    """Metric names the trainable reports every epoch (see sepcore.train.fit)."""
+    names = {"epoch", "train_loss", "valid_loss", "valid_sisdr", "best_valid_loss", "lr",
+             "global_step", "epoch_seconds"}
+    names |= {f"valid_sisdr_{s}" for s in sources}
+    return names
+
+
+def validate(sweep: Sweep) -> None:
+    """Everything that can be checked before a trial starts; raises SweepError naming the key."""
+    file = sweep.file
+    t = sweep.tune
+    try:
+        base_cfg = config_from_dict(OmegaConf.create(sweep.base))
+    except ConfigError as exc:
+        raise SweepError(f"base config does not build: {exc}", key=f"base.{exc.key or ''}"
+                         .rstrip("."), file=file) from None
+    checks = [
+        (t.mode in ("max", "min"), "tune.mode", f"must be max or min, got {t.mode!r}"),
+        (t.search_alg in SEARCH_ALGS, "tune.search_alg",
+         f"must be one of {list(SEARCH_ALGS)}, got {t.search_alg!r}"),
+        (t.scheduler.type in SCHEDULERS, "tune.scheduler.type",
+         f"must be one of {list(SCHEDULERS)}, got {t.scheduler.type!r}"),
+        (t.num_samples >= 1, "tune.num_samples", f"must be >= 1, got {t.num_samples}"),
+        (t.max_concurrent >= 1, "tune.max_concurrent", f"must be >= 1, got {t.max_concurrent}"),
+        (t.max_failures >= 0, "tune.max_failures", f"must be >= 0, got {t.max_failures}"),
+        (t.num_to_keep >= 1, "tune.num_to_keep", f"must be >= 1, got {t.num_to_keep}"),
+        (t.resources.cpu > 0, "tune.resources.cpu", f"must be > 0, got {t.resources.cpu}"),
+        (t.resources.gpu >= 0, "tune.resources.gpu", f"must be >= 0, got {t.resources.gpu}"),
+        (t.scheduler.grace_period >= 1, "tune.scheduler.grace_period",
+         f"must be >= 1, got {t.scheduler.grace_period}"),
+        (t.scheduler.reduction_factor > 1, "tune.scheduler.reduction_factor",
+         f"must be > 1, got {t.scheduler.reduction_factor}"),
+        (sweep.artifacts.top_k >= 1, "artifacts.top_k", f"must be >= 1, got {sweep.artifacts.top_k}"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise SweepError(f"'{key}' {msg}", key=key, file=file)
+    metrics = reported_metrics(list(base_cfg.data.targets))
+    if t.metric not in metrics:
+        raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "
+                         f"reports {sorted(metrics)}", key="tune.metric", file=file)
+    if t.search_alg == "grid":
+        continuous = [p.path for p in sweep.params if p.kind not in ("grid", "choice")]
+        if not sweep.grid and not continuous:
+            raise SweepError("search_alg 'grid' needs at least one grid parameter",
+                             key="search", file=file)
+    # every discrete value must give a config that builds; continuous ones at their bounds
+    for param in sweep.params:
+        samples = param.values if param.kind in ("grid", "choice") else param.values[:2]
+        for value in samples:
+            if param.kind == "randint":
+                value = min(value, param.values[1] - 1)
+            context = {other: allowed[0] for other, allowed in param.when.items()}
+            try:
+                cfg = build_trial_config(sweep.base, {**context, param.path: value})
+            except ConfigError as exc:
+                raise SweepError(f"'search.{param.path}' = {value!r} gives a config that does not "
+                                 f"build: {exc}", key=f"search.{param.path}", file=file) from None
+            if param.path.startswith("model."):
+                _build_model(cfg, f"search.{param.path}", file)
+    _build_model(base_cfg, "base", file)
+
+
+def _build_model(cfg: ExperimentConfig, key: str, file: str) -> None:
+    import torch
+
+    from sepcore.models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model_name, cfg.model)
+    except ConfigError as exc:
+        raise SweepError(f"'{key}': the model does not build: {exc}", key=key, file=file) from None

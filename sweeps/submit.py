@@ -1,0 +1,34 @@
+"""Submit ``python -m sweeps run`` to a running Ray cluster through the Job Submission SDK.
+
+The working directory travels as the job's runtime environment (Ray honours ``.gitignore``, so
+``.venv``, data and runs stay behind); the cluster's image must hold the dependencies.
+Equivalent CLI form (the README's)::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- python -m sweeps run FILE
+"""
+
+from __future__ import annotations
+
+import shlex
+
+
+def entrypoint(file: str, profile: str | None = None, overrides: list[str] | None = None) -> str:
+    parts = ["python", "-m", "sweeps", "run", file]
+    if profile:
+        parts += ["--profile", profile]
+    parts += list(overrides or [])
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def submit(file: str, address: str, profile: str | None = None,
+           overrides: list[str] | None = None, working_dir: str = ".",
+           env_vars: dict[str, str] | None = None) -> str:
+    """Submit the sweep; returns the job's submission id."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    runtime_env: dict = {"working_dir": working_dir}
+    if env_vars:
+        runtime_env["env_vars"] = dict(env_vars)
+    return client.submit_job(entrypoint=entrypoint(file, profile, overrides),
+                             runtime_env=runtime_env)

@@ -1,0 +1,155 @@
+"""The Ray Tune trainable: a thin adapter around :func:`sepcore.train.fit`.
+
+It builds the trial's sepcore config from the sweep base and the trial's parameters, restores from
+the Tune checkpoint on a retry or resume, and passes ``fit`` one hook that reports every epoch to
+Tune (with the checkpoint) and logs it to the trial's MLflow child run. No model code lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sepcore.models import build_model
+from sepcore.models.base import count_parameters
+from sepcore.train import BEST, LAST, fit, select_device
+from sweeps.space import trial_params
+from sweeps.spec import build_trial_config
+from sweeps.tracking import TrialRun, flatten
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the fault-tolerance tests: kill the trial process (SIGKILL, as an OOM killer
+# or a lost node would) once, at this epoch, the first time each trial reaches it.
+FAULT_EPOCH_ENV = "SEPCORE_FAULT_KILL_AT_EPOCH"
+FAULT_DIR_ENV = "SEPCORE_FAULT_MARKER_DIR"
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs from the driver (passed with ``tune.with_parameters``)."""
+
+    base: dict[str, Any]
+    file: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    gpus_per_trial: float = 0.0
+    test_eval: bool = True
+    test_max_tracks: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class TuneHook:
+    """fit() hook: report each epoch to Tune with the checkpoint, log it to MLflow."""
+
+    def __init__(self, run: TrialRun, out_dir: Path, trial_id: str):
+        self.run = run
+        self.out_dir = out_dir
+        self.trial_id = trial_id
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        epoch = int(metrics["epoch"])
+        self.history.append(metrics)
+        self.run.log_metrics(metrics, step=epoch)
+        _maybe_inject_fault(self.trial_id, epoch)
+        with tempfile.TemporaryDirectory(prefix="sepcore-ckpt-") as folder:
+            for name in (LAST, BEST):
+                if (self.out_dir / name).exists():
+                    shutil.copyfile(self.out_dir / name, Path(folder) / name)
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+        self._log_curve()
+
+    def _log_curve(self) -> None:
+        from sweeps.plots import loss_curve
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = loss_curve(self.history, Path(folder) / "loss_curve.png")
+            self.run.log_artifact(path)
+
+
+def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
+    at = os.environ.get(FAULT_EPOCH_ENV)
+    marker_dir = os.environ.get(FAULT_DIR_ENV)
+    if not at or not marker_dir or epoch != int(at):
+        return
+    marker = Path(marker_dir) / f"killed-{trial_id}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(epoch))
+    log.warning("fault injection: killing trial %s at epoch %d", trial_id, epoch)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Tune function trainable (Ray ≥ 2.7 API: tune.report / tune.get_checkpoint)."""
+    params = trial_params(config)
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    trial_dir = Path(ctx.get_trial_dir())
+    out_dir = trial_dir / "train"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    cfg = build_trial_config(context.base, params, context.file)
+    cfg.train.out_dir = str(out_dir)
+    cfg.train.progress = False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            for name in (LAST, BEST):
+                if (Path(folder) / name).exists():
+                    shutil.copyfile(Path(folder) / name, out_dir / name)
+        cfg.train.resume = str(out_dir / LAST)
+        log.info("trial %s resumes from its Tune checkpoint", trial_id)
+
+    device = select_device(cfg.train.device)
+    model = build_model(cfg.model_name, cfg.model)
+    run = TrialRun.open(
+        context.tracking_uri, context.experiment_id, context.parent_run_id, trial_id,
+        run_name=ctx.get_trial_name(),
+        params={**flatten(cfg.to_dict()), **{f"search.{k}": v for k, v in params.items()}},
+        tags={**context.tags, "sepcore.model": cfg.model_name})
+    if run.created:
+        run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device),
+                      "sepcore.host": socket.gethostname()})
+        run.log_metrics({"params": count_parameters(model)}, step=0)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "config.yaml"
+            path.write_text(cfg.to_yaml())
+            run.log_artifact(path)
+    del model
+
+    t0 = time.perf_counter()
+    result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id)])
+    wall = time.perf_counter() - t0
+    run.log_metrics({"wall_time_s": wall, "gpu_hours": wall / 3600 * context.gpus_per_trial,
+                     "epochs_run": result.epochs_run}, step=result.epochs_run)
+    if context.test_eval and result.best_checkpoint is not None:
+        _log_test_metrics(run, result.best_checkpoint, context, result.epochs_run)
+    run.finish("FINISHED")
+
+
+def _log_test_metrics(run: TrialRun, checkpoint: Path, context: TrialContext, step: int) -> None:
+    """BSSEval v4 of the best checkpoint on the test subset, in the paper's form."""
+    from sepcore.evaluate import evaluate_checkpoint
+
+    evaluation = evaluate_checkpoint(checkpoint, max_tracks=context.test_max_tracks,
+                                     out_dir=Path(checkpoint).parent / "eval", progress=False)
+    metrics = {f"test_{target}_{name}": value
+               for target, values in evaluation.scores.items() for name, value in values.items()}
+    run.log_metrics(metrics, step=step)
+    table = Path(checkpoint).parent / "eval" / "test_results.txt"
+    table.write_text(evaluation.table + "\n")
+    run.log_artifact(table)

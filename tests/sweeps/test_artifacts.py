@@ -1,0 +1,271 @@
+"""Artifact store: local folder and S3 against a real S3-compatible HTTP server (moto, loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from sweeps.artifacts import LocalStore, S3Store, open_store
+from sweeps.errors import ArtifactError
+
+MiB = 1024 * 1024
+BUCKET = "sepcore-artifacts"
+ACCESS_KEY = "AKIDSEPCORETESTKEY01"
+SECRET_KEY = "sepcore-test-secret-do-not-log-9f3a"
+
+
+def _write_random(path: Path, size: int, seed: int = 0) -> Path:
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- local store
+
+
+def test_local_put_get_roundtrip(tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "ckpt.safetensors", 300_000)
+    store = LocalStore(tmp_path / "store")
+    stored = store.put(src, "sweep-a/trial-1/ckpt.safetensors")
+
+    target = tmp_path / "store" / "sweep-a" / "trial-1" / "ckpt.safetensors"
+    assert stored.uri == target.as_uri() == store.uri_for("sweep-a/trial-1/ckpt.safetensors")
+    assert stored.sha256 == _sha(src) == store.sha256_of("sweep-a/trial-1/ckpt.safetensors")
+    assert stored.size == 300_000
+    assert (target.parent / "ckpt.safetensors.sha256").read_text().strip() == _sha(src)
+    assert store.exists("sweep-a/trial-1/ckpt.safetensors")
+    assert not store.exists("sweep-a/trial-2/ckpt.safetensors")
+    assert not list(target.parent.glob(".*.tmp"))  # no temp files left behind
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    by_key = store.get("sweep-a/trial-1/ckpt.safetensors", out_dir)
+    by_uri = store.get(stored.uri, tmp_path / "copy.bin")
+    assert by_key == out_dir / "ckpt.safetensors"
+    assert by_key.read_bytes() == src.read_bytes() == by_uri.read_bytes()
+
+
+def test_local_corrupted_file_is_refused(tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 10_000)
+    store = LocalStore(tmp_path / "store")
+    store.put(src, "t/ckpt.bin")
+    stored_path = tmp_path / "store" / "t" / "ckpt.bin"
+    data = bytearray(stored_path.read_bytes())
+    data[5000] ^= 0xFF
+    stored_path.write_bytes(bytes(data))
+
+    dest = tmp_path / "restored.bin"
+    with pytest.raises(ArtifactError, match="corrupted"):
+        store.get("t/ckpt.bin", dest)
+    assert not dest.exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_local_rejects_keys_outside_root(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    src = _write_random(tmp_path / "f.bin", 10)
+    with pytest.raises(ArtifactError, match=r"\.\."):
+        store.put(src, "../escape.bin")
+    with pytest.raises(ArtifactError, match="not inside the store"):
+        store.get((tmp_path / "f.bin").as_uri(), tmp_path / "x.bin")
+
+
+def test_open_store_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = open_store(None)
+    assert isinstance(default, LocalStore)
+    assert default.root == (tmp_path / "mlartifacts" / "store").resolve()
+    assert open_store(str(tmp_path / "s")).root == (tmp_path / "s").resolve()
+    assert open_store((tmp_path / "u").as_uri()).root == (tmp_path / "u").resolve()
+    with pytest.raises(ArtifactError, match="gs://"):
+        open_store("gs://bucket/prefix")
+
+
+# ---------------------------------------------------------------- S3 (moto server on loopback)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 (free port), dummy credentials, one bucket."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_ENDPOINT_URL", url)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            mp.delenv(var, raising=False)
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
+        yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str):
+    return boto3.client("s3", endpoint_url=s3_endpoint)
+
+
+def _store(endpoint: str, **kwargs) -> S3Store:
+    options = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB, "backoff_s": 0.01}
+    options.update(kwargs)
+    store = open_store(f"s3://{BUCKET}/sweeps/test", endpoint_url=endpoint, **options)
+    assert isinstance(store, S3Store)
+    return store
+
+
+def _injected(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, operation)
+
+
+def test_s3_multipart_upload_roundtrip(s3_endpoint: str, s3, tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "big.safetensors", 12 * MiB, seed=1)
+    store = _store(s3_endpoint)
+    stored = store.put(src, "trial-a/big.safetensors")
+
+    assert stored.uri == f"s3://{BUCKET}/sweeps/test/trial-a/big.safetensors"
+    assert stored.sha256 == _sha(src) and stored.size == 12 * MiB
+    head = s3.head_object(Bucket=BUCKET, Key="sweeps/test/trial-a/big.safetensors")
+    assert head["ETag"].strip('"').endswith("-3")  # 5 + 5 + 2 MiB: went multipart
+    assert head["Metadata"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert head["ContentLength"] == 12 * MiB
+    assert store.exists("trial-a/big.safetensors") and not store.exists("trial-a/none")
+    assert store.sha256_of("trial-a/big.safetensors") == stored.sha256
+
+    restored = store.get(stored.uri, tmp_path / "restored.bin")
+    assert restored.read_bytes() == src.read_bytes()
+
+
+def test_s3_store_reads_endpoint_from_env(s3_endpoint: str, tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "small.bin", 1000)
+    store = open_store(f"s3://{BUCKET}/env")  # no endpoint_url: boto3 reads AWS_ENDPOINT_URL
+    assert store.put(src, "small.bin").uri == f"s3://{BUCKET}/env/small.bin"
+    assert store.get("small.bin", tmp_path / "back.bin").read_bytes() == src.read_bytes()
+
+
+def test_s3_get_refuses_corrupted_object(s3_endpoint: str, s3, tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 4096, seed=2)
+    store = _store(s3_endpoint)
+    stored = store.put(src, "trial-c/ckpt.bin")
+    tampered = bytearray(src.read_bytes())
+    tampered[0] ^= 0xFF
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="sweeps/test/trial-c/ckpt.bin",
+        Body=bytes(tampered),
+        Metadata={"sha256": stored.sha256},
+    )
+    dest = tmp_path / "restored.bin"
+    with pytest.raises(ArtifactError, match="corrupted"):
+        store.get("trial-c/ckpt.bin", dest)
+    assert not dest.exists()
+
+
+def test_s3_failed_upload_is_retried(
+    s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = _write_random(tmp_path / "big.bin", 12 * MiB, seed=3)
+    store = _store(s3_endpoint, retries=3)
+    calls = {"CreateMultipartUpload": 0, "UploadPart": 0}
+    failures = {"left": 1}
+
+    def fail_first_part(model, **_kwargs) -> None:
+        if model.name in calls:
+            calls[model.name] += 1
+        if model.name == "UploadPart" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise _injected("UploadPart")
+
+    store.client.meta.events.register("before-call.s3", fail_first_part)
+    with caplog.at_level(logging.WARNING, logger="sweeps.artifacts"):
+        stored = store.put(src, "trial-r/big.bin")
+
+    assert failures["left"] == 0
+    assert calls["CreateMultipartUpload"] == 2  # first attempt failed, second one succeeded
+    assert "attempt 1/3" in caplog.text and "attempt 2/3" not in caplog.text
+    head = s3.head_object(Bucket=BUCKET, Key="sweeps/test/trial-r/big.bin")
+    assert head["Metadata"]["sha256"] == _sha(src) == stored.sha256
+    assert head["ETag"].strip('"').endswith("-3")
+    assert store.get(stored.uri, tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+def test_s3_upload_that_always_fails_leaves_nothing(
+    s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = _write_random(tmp_path / "big.bin", 12 * MiB, seed=4)
+    store = _store(s3_endpoint, retries=2)
+    in_our_cleanup = threading.Event()
+    seen = {"UploadPart failed": 0, "transfer abort failed": 0, "our abort": 0}
+
+    def always_fail(model, **_kwargs) -> None:
+        if model.name == "UploadPart":
+            seen["UploadPart failed"] += 1
+            raise _injected("UploadPart")
+        # make boto3's own abort fail too, so only the store's cleanup can remove the parts
+        if model.name == "AbortMultipartUpload":
+            if in_our_cleanup.is_set():
+                seen["our abort"] += 1
+            else:
+                seen["transfer abort failed"] += 1
+                raise _injected("AbortMultipartUpload")
+
+    cleanup = store._abort_multipart
+
+    def tracked_cleanup(object_key: str) -> None:
+        in_our_cleanup.set()
+        try:
+            cleanup(object_key)
+        finally:
+            in_our_cleanup.clear()
+
+    store._abort_multipart = tracked_cleanup  # type: ignore[method-assign]
+    store.client.meta.events.register("before-call.s3", always_fail)
+
+    registered: list[str] = []
+    caplog.set_level(logging.DEBUG, logger="sweeps")
+    with pytest.raises(ArtifactError) as info:
+        registered.append(store.put(src, "trial-f/big.bin").uri)
+
+    message = str(info.value)
+    assert "sweeps/test/trial-f/big.bin" in message and "2 attempts" in message
+    assert "injected" in message
+    assert registered == []
+    assert seen["UploadPart failed"] >= 2 and seen["transfer abort failed"] >= 1
+    assert seen["our abort"] == 2  # one lingering multipart upload cleaned up per attempt
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="sweeps/test/trial-f/")
+    assert listing["KeyCount"] == 0
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in caplog.text and secret not in message
+
+
+def test_s3_upload_that_does_not_verify_is_deleted(s3_endpoint: str, s3, tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 6 * MiB, seed=5)
+    store = _store(s3_endpoint)
+
+    def wrong_metadata(params, **_kwargs) -> None:
+        params["Metadata"] = {"sha256": "0" * 64}
+
+    store.client.meta.events.register(
+        "provide-client-params.s3.CreateMultipartUpload", wrong_metadata
+    )
+    with pytest.raises(ArtifactError, match="does not verify"):
+        store.put(src, "trial-v/ckpt.bin")
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="sweeps/test/trial-v/")
+    assert listing["KeyCount"] == 0

@@ -1,0 +1,171 @@
+"""Sweep files: parsing, profiles, overrides, conditional grids, and every bad-file error."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sweeps.errors import SweepError
+from sweeps.spec import grid_points, load_sweep
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+
+TINY_BASE = """
+base:
+  model:
+    name: multiband
+    num_bands: 2
+    sample_rate: 8000
+    audio_channels: 1
+    encoder: {N: 32, L: 16}
+    masker: {B: 16, H: 32, X: 2, R: 1}
+  data: {root: data/x, sample_rate: 8000, channels: 1}
+  train: {epochs: 2}
+"""
+
+
+def write(tmp_path, body: str, name="s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY_BASE + textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo", "bands"])
+def test_shipped_runnable_sweeps_parse(name):
+    sweep = load_sweep(SWEEPS / f"{name}.yaml")
+    assert sweep.params and sweep.tune.metric == "valid_sisdr"
+    assert sweep.config_for({}).model_name == "multiband"
+
+
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_bands_profiles(profile):
+    sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile)
+    cfg = sweep.config_for({"model.num_bands": 4, "model.full_band": True})
+    if profile == "smoke":
+        assert cfg.model.sample_rate == 8000 and cfg.train.device == "cpu"
+        assert sweep.tune.resources.gpu == 0
+    else:
+        assert cfg.model.sample_rate == 44100 and sweep.tune.resources.gpu == 1
+        assert sweep.artifacts.uri.startswith("s3://")
+
+
+@pytest.mark.parametrize("name,step", [("filterbanks", "step 3"), ("fb_ratio", "step 3"),
+                                       ("loss_weights", "step 4")])
+def test_sweeps_for_unbuilt_models_say_so(name, step):
+    text = (SWEEPS / f"{name}.yaml").read_text()
+    assert "NOT RUNNABLE YET" in text.splitlines()[2] or "NOT RUNNABLE YET" in text[:400]
+    with pytest.raises(SweepError, match="not built yet") as err:
+        load_sweep(SWEEPS / f"{name}.yaml")
+    assert err.value.key == "requires" and step in str(err.value)
+
+
+def test_overrides_and_digest(tmp_path):
+    path = write(tmp_path, """
+        search: {train.lr: {loguniform: [1.0e-4, 1.0e-2]}}
+        tune: {num_samples: 3}
+    """)
+    a = load_sweep(path)
+    b = load_sweep(path, overrides=["tune.num_samples=5", "base.train.epochs=7"])
+    assert b.tune.num_samples == 5 and b.config_for({}).train.epochs == 7
+    assert a.digest != b.digest
+
+
+def test_conditional_grid_has_no_meaningless_duplicates(tmp_path):
+    path = write(tmp_path, """
+        search:
+          model.full_band: {grid: [false, true]}
+          model.full_band_masker.X: {grid: [1, 2, 3], when: {model.full_band: true}}
+          model.num_bands: {grid: [1, 2]}
+        tune: {search_alg: grid}
+    """)
+    points = grid_points(load_sweep(path).params)
+    # 2 bands x (1 without full band + 3 with) = 8, not 2 x 2 x 3 = 12
+    assert len(points) == 8
+    assert all("model.full_band_masker.X" not in p for p in points if not p["model.full_band"])
+    assert len({tuple(sorted(p.items())) for p in points}) == 8
+
+
+def test_conditional_optuna_space_only_suggests_applicable(tmp_path):
+    import optuna
+
+    from sweeps.space import optuna_space
+
+    path = write(tmp_path, """
+        search:
+          model.full_band: {choice: [false, true]}
+          model.full_band_masker.X: {randint: [1, 4], when: {model.full_band: true}}
+          train.lr: {quniform: [0.001, 0.01, 0.001]}
+    """)
+    define = optuna_space(load_sweep(path))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        define(trial)
+        params = trial.params
+        assert ("model.full_band_masker.X" in params) == params["model.full_band"]
+        study.tell(trial, 0.0)
+
+
+BAD = [
+    ("unknown block", "tunes: {metric: valid_sisdr}\n", "tunes"),
+    ("unknown tune key", "tune: {metrik: valid_sisdr}\n", "tune.metrik"),
+    ("unknown distribution", "search: {train.lr: {normal: [0, 1]}}\n", "search.train.lr"),
+    ("bad bounds", "search: {train.lr: {uniform: [0.1, 0.01]}}\n", "search.train.lr.uniform"),
+    ("loguniform at zero", "search: {train.lr: {loguniform: [0, 0.1]}}\n",
+     "search.train.lr.loguniform"),
+    ("quniform step", "search: {train.lr: {quniform: [0.0, 1.0, 0]}}\n",
+     "search.train.lr.quniform"),
+    ("randint floats", "search: {model.num_bands: {randint: [1.5, 4]}}\n",
+     "search.model.num_bands.randint"),
+    ("empty grid", "search: {model.num_bands: {grid: []}}\n", "search.model.num_bands.grid"),
+    ("metric never reported", "tune: {metric: valid_sdr}\n", "tune.metric"),
+    ("bad mode", "tune: {mode: maximise}\n", "tune.mode"),
+    ("bad scheduler", "tune: {scheduler: {type: hyperband}}\n", "tune.scheduler.type"),
+    ("bad reduction factor", "tune: {scheduler: {reduction_factor: 1}}\n",
+     "tune.scheduler.reduction_factor"),
+    ("search path not in config", "search: {model.num_band: {choice: [1, 2]}}\n",
+     "search.model.num_band"),
+    ("search value does not build", "search: {model.num_bands: {choice: [2, 3]}}\n",
+     "search.model.num_bands"),
+    ("when on unknown param", "search: {train.lr: {uniform: [0.1, 0.2], when: {x: 1}}}\n",
+     "search.train.lr.when"),
+    ("bad profile key", "profiles: {smoke: {search2: {}}}\n", "profiles.smoke.search2"),
+]
+
+
+@pytest.mark.parametrize("what,body,key", BAD, ids=[b[0] for b in BAD])
+def test_bad_sweep_files_name_file_and_key(tmp_path, what, body, key):
+    path = write(tmp_path, body)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path, profile="smoke" if "profiles" in body else None)
+    assert err.value.key == key, str(err.value)
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_base_that_does_not_build(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: {model: {name: multiband, num_bands: 3}, data: {root: x}}\n")
+    with pytest.raises(SweepError, match="base config does not build|does not build") as err:
+        load_sweep(path)
+    assert str(path) in str(err.value) and err.value.key.startswith("base")
+
+
+def test_missing_base_file_and_unknown_profile(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: nowhere.yaml\n")
+    with pytest.raises(SweepError, match="nowhere.yaml") as err:
+        load_sweep(path)
+    assert err.value.key == "base"
+    with pytest.raises(SweepError, match="unknown profile 'gpu'"):
+        load_sweep(SWEEPS / "demo.yaml", profile="gpu")
+
+
+def test_cli_reports_bad_file_in_one_line(tmp_path, capsys):
+    from sweeps.__main__ import main
+
+    path = write(tmp_path, "tune: {metric: nope}\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "tune.metric" in err and str(path) in err
