@@ -117,6 +117,7 @@ def register_checkpoint(
     value: float,
     mode: str,
     tags: dict[str, str],
+    promote: bool = True,
 ) -> RegistrationResult:
     """Register a verified checkpoint as a new version of ``name`` and set its alias.
 
@@ -133,6 +134,8 @@ def register_checkpoint(
         value: the trial's value of ``metric``.
         mode: ``"max"`` or ``"min"``.
         tags: extra version tags (trial id, checkpoint URI, sha256, …).
+        promote: when False the new version never takes ``champion`` (it becomes
+            ``challenger``; promote it by hand with ``python -m sweeps promote``).
 
     Raises:
         RegistryError: ``mode`` is not max/min or ``value`` is not finite.
@@ -153,7 +156,7 @@ def register_checkpoint(
     }
     new = client.create_model_version(name, source=source_uri, run_id=run_id, tags=version_tags)
     current = champion(client, name)
-    if current is None or _beats(value, metric, mode, current):
+    if promote and (current is None or _beats(value, metric, mode, current)):
         previous = str(current.version) if current is not None else None
         if previous is not None:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
