@@ -152,6 +152,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            experiment_id=experiment_id, parent_run_id=parent,
                            gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
                            test_max_tracks=t.test_max_tracks,
+                           max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
                            tags={"sepcore.sweep_name": sweep.name})
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})

@@ -15,7 +15,6 @@ A trial's config is flat: ``{"model.num_bands": 2, ...}`` plus, in grid mode, ``
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from ray import tune
@@ -43,14 +42,16 @@ def ordered(params: list[Param]) -> list[Param]:
     return done
 
 
-def optuna_space(sweep: Sweep) -> Callable[[Any], None]:
-    """Define-by-run space for ``OptunaSearch(space=...)``."""
-    params = ordered(sweep.params)
-    seeds = list(sweep.tune.seeds)
+class OptunaSpace:
+    """Define-by-run space for ``OptunaSearch(space=...)`` (a class: Tune pickles its searcher)."""
 
-    def define(trial) -> None:
+    def __init__(self, params: list[Param], seeds: list[int]):
+        self.params = ordered(params)
+        self.seeds = list(seeds)
+
+    def __call__(self, trial) -> None:
         chosen: dict[str, Any] = {}
-        for p in params:
+        for p in self.params:
             if not p.applies(chosen):
                 continue
             if p.kind in ("grid", "choice"):
@@ -64,10 +65,12 @@ def optuna_space(sweep: Sweep) -> Callable[[Any], None]:
             else:  # quniform
                 value = trial.suggest_float(p.path, p.values[0], p.values[1], step=p.values[2])
             chosen[p.path] = value
-        if seeds:
-            trial.suggest_categorical("train.seed", seeds)
+        if self.seeds:
+            trial.suggest_categorical("train.seed", self.seeds)
 
-    return define
+
+def optuna_space(sweep: Sweep) -> OptunaSpace:
+    return OptunaSpace(sweep.params, sweep.tune.seeds)
 
 
 def _sampler(p: Param):

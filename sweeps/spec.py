@@ -281,6 +281,10 @@ def _parse_search(search: Any, file: str) -> list[Param]:
         params.append(Param(path=path, kind=kind, values=_check_values(kind, values, key, file),
                             when=when))
     names = {p.path for p in params}
+    if len(names) != len(params):
+        twice = sorted({p.path for p in params if [q.path for q in params].count(p.path) > 1})
+        raise SweepError(f"'search.{twice[0]}' is given twice (flat and nested)",
+                         key=f"search.{twice[0]}", file=file)
     for p in params:
         for other in p.when:
             if other not in names:

@@ -47,16 +47,24 @@ class TrialContext:
     gpus_per_trial: float = 0.0
     test_eval: bool = True
     test_max_tracks: int | None = None
+    max_t: int | None = None  # the scheduler stops every trial after this epoch
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class TuneHook:
-    """fit() hook: report each epoch to Tune with the checkpoint, log it to MLflow."""
+    """fit() hook: report each epoch to Tune with the checkpoint, log it to MLflow.
 
-    def __init__(self, run: TrialRun, out_dir: Path, trial_id: str):
+    Tune stops a trial at its scheduler's ``max_t`` as soon as the last epoch is reported, so the
+    trial's closing work (test metrics, wall time) runs *before* the last report.
+    """
+
+    def __init__(self, run: TrialRun, out_dir: Path, trial_id: str, last_epoch: int,
+                 finalize):
         self.run = run
         self.out_dir = out_dir
         self.trial_id = trial_id
+        self.last_epoch = last_epoch
+        self.finalize = finalize
         self.history: list[dict[str, Any]] = []
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
@@ -64,6 +72,8 @@ class TuneHook:
         self.history.append(metrics)
         self.run.log_metrics(metrics, step=epoch)
         _maybe_inject_fault(self.trial_id, epoch)
+        if epoch >= self.last_epoch:
+            self.finalize(epoch)
         with tempfile.TemporaryDirectory(prefix="sepcore-ckpt-") as folder:
             for name in (LAST, BEST):
                 if (self.out_dir / name).exists():
@@ -132,12 +142,22 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     del model
 
     t0 = time.perf_counter()
-    result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id)])
-    wall = time.perf_counter() - t0
-    run.log_metrics({"wall_time_s": wall, "gpu_hours": wall / 3600 * context.gpus_per_trial,
-                     "epochs_run": result.epochs_run}, step=result.epochs_run)
-    if context.test_eval and result.best_checkpoint is not None:
-        _log_test_metrics(run, result.best_checkpoint, context, result.epochs_run)
+    done: list[int] = []
+
+    def finalize(epoch: int) -> None:
+        if done:
+            return
+        done.append(epoch)
+        wall = time.perf_counter() - t0
+        run.log_metrics({"wall_time_s": wall, "gpu_hours": wall / 3600 * context.gpus_per_trial,
+                         "epochs_run": epoch}, step=epoch)
+        best = out_dir / BEST
+        if context.test_eval and best.exists():
+            _log_test_metrics(run, best, context, epoch)
+
+    last_epoch = min(cfg.train.epochs, context.max_t or cfg.train.epochs)
+    result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
+    finalize(result.epochs_run)  # early stop or step budget: the loop ended before last_epoch
     run.finish("FINISHED")
 
 

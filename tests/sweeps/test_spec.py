@@ -131,6 +131,8 @@ BAD = [
      "search.model.num_bands"),
     ("when on unknown param", "search: {train.lr: {uniform: [0.1, 0.2], when: {x: 1}}}\n",
      "search.train.lr.when"),
+    ("parameter twice", "search: {train.lr: {choice: [0.1]}, train: {lr: {choice: [0.2]}}}\n",
+     "search.train.lr"),
     ("bad profile key", "profiles: {smoke: {search2: {}}}\n", "profiles.smoke.search2"),
 ]
 
