@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: ffmpeg $(STAMP)
 
 demo: install
-	$(VENV)/bin/sep demo
+	$(PY) -m sweeps demo
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -43,4 +43,4 @@ lint: install
 	$(VENV)/bin/ruff check sepcore sweeps services tests
 
 clean:
-	rm -rf $(VENV) .cache data/synth-demo runs/demo
+	rm -rf $(VENV) .cache data/synth-demo runs mlruns.db mlartifacts

@@ -262,6 +262,14 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             local = Path(folder) / LAST
             key = f"{sweep.name}/{Path(experiment_path).name}/{row['trial_id']}/model.safetensors"
             stored = store.put(local, key)
+            if t.test_eval and row["run_id"] and not any(
+                    k.startswith("test_") for k in client.get_run(row["run_id"]).data.metrics):
+                # stopped by the scheduler before its own test evaluation: score it here
+                from sweeps.trainable import log_test_metrics
+                from sweeps.tracking import TrialRun
+
+                log_test_metrics(TrialRun(client, row["run_id"], created=False), local,
+                                 t.test_max_tracks, step=int(row["result"].metrics["epoch"]))
         pushed = {"trial_id": row["trial_id"], "uri": stored.uri, "sha256": stored.sha256,
                   "value": row["value"], "run_id": row["run_id"]}
         outcome.pushed.append(pushed)

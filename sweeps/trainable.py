@@ -153,7 +153,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
                          "epochs_run": epoch}, step=epoch)
         best = out_dir / BEST
         if context.test_eval and best.exists():
-            _log_test_metrics(run, best, context, epoch)
+            log_test_metrics(run, best, context.test_max_tracks, epoch)
 
     last_epoch = min(cfg.train.epochs, context.max_t or cfg.train.epochs)
     result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
@@ -161,11 +161,11 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     run.finish("FINISHED")
 
 
-def _log_test_metrics(run: TrialRun, checkpoint: Path, context: TrialContext, step: int) -> None:
-    """BSSEval v4 of the best checkpoint on the test subset, in the paper's form."""
+def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, step: int) -> None:
+    """BSSEval v4 of a checkpoint on the test subset, in the paper's form (test_<target>_SDR)."""
     from sepcore.evaluate import evaluate_checkpoint
 
-    evaluation = evaluate_checkpoint(checkpoint, max_tracks=context.test_max_tracks,
+    evaluation = evaluate_checkpoint(checkpoint, max_tracks=max_tracks,
                                      out_dir=Path(checkpoint).parent / "eval", progress=False)
     metrics = {f"test_{target}_{name}": value
                for target, values in evaluation.scores.items() for name, value in values.items()}
