@@ -68,12 +68,19 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_submit(args) -> int:
+    from sweeps.errors import SweepError
     from sweeps.spec import load_sweep
     from sweeps.submit import submit
 
     load_sweep(args.file, profile=args.profile, overrides=args.overrides)  # fail before submitting
+    env_vars = {}
+    for item in args.env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SweepError(f"--env {item!r} is not of the form KEY=VALUE", key="--env")
+        env_vars[key] = value
     job_id = submit(args.file, address=args.address, profile=args.profile,
-                    overrides=args.overrides, working_dir=args.working_dir)
+                    overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars)
     print(f"submitted job {job_id}")
     print(f"follow its logs: ray job logs --address {args.address} --follow {job_id}")
     print(f"status:          ray job status --address {args.address} {job_id}")
@@ -136,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="Ray dashboard address, http://HEAD:8265")
     p.add_argument("--profile")
     p.add_argument("--working-dir", default=".")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE",
+                   help="environment variable for the job (repeatable)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_submit)
 
@@ -167,7 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # dotlist overrides may come before or after options (`run F --profile smoke a.b=1`)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sweeps").setLevel(logging.INFO)

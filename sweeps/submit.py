@@ -23,12 +23,22 @@ def entrypoint(file: str, profile: str | None = None, overrides: list[str] | Non
 def submit(file: str, address: str, profile: str | None = None,
            overrides: list[str] | None = None, working_dir: str = ".",
            env_vars: dict[str, str] | None = None) -> str:
-    """Submit the sweep; returns the job's submission id."""
+    """Submit the sweep; returns the job's submission id.
+
+    ``MLFLOW_TRACKING_URI`` of the submitting shell travels with the job (so that every trial on
+    every node logs to the same server) unless ``env_vars`` sets it; credentials never do: the
+    cluster's nodes hold their own.
+    """
+    import os
+
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
     runtime_env: dict = {"working_dir": working_dir}
-    if env_vars:
-        runtime_env["env_vars"] = dict(env_vars)
+    env = dict(env_vars or {})
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        env.setdefault("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
+    if env:
+        runtime_env["env_vars"] = env
     return client.submit_job(entrypoint=entrypoint(file, profile, overrides),
                              runtime_env=runtime_env)
