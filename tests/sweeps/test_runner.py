@@ -56,6 +56,25 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
               for v in ("1", "2")}
     assert str(champion.version) == max(values, key=values.get)
 
+    # by hand: promote version 2 / the first sweep's run; report a finished sweep
+    from sweeps.__main__ import main
+
+    assert main(["promote", "sepcore-tiny", "--version", "2"]) == 0
+    assert str(client.get_model_version_by_alias("sepcore-tiny", "champion").version) == "2"
+    assert main(["promote", "sepcore-tiny", "--run", outcome.pushed[0]["run_id"]]) == 0
+    assert str(client.get_model_version_by_alias("sepcore-tiny", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("sepcore-tiny",
+                                                 "previous-champion").version) == "2"
+    assert main(["promote", "sepcore-tiny", "--version", "99"]) == 2
+    name = client.get_run(outcome.parent_run_id).info.run_name
+    assert main(["report", name, "--out", "report-out"]) == 0
+    csv_text = Path("report-out/comparison.csv").read_text()
+    assert csv_text.startswith("config,runs,best_valid_sisdr_mean")
+    assert len(csv_text.strip().splitlines()) == 1 + len({c.data.params["search.model.num_bands"]
+                                                          + c.data.params["search.train.lr"]
+                                                          for c in children})
+    assert main(["report", "no-such-sweep"]) == 2
+
 
 def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_path,
                                                     monkeypatch):
