@@ -1,0 +1,172 @@
+"""Datasets of fixed-length chunks for training and of whole songs/chunks for validation.
+
+``build_datasets(cfg, seed)`` splits the train subset (:mod:`sepcore.data.split`), loads every song
+once through the cache (resampled to ``cfg.sample_rate``, converted to ``cfg.channels``) and returns
+a :class:`TrainChunks` (random, augmented chunks; each item is a pure function of
+``(seed, epoch, index)`` so neither DataLoader workers nor iteration order change it, which exact
+resume relies on) and a :class:`ValidChunks` (no augmentation). Items are
+``(mixture (C, T), targets (S, C, T))`` float32 tensors with the mixture the sum of all four stems.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sepcore.config import STEMS, DataConfig
+from sepcore.data.augment import augment
+from sepcore.data.musdb import SongRef, list_songs, read_song
+from sepcore.data.split import split_train_valid
+from sepcore.data.track import TrackAudio, check_targets, targets_from_stems
+from sepcore.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def list_tracks(cfg: DataConfig, subset: str, split: str | None = None) -> list[SongRef]:
+    """The songs of ``subset`` (``train``/``test``; ``split`` = musdb's train/valid) by name."""
+    return list_songs(cfg, subset, split)
+
+
+def load_song(song: SongRef, cfg: DataConfig) -> TrackAudio:
+    """Decode (or fetch from the cache) ``song`` at ``cfg.sample_rate`` and ``cfg.channels``."""
+    _check_audio_config(cfg)
+    stems = read_song(song, cfg.sample_rate, cfg.channels, cfg.cache_dir)
+    return TrackAudio(name=song.name, stems=stems)
+
+
+def load_subset(cfg: DataConfig, subset: str = "test", names: list[str] | None = None,
+                max_tracks: int | None = None) -> list[TrackAudio]:
+    """Songs of ``subset`` sorted by name, optionally only ``names`` and at most ``max_tracks``."""
+    songs = list_songs(cfg, subset)
+    if names:
+        available = {song.name for song in songs}
+        missing = [name for name in names if name not in available]
+        if missing:
+            raise DataError(f"tracks {missing} not found in {cfg.root}/{subset}; "
+                            f"available: {sorted(available)}")
+        songs = [song for song in songs if song.name in set(names)]
+    if max_tracks is not None:
+        songs = songs[:max_tracks]
+    return [load_song(song, cfg) for song in songs]
+
+
+def build_datasets(cfg: DataConfig, seed: int) -> tuple[TrainChunks, ValidChunks]:
+    """Training and validation datasets of ``cfg.root``'s train subset (see the module doc)."""
+    check_targets(cfg.targets)
+    _check_audio_config(cfg)
+    train_songs, valid_songs = split_train_valid(cfg, seed)
+    train = TrainChunks([load_song(song, cfg) for song in train_songs], cfg, seed)
+    valid = ValidChunks([load_song(song, cfg) for song in valid_songs], cfg)
+    return train, valid
+
+
+def _check_audio_config(cfg: DataConfig) -> None:
+    if cfg.channels not in (1, 2):
+        raise ConfigError(f"data.channels must be 1 or 2, got {cfg.channels}",
+                          key="data.channels")
+    if cfg.sample_rate <= 0:
+        raise ConfigError(f"data.sample_rate must be positive, got {cfg.sample_rate}",
+                          key="data.sample_rate")
+
+
+def _to_tensors(stems: np.ndarray | list[np.ndarray],
+                names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four ``(C, T)`` stems → (mixture ``(C, T)`` = sum of all four, targets ``(S, C, T)``)."""
+    mixture = np.zeros(stems[0].shape, dtype=np.float32)
+    for stem in stems:
+        mixture += stem
+    targets = targets_from_stems(stems, names)
+    return torch.from_numpy(mixture), torch.from_numpy(np.ascontiguousarray(targets))
+
+
+class TrainChunks(Dataset):
+    """``len(songs) × samples_per_track`` random chunks of ``segment`` seconds per epoch."""
+
+    def __init__(self, songs: list[TrackAudio], cfg: DataConfig, seed: int):
+        check_targets(cfg.targets)
+        if cfg.short_tracks not in ("pad", "skip"):
+            raise ConfigError(f"data.short_tracks must be 'pad' or 'skip', got "
+                              f"{cfg.short_tracks!r}", key="data.short_tracks")
+        if cfg.segment <= 0 or cfg.samples_per_track < 1:
+            raise ConfigError(f"data.segment ({cfg.segment}) and data.samples_per_track "
+                              f"({cfg.samples_per_track}) must be positive", key="data.segment")
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.epoch = 0
+        self.chunk = int(round(cfg.segment * cfg.sample_rate))
+        self.songs = [song for song in (self._fit(song) for song in songs) if song is not None]
+        if not self.songs:
+            raise DataError(f"no training song in {cfg.root}/train is usable (songs shorter than "
+                            f"{cfg.segment} s are skipped with data.short_tracks='skip')")
+
+    def _fit(self, song: TrackAudio) -> TrackAudio | None:
+        """Pad (with a warning) or drop (with a warning) a song shorter than one chunk."""
+        n = song.num_samples
+        if n >= self.chunk:
+            return song
+        what = "zero-padded" if self.cfg.short_tracks == "pad" else "skipped"
+        warnings.warn(f"song '{song.name}' is shorter than one training chunk ({n} < {self.chunk}"
+                      f" samples at {self.cfg.sample_rate} Hz): {what}", stacklevel=2)
+        if self.cfg.short_tracks == "skip":
+            return None
+        stems = {name: np.pad(a, ((0, 0), (0, self.chunk - n))) for name, a in song.stems.items()}
+        return TrackAudio(name=song.name, stems=stems)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Chunks are a function of (seed, epoch, index): a new epoch draws new chunks."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.songs) * self.cfg.samples_per_track
+
+    def _offset(self, song: int, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.songs[song].num_samples - self.chunk + 1))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"chunk {index} out of range for {len(self)} chunks")
+        rng = np.random.default_rng([self.seed % 2**63, self.epoch, index])
+        if self.cfg.augment.remix:  # each stem from its own random song and offset
+            picks = [int(p) for p in rng.integers(len(self.songs), size=len(STEMS))]
+            offsets = [self._offset(p, rng) for p in picks]
+        else:
+            picks = [index // self.cfg.samples_per_track] * len(STEMS)
+            offsets = [self._offset(picks[0], rng)] * len(STEMS)
+        stems = np.stack([self.songs[p].stems[name][:, o : o + self.chunk]
+                          for p, o, name in zip(picks, offsets, STEMS, strict=True)])  # (4, C, T)
+        stems = augment(stems, self.cfg.augment, rng)
+        return _to_tensors(stems, list(self.cfg.targets))
+
+
+class ValidChunks(Dataset):
+    """Validation items: whole songs (``valid_segment`` None) or consecutive chunks of them."""
+
+    def __init__(self, songs: list[TrackAudio], cfg: DataConfig):
+        check_targets(cfg.targets)
+        self.cfg = cfg
+        self.songs = songs
+        self.items: list[tuple[int, int, int]] = []  # (song, start, length)
+        size = None if cfg.valid_segment is None else int(round(cfg.valid_segment *
+                                                                cfg.sample_rate))
+        if size is not None and size <= 0:
+            raise ConfigError(f"data.valid_segment must be positive, got {cfg.valid_segment}",
+                              key="data.valid_segment")
+        for k, song in enumerate(songs):
+            n = song.num_samples
+            if size is None or n < size:
+                self.items.append((k, 0, n))
+            else:
+                self.items.extend((k, start, size) for start in range(0, n - size + 1, size))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, start, length = self.items[index]
+        stems = [self.songs[k].stems[name][:, start : start + length] for name in STEMS]
+        return _to_tensors(stems, list(self.cfg.targets))

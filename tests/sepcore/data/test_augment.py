@@ -1,0 +1,60 @@
+"""Augmentations: gain range, channel swap, random channel, switches off = identity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sepcore.config import AugmentConfig
+from sepcore.data.augment import augment, channel_swap, random_channel, random_gain
+
+
+def _stems(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((4, 2, 1000)).astype(np.float32)
+
+
+def test_random_gain_per_source_within_range():
+    stems = _stems()
+    ratios = set()
+    for seed in range(20):
+        out = random_gain(stems, np.random.default_rng(seed), 0.75, 1.25)
+        ratio = out / stems  # one constant ratio per source
+        assert np.allclose(ratio, ratio[:, :1, :1], rtol=1e-5)
+        assert ((ratio >= 0.75 - 1e-6) & (ratio <= 1.25 + 1e-6)).all()
+        ratios.update(np.round(ratio[:, 0, 0], 4).tolist())
+    assert len(ratios) > 20  # gains differ between sources and draws
+
+
+def test_channel_swap_swaps_some_sources_and_keeps_others():
+    stems = _stems()
+    swapped = kept = 0
+    for seed in range(10):
+        out = channel_swap(stems, np.random.default_rng(seed))
+        for s in range(4):
+            if np.array_equal(out[s], stems[s, ::-1]):
+                swapped += 1
+            else:
+                assert np.array_equal(out[s], stems[s])
+                kept += 1
+    assert swapped > 5 and kept > 5
+
+
+def test_random_channel_makes_channels_equal():
+    stems = _stems()
+    out = random_channel(stems, np.random.default_rng(3))
+    assert np.array_equal(out[:, 0], out[:, 1])
+    assert np.array_equal(out[:, 0], stems[:, 0]) or np.array_equal(out[:, 0], stems[:, 1])
+
+
+def test_switched_off_augment_is_identity():
+    stems = _stems()
+    cfg = AugmentConfig(random_channel=False, gain=False, channel_swap=False, remix=False)
+    assert np.array_equal(augment(stems, cfg, np.random.default_rng(0)), stems)
+
+
+def test_augment_is_deterministic_for_a_generator_state():
+    stems = _stems()
+    cfg = AugmentConfig(random_channel=True, gain=True, channel_swap=True)
+    a = augment(stems, cfg, np.random.default_rng(7))
+    b = augment(stems, cfg, np.random.default_rng(7))
+    assert np.array_equal(a, b) and not np.array_equal(a, stems)
+    assert np.array_equal(a[:, 0], a[:, 1])
