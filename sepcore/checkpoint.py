@@ -6,7 +6,8 @@ Layout of ``<name>.safetensors``:
 - tensors ``optim.<index>.<key>`` — the optimizer's per-parameter state (Adam moments, step);
 - tensors ``rng.torch`` (and ``rng.cuda.<i>``) — the RNG states needed for an exact resume;
 - header metadata ``sepcore`` — a JSON object: ``format_version``, ``model`` (registry name),
-  ``config`` (the full experiment config), ``train_state`` (epoch, global step, best score, counters,
+  ``config`` (the full experiment config), ``train_state`` (epoch, global step, best score,
+  counters,
   optimizer param groups, LR scheduler state, numpy/python RNG states), ``metrics``, ``versions``.
 
 Files are written atomically (temporary file in the same folder, then ``os.replace``) so a crash

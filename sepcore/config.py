@@ -54,7 +54,7 @@ class DataConfig:
     segment: float = 4.0  # seconds per training chunk
     samples_per_track: int = 64  # training chunks per track per epoch
     valid_segment: float | None = None  # seconds per validation chunk (None = whole tracks)
-    # validation split: "musdb" uses musdb's own split="valid" (14 named tracks; needs them present),
+    # validation split: "musdb" uses musdb's own split="valid" (14 named tracks; needs them),
     # "tracks" uses valid_tracks, "ratio" holds out valid_ratio of the train songs; "auto" picks
     # valid_tracks when set, else musdb's split when the tree holds its named tracks, else ratio.
     valid_split: str = "auto"
@@ -84,7 +84,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # mixed precision (CUDA only)
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
-    out_dir: str = "runs/default"  # checkpoints: last.ckpt, best.ckpt (+ epoch_N.ckpt if keep_every)
+    out_dir: str = "runs/default"  # last.safetensors, best.safetensors (+ epoch_NNN.safetensors)
     keep_every: bool = False  # keep one checkpoint per epoch as epoch_NNN.ckpt
     resume: str | None = None  # a checkpoint to resume from ("auto" = out_dir/last.ckpt if present)
     progress: bool = True  # tqdm bar per epoch (only when attached to a TTY)
@@ -134,7 +134,8 @@ def _typed_section(cls: type, values: Any, section: str, file: str | None):
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
         msg = getattr(exc, "msg", None) or str(exc)
-        raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}", file=file) from None
+        raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}",
+                          file=file) from None
 
 
 def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> ExperimentConfig:
@@ -150,7 +151,8 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
             file=file,
         )
     if "model" not in node or "name" not in node.model:
-        raise ConfigError("missing 'model.name' (a registry name, see `sep info`)", key="model.name",
+        raise ConfigError("missing 'model.name' (a registry name, see `sep info`)",
+                          key="model.name",
                           file=file)
     model_raw = OmegaConf.to_container(node.model, resolve=True)
     name = model_raw.pop("name")
@@ -208,7 +210,8 @@ def apply_overrides(node: DictConfig, overrides: list[str], file: str | None = N
     """Apply ``key=value`` dotlist overrides; a key absent from the schema is reported later."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value", key=item, file=file)
+            raise ConfigError(f"override {item!r} is not of the form key=value", key=item,
+                              file=file)
     try:
         return OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:

@@ -265,8 +265,8 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             if t.test_eval and row["run_id"] and not any(
                     k.startswith("test_") for k in client.get_run(row["run_id"]).data.metrics):
                 # stopped by the scheduler before its own test evaluation: score it here
-                from sweeps.trainable import log_test_metrics
                 from sweeps.tracking import TrialRun
+                from sweeps.trainable import log_test_metrics
 
                 log_test_metrics(TrialRun(client, row["run_id"], created=False), local,
                                  t.test_max_tracks, step=int(row["result"].metrics["epoch"]))

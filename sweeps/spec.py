@@ -413,7 +413,8 @@ def validate(sweep: Sweep) -> None:
          f"must be >= 1, got {t.scheduler.grace_period}"),
         (t.scheduler.reduction_factor > 1, "tune.scheduler.reduction_factor",
          f"must be > 1, got {t.scheduler.reduction_factor}"),
-        (sweep.artifacts.top_k >= 1, "artifacts.top_k", f"must be >= 1, got {sweep.artifacts.top_k}"),
+        (sweep.artifacts.top_k >= 1, "artifacts.top_k",
+         f"must be >= 1, got {sweep.artifacts.top_k}"),
     ]
     for ok, key, msg in checks:
         if not ok:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import socket
@@ -88,7 +89,7 @@ def _check_mlflow(uri: str, trials: int, submission_id: str) -> None:
 def test_ray_job_submit_cli(ray_head, synth_root, cache_dir, tmp_path):
     address, env = ray_head
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    runtime_env = '{"env_vars": {"MLFLOW_TRACKING_URI": "%s"}}' % uri
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
            "--runtime-env-json", runtime_env, "--submission-id", "sepcore-e2e-cli", "--",
            "python", "-m", "sweeps", "run", "sweeps/demo.yaml", "--profile", "smoke",

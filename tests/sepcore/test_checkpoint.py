@@ -39,7 +39,8 @@ def test_roundtrip_model_and_optimizer(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(ckpt.model_state[k], v)
     opt2 = torch.optim.Adam(build_model(cfg.model_name, cfg.model).parameters(), lr=1e-3)
-    opt2.load_state_dict(unflatten_optimizer_state(ckpt.optimizer_state, ckpt.train_state["optimizer"]))
+    opt2.load_state_dict(unflatten_optimizer_state(ckpt.optimizer_state,
+                                                   ckpt.train_state["optimizer"]))
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
     assert s1.keys() == s2.keys()
     for i in s1:
