@@ -7,8 +7,8 @@ Layout of ``<name>.safetensors``:
 - tensors ``rng.torch`` (and ``rng.cuda.<i>``) — the RNG states needed for an exact resume;
 - header metadata ``sepcore`` — a JSON object: ``format_version``, ``model`` (registry name),
   ``config`` (the full experiment config), ``train_state`` (epoch, global step, best score,
-  counters,
-  optimizer param groups, LR scheduler state, numpy/python RNG states), ``metrics``, ``versions``.
+  counters, optimizer param groups, LR scheduler state, numpy/python RNG states), ``metrics``,
+  ``versions``.
 
 Files are written atomically (temporary file in the same folder, then ``os.replace``) so a crash
 never leaves a half checkpoint under the final name.

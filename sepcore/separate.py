@@ -1,8 +1,7 @@
 """Long-audio inference: chunked overlap-add over songs of any length (the demucs approach).
 
 :func:`apply_model` runs a model on a mixture of any length chunk by chunk, the chunks on the
-model's
-device, the full track on the CPU. Two regimes, chosen from the model's declared
+model's device, the full track on the CPU. Two regimes, chosen from the model's declared
 ``receptive_field``:
 
 - **exact** (finite receptive field, e.g. Conv-TasNet with cLN/BN): each chunk is extended by the
