@@ -41,11 +41,26 @@ ACTIVATIONS = ("prelu", "leakyrelu")
 
 @dataclass
 class EncoderConfig:
-    """Learned 1-D conv encoder / transposed-conv decoder (shared by every encoder-masker model)."""
+    """The encoder/decoder pair shared by every encoder-masker-decoder model.
 
-    N: int = 256  # number of filters (latent channels)
+    ``encoding``/``filterbank``/``fb_ratio``/``filters``/``depth``/``who_is_pinv``/``init_type``
+    follow the thesis's names (seed 003, Table A.1; see ``sepcore.models.filterbanks``). The
+    default (``simple`` + ``conv``) is Conv-TasNet's learned conv encoder and transposed-conv
+    decoder.
+    """
+
+    N: int = 256  # number of latent channels
     L: int = 20  # filter length in samples
     stride: int | None = None  # hop in samples (None = L // 2)
+    encoding: str = "simple"  # simple | filterbanks | hybrid | deep
+    filterbank: str = "conv"  # conv | param_sinc | pmpgtf | stft
+    fb_ratio: float = 0.5  # hybrid: share of the N channels given to the filterbank branch
+    filters: int = 1  # hybrid: parallel layers per branch, each doubling the kernel (padded)
+    depth: int = 2  # deep: stacked layers
+    who_is_pinv: str | None = None  # enc | dec | None: that side is the other's pseudo-inverse
+    init_type: str = "mel"  # mel | uniform: initial centre frequencies of parameterised filters
+    frozen: bool = False  # M5: encoder/decoder weights are not trained
+    pretrained: str | None = None  # M5: checkpoint whose encoder/decoder weights are loaded
 
 
 @dataclass
