@@ -261,6 +261,12 @@ class EncoderMaskerDecoder(SeparationModel):
         check_tcn_config(cfg.masker)
         self.stride = encoder_stride(cfg.encoder)
         enc = cfg.encoder
+        for key, default in (("encoding", "simple"), ("filterbank", "conv"),
+                             ("who_is_pinv", None), ("frozen", False), ("pretrained", None)):
+            if getattr(enc, key) != default:
+                raise ConfigError(f"model.encoder.{key} = {getattr(enc, key)!r} is not available "
+                                  f"yet (filterbank encoders arrive with step 3)",
+                                  key=f"model.encoder.{key}")
         self.encoder = nn.Conv1d(cfg.audio_channels, enc.N, enc.L, stride=self.stride, bias=False)
         self.decoder = nn.ConvTranspose1d(enc.N, cfg.audio_channels, enc.L, stride=self.stride,
                                           bias=False)
