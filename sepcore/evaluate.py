@@ -69,9 +69,10 @@ def evaluate_checkpoint(
                disable=not (progress and sys.stderr.isatty()))
     for song in bar:
         mixture = torch.from_numpy(np.ascontiguousarray(song.mixture))
-        estimate = apply_model(model, mixture, segment=ev.segment, overlap=ev.overlap,
-                               device=dev).numpy()  # (S, C, T)
         reference = song.targets(model.sources)  # (S, C, T)
+        estimate = apply_model(model, mixture, segment=ev.segment, overlap=ev.overlap,
+                               device=dev, references=torch.from_numpy(
+                                   np.ascontiguousarray(reference))).numpy()  # (S, C, T)
         refs = {n: np.asarray(reference[i]).T for i, n in enumerate(model.sources)}
         ests = {n: estimate[i].T for i, n in enumerate(model.sources)}
         store = evaluate_track(refs, ests, track_name=song.name, rate=rate, win=ev.win,

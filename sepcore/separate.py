@@ -57,6 +57,7 @@ def apply_model(
     overlap: float = 0.25,
     device: str | torch.device | None = None,
     progress: bool = False,
+    references: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Separate ``mixture`` with ``model`` chunk by chunk.
 
@@ -67,6 +68,9 @@ def apply_model(
         overlap: cross-fade share between chunks (blended regime only), in [0, 1).
         device: where chunks run (default: the model's device). The full track stays on the CPU.
         progress: show a tqdm bar over chunks (only on a TTY).
+        references: ``(S, C, T)`` or ``(B, S, C, T)`` true sources, chunked with the mixture and
+            passed as ``model(chunk, references=...)``; required by oracle models
+            (``model.needs_references``, e.g. FB-IRM), ignored otherwise.
 
     Returns:
         ``(B, S, C, T)`` (or ``(S, C, T)`` for a 2-D input) on the CPU, float32.
@@ -82,20 +86,31 @@ def apply_model(
     device = torch.device(device) if device is not None else (
         param.device if param is not None else torch.device("cpu"))
     mixture = mixture.to("cpu", torch.float32)
+    needs_refs = bool(getattr(model, "needs_references", False))
+    if needs_refs:
+        if references is None:
+            raise ValueError(f"{type(model).__name__} is an oracle: it needs the true sources "
+                             f"(references=...)")
+        references = references.to("cpu", torch.float32)
+        references = references[None] if references.dim() == 3 else references
     batch, channels, length = mixture.shape
     num_sources = len(model.sources)
     out = torch.zeros(batch, num_sources, channels, length)
     core = max(1, int(round(segment * model.sample_rate)))
     receptive_field = model.receptive_field
 
-    def run(chunk: torch.Tensor) -> torch.Tensor:
-        return model(chunk.to(device)).to("cpu", torch.float32)
+    def run(start: int, end: int) -> torch.Tensor:
+        chunk = mixture[..., start:end].to(device)
+        if needs_refs:
+            return model(chunk, references=references[..., start:end].to(device)).to(
+                "cpu", torch.float32)
+        return model(chunk).to("cpu", torch.float32)
 
     if receptive_field is not None:
         hop = _frame_hop(model)
         spans = list(_chunks_exact(length, core, int(receptive_field), hop))
         for w_start, w_end, start, end in _progress(spans, len(spans), progress, "separate"):
-            estimate = run(mixture[..., w_start:w_end])
+            estimate = run(w_start, w_end)
             out[..., start:end] = estimate[..., start - w_start:end - w_start]
     else:
         stride = max(1, int(core * (1 - overlap)))
@@ -112,7 +127,7 @@ def apply_model(
         for start in _progress(starts, len(starts), progress, "separate"):
             end = min(start + core, length)
             w = weight[: end - start]
-            out[..., start:end] += run(mixture[..., start:end]) * w
+            out[..., start:end] += run(start, end) * w
             total[start:end] += w
         out /= total.clamp_min(1e-8)
     return out[0] if squeeze else out
@@ -141,6 +156,9 @@ def separate_files(
 
     dev = select_device(device)
     model, _cfg = load_model(checkpoint, device=dev)
+    if getattr(model, "needs_references", False):
+        raise DataError(f"{checkpoint} holds an oracle model ({_cfg.model_name}): it needs the "
+                        f"true sources, so it cannot separate plain songs; use `sep evaluate`")
     written: list[Path] = []
     for song in songs:
         song = Path(song)

@@ -206,7 +206,10 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device, epoc
         mixture = mixture.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=use_amp):
-            estimate = model(mixture)
+            if getattr(model, "needs_references", False):  # oracles (FB-IRM) see the sources
+                estimate = model(mixture, references=targets)
+            else:
+                estimate = model(mixture)
             loss = loss_fn(estimate.float(), targets)
         state["global_step"] += 1
         if not torch.isfinite(loss):
@@ -239,7 +242,8 @@ def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
     for index in range(len(valid_set)):
         mixture, targets = valid_set[index]
         estimate = apply_model(model, mixture[None], segment=cfg.eval.segment,
-                               overlap=cfg.eval.overlap, device=device)
+                               overlap=cfg.eval.overlap, device=device,
+                               references=targets[None])
         losses.append(loss_fn(estimate, targets[None]).item())
         # (1, S, C, T) -> SI-SDR per source, mean over channels
         sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))

@@ -179,7 +179,7 @@ def test_band_separators_see_only_their_band():
     ("convtasnet", {"masker": {"activation": "gelu"}}, "model.masker.activation"),
     ("convtasnet", {"encoder": {"N": 32, "L": 8, "stride": 9}}, "model.encoder"),
     ("multiband", {"num_bands": 3}, "model.num_bands"),
-    ("multiband", {"band_split": "sorted"}, "model.band_split"),
+    ("multiband", {"band_split": "diagonal"}, "model.band_split"),
 ])
 def test_bad_model_configs_name_the_key(name, params, key):
     with pytest.raises(ConfigError) as err:
