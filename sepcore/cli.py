@@ -1,4 +1,4 @@
-"""The ``sep`` command line: synth, train, evaluate, separate, info, demo.
+"""The ``sep`` command line: synth, train, evaluate, separate, info, analyze, demo.
 
 Every sub-command is a thin wrapper over a library function; errors of sepcore's own types are
 printed as one clear line (exit code 2) instead of a traceback.
@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from sepcore.errors import SepcoreError
 
@@ -81,6 +83,20 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    from sepcore.analyze import analyze_checkpoint
+
+    analysis, path = analyze_checkpoint(args.checkpoint, args.out)
+    bands = sorted(set(analysis.band.tolist()))
+    for b in bands:
+        chosen = analysis.band == b
+        print(f"band {b + 1}: {int(chosen.sum())} filters, median centre "
+              f"{float(np.median(analysis.centre_hz[chosen])):.0f} Hz, median bandwidth "
+              f"{float(np.median(analysis.bandwidth_hz[chosen])):.0f} Hz")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from sepcore.demo import run_demo
 
@@ -128,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("analyze", help="analyse a trained model (filters: encoder filter plot)")
+    p.add_argument("what", choices=["filters"])
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("demo", help="synth data, train a small multi-band model, evaluate")
     p.add_argument("--workdir", default=".", help="where data/ and runs/ are written")

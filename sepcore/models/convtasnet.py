@@ -18,6 +18,10 @@ stream, as in demucs); ``cLN`` is the channel-wise (per-frame) layer norm of Luo
 the global one over (channels, time), ``BN`` batch norm. ``causal`` pads the dilated convs on the
 left only.
 
+The encoder/decoder pair is built by :func:`sepcore.models.filterbanks.build_encoding` from
+``EncoderConfig`` (thesis ch. 5 encodings); the default ``simple`` + ``conv`` is exactly the pair
+above (state-dict keys ``encoder.weight``, ``decoder.weight``).
+
 :class:`EncoderMaskerDecoder` is the shared template forward (encode → mask → apply → decode) that
 the multi-band and filterbank models reuse with their own maskers and encoders.
 """
@@ -33,6 +37,7 @@ from torch import nn
 from sepcore.errors import ConfigError
 from sepcore.models import register
 from sepcore.models.base import SeparationModel
+from sepcore.models.filterbanks import build_encoding
 
 NORMS = ("gLN", "cLN", "BN")
 MASK_NONLINEARITIES = ("sigmoid", "softmax", "relu")
@@ -258,18 +263,52 @@ class EncoderMaskerDecoder(SeparationModel):
         if cfg.audio_channels < 1 or not cfg.sources:
             raise ConfigError("model needs audio_channels >= 1 and at least one source",
                               key="model.sources")
-        check_tcn_config(cfg.masker)
+        if getattr(cfg, "masker", None) is not None:  # oracles (FB-IRM) have no masker
+            check_tcn_config(cfg.masker)
         self.stride = encoder_stride(cfg.encoder)
-        enc = cfg.encoder
-        for key, default in (("encoding", "simple"), ("filterbank", "conv"),
-                             ("who_is_pinv", None), ("frozen", False), ("pretrained", None)):
-            if getattr(enc, key) != default:
-                raise ConfigError(f"model.encoder.{key} = {getattr(enc, key)!r} is not available "
-                                  f"yet (filterbank encoders arrive with step 3)",
-                                  key=f"model.encoder.{key}")
-        self.encoder = nn.Conv1d(cfg.audio_channels, enc.N, enc.L, stride=self.stride, bias=False)
-        self.decoder = nn.ConvTranspose1d(enc.N, cfg.audio_channels, enc.L, stride=self.stride,
-                                          bias=False)
+        # (B, C, T) -> (B, N, K) and (B*, N, K) -> (B*, C, (K-1)·stride + L); see filterbanks.py
+        self.encoder, self.decoder = build_encoding(cfg.encoder, cfg.audio_channels,
+                                                    cfg.sample_rate)
+        self._apply_pretrained_and_freeze()
+
+    def _apply_pretrained_and_freeze(self) -> None:
+        """M5 (seed 000): load encoder/decoder weights from a checkpoint and/or freeze them.
+
+        ``pretrained`` is a sepcore checkpoint; its ``encoder.*``/``decoder.*`` tensors must match
+        this model's encoder/decoder state exactly (names and shapes). ``frozen`` turns off
+        gradients of every encoder/decoder parameter.
+        """
+        enc = self.cfg.encoder
+        if enc.pretrained:
+            from sepcore.checkpoint import load_checkpoint  # checkpoint imports the models
+
+            key = "model.encoder.pretrained"
+            try:
+                state = load_checkpoint(enc.pretrained).model_state
+            except Exception as exc:
+                raise ConfigError(f"{key} = {enc.pretrained!r}: {exc}", key=key) from None
+            for part in ("encoder", "decoder"):
+                module = getattr(self, part)
+                own = module.state_dict()
+                theirs = {k[len(part) + 1:]: v for k, v in state.items()
+                          if k.startswith(part + ".")}
+                missing = sorted(set(own) - set(theirs))
+                unexpected = sorted(set(theirs) - set(own))
+                if missing or unexpected:
+                    raise ConfigError(
+                        f"{key} = {enc.pretrained!r}: {part} keys do not match this model's "
+                        f"(missing {[f'{part}.{k}' for k in missing]}, unexpected "
+                        f"{[f'{part}.{k}' for k in unexpected]})", key=key)
+                for name, tensor in theirs.items():
+                    if tensor.shape != own[name].shape:
+                        raise ConfigError(
+                            f"{key} = {enc.pretrained!r}: {part}.{name} has shape "
+                            f"{tuple(tensor.shape)}, this model needs {tuple(own[name].shape)}",
+                            key=key)
+                module.load_state_dict(theirs)
+        if enc.frozen:
+            self.encoder.requires_grad_(False)
+            self.decoder.requires_grad_(False)
 
     # contract ------------------------------------------------------------------------------------
     @property
@@ -284,14 +323,18 @@ class EncoderMaskerDecoder(SeparationModel):
     def conv_receptive_field(self) -> int:
         """Input samples one output sample depends on through the convolutions alone.
 
-        The frames whose decoder windows cover an output sample span ``L - hop`` samples; each
-        depends on ``context_frames`` neighbouring frames, each of which reads ``L`` samples.
+        The frames whose decoder windows (``decoder.window`` samples) cover an output sample span
+        ``decoder.window - hop`` samples; each depends on ``context_frames`` neighbouring frames of
+        the masker plus the stacked layers' context of encoder and decoder (deep encodings), and
+        each frame reads ``encoder.window`` samples (L, or the widest hybrid kernel).
         """
-        return self.context_frames * self.stride + 2 * self.cfg.encoder.L - self.stride
+        frames = self.context_frames + self.encoder.context_frames + self.decoder.context_frames
+        return frames * self.stride + self.encoder.window + self.decoder.window - self.stride
 
     @property
     def receptive_field(self) -> int | None:
-        if self.cfg.masker.norm == "gLN":
+        masker = getattr(self.cfg, "masker", None)
+        if masker is not None and masker.norm == "gLN":
             return None  # the global norm sees the whole input
         return self.conv_receptive_field
 
@@ -302,7 +345,8 @@ class EncoderMaskerDecoder(SeparationModel):
 
     # maths ---------------------------------------------------------------------------------------
     def encode(self, mixture: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.encoder(mixture))  # (B, N, K)
+        """Latent (B, N, K); non-negative for simple/filterbanks (the encoder ends in a ReLU)."""
+        return self.encoder(mixture)  # (B, C, T) -> (B, N, K)
 
     def mask_scores(self, latent: torch.Tensor) -> torch.Tensor:
         return self.masker(latent)  # (B, S, N, K)

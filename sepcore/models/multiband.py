@@ -10,8 +10,10 @@ latent dimensionality N (models M3 / "Q bands + 1 full band").
 Choices the paper leaves open: separators output mask *scores*; the concatenation, the optional
 linear layer (shared across sources, with bias) and then the mask non-linearity follow, so that a
 softmax mask still sums to one across sources. ``band_split = "contiguous"`` splits filters in
-encoder order (the paper's M2–M4); "sorted" (filters ordered by centre frequency, M6) arrives with
-the filterbank step.
+encoder order (the paper's M2–M4); ``"sorted"`` (M6) first orders the latent channels by the
+centre frequency of their encoder filter, measured from each filter's magnitude spectrum when the
+model is built (after ``encoder.pretrained`` is loaded), so band 1 holds the lowest frequencies.
+The order is kept as a buffer (``band_order``), saved with the checkpoint and fixed thereafter.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sepcore.errors import ConfigError
 from sepcore.models import register
 from sepcore.models.convtasnet import TCN, EncoderConfig, EncoderMaskerDecoder, TCNConfig
 
-BAND_SPLITS = ("contiguous",)
+BAND_SPLITS = ("contiguous", "sorted")
 
 
 @dataclass
@@ -48,10 +50,8 @@ class MultiBand(EncoderMaskerDecoder):
         super().__init__(cfg)
         n, q, s = cfg.encoder.N, cfg.num_bands, len(cfg.sources)
         if cfg.band_split not in BAND_SPLITS:
-            hint = " (filters sorted by centre frequency arrive with step 3, the filterbank " \
-                   "models)" if cfg.band_split == "sorted" else ""
-            raise ConfigError(f"model.band_split = {cfg.band_split!r} is not available; choose "
-                              f"from {list(BAND_SPLITS)}{hint}", key="model.band_split")
+            raise ConfigError(f"model.band_split = {cfg.band_split!r}; choose from "
+                              f"{list(BAND_SPLITS)}", key="model.band_split")
         if q < 1 or n % q:
             raise ConfigError(f"model.num_bands = {q} must divide encoder.N = {n}",
                               key="model.num_bands")
@@ -63,6 +63,24 @@ class MultiBand(EncoderMaskerDecoder):
             self.restore = nn.Linear(2 * n, n)
         else:
             self.full, self.restore = None, None
+        if cfg.band_split == "sorted":
+            order = self._order_by_centre_frequency()
+            self.register_buffer("band_order", order)
+            self.register_buffer("band_inverse", torch.argsort(order))
+        else:
+            self.band_order = None
+
+    def _order_by_centre_frequency(self) -> torch.Tensor:
+        from sepcore.models.filterbanks import centre_frequencies_and_bandwidths, filter_responses
+
+        try:
+            with torch.no_grad():
+                responses = filter_responses(self.encoder)  # (N, C, L)
+        except ConfigError as exc:
+            raise ConfigError(f"model.band_split = 'sorted' needs a linear encoder whose filters "
+                              f"can be measured: {exc}", key="model.band_split") from None
+        centre, _ = centre_frequencies_and_bandwidths(responses, self.cfg.sample_rate)
+        return torch.argsort(torch.as_tensor(centre), stable=True)
 
     @property
     def context_frames(self) -> int:
@@ -79,9 +97,12 @@ class MultiBand(EncoderMaskerDecoder):
         return super().receptive_field
 
     def mask_scores(self, latent: torch.Tensor) -> torch.Tensor:
-        bands = latent.split(self.band_size, dim=1)  # Q × (B, N/Q, K)
+        ordered = latent if self.band_order is None else latent[:, self.band_order]
+        bands = ordered.split(self.band_size, dim=1)  # Q × (B, N/Q, K)
         scores = torch.cat([sep(band) for sep, band in zip(self.bands, bands, strict=True)],
-                           dim=2)  # (B, S, N, K)
+                           dim=2)  # (B, S, N, K) in band order
+        if self.band_order is not None:
+            scores = scores[:, :, self.band_inverse]  # back to the latent's channel order
         if self.full is None:
             return scores
         both = torch.cat([scores, self.full(latent)], dim=2)  # (B, S, 2N, K)
