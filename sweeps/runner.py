@@ -51,6 +51,16 @@ def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def _check_local_data(sweep: Sweep) -> None:
+    """On the embedded local Ray the data root must exist before any trial starts."""
+    root = sweep.base.get("data", {}).get("root")
+    if root and "://" not in str(root) and not Path(root).is_dir():
+        hint = (f"; write a synthetic tree there with `sep synth --out {root} --tracks 10 "
+                f"--seconds 16` (or run `make demo`)" if "synth" in str(root) else "")
+        raise SweepError(f"data root {root!r} does not exist{hint}", key="base.data.root",
+                         file=sweep.file)
+
+
 def _storage_path(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
@@ -124,6 +134,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
 
     t = sweep.tune
     resume = experiment_path is not None
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        _check_local_data(sweep)
     storage = _storage_path(t.storage_path)
     if resume:
         experiment_path = experiment_path.rstrip("/")

@@ -446,12 +446,9 @@ def validate(sweep: Sweep) -> None:
 
 
 def _build_model(cfg: ExperimentConfig, key: str, file: str) -> None:
-    import torch
-
     from sepcore.models import build_model
 
     try:
-        with torch.device("meta"):
-            build_model(cfg.model_name, cfg.model)
+        build_model(cfg.model_name, cfg.model)
     except ConfigError as exc:
         raise SweepError(f"'{key}': the model does not build: {exc}", key=key, file=file) from None

@@ -152,6 +152,8 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         run.log_metrics({"wall_time_s": wall, "gpu_hours": wall / 3600 * context.gpus_per_trial,
                          "epochs_run": epoch}, step=epoch)
         best = out_dir / BEST
+        if best.exists():
+            log_filter_figure(run, best)
         if context.test_eval and best.exists():
             log_test_metrics(run, best, context.test_max_tracks, epoch)
 
@@ -159,6 +161,20 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
     finalize(result.epochs_run)  # early stop or step budget: the loop ended before last_epoch
     run.finish("FINISHED")
+
+
+def log_filter_figure(run: TrialRun, checkpoint: Path) -> None:
+    """`sep analyze filters` of the checkpoint as an MLflow artifact (linear encoders only)."""
+    from sepcore.analyze import analyze_checkpoint
+    from sepcore.errors import ConfigError
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            _, path = analyze_checkpoint(checkpoint, Path(folder) / "encoder_filters.png")
+        except ConfigError as exc:  # hybrid/deep encoders have no single filter per channel
+            log.info("no filter figure: %s", exc)
+            return
+        run.log_artifact(path)
 
 
 def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, step: int) -> None:
