@@ -47,6 +47,9 @@ def _cmd_evaluate(args) -> int:
                                  out_dir=args.out, max_tracks=args.max_tracks,
                                  device=args.device)
     print(result.table)
+    print()
+    print("segment-wise (all windows of all songs) and silent target segments (PES dB, VAD %):")
+    print(result.extra_table)
     print(f"per-track museval JSON: {result.json_dir}")
     return 0
 

@@ -78,7 +78,10 @@ class TrainConfig:
     lr_factor: float = 0.5
     early_stop: int = 20  # stop after this many epochs without improvement (0 = never)
     grad_clip: float | None = 5.0  # max gradient norm (None = no clipping)
-    loss: str = "l1"  # l1 | mse | sisdr (negative SI-SDR)
+    loss: str = "l1"  # l1 | mse | sisdr (negative SI-SDR), on the final estimate
+    loss_weight: float = 1.0  # α: weight of the final estimate's loss
+    aux_loss: str | None = None  # L_a for intermediate estimates (None = same as loss)
+    aux_weight: float = 0.0  # β: weight of intermediate estimates' loss (0 = not supervised)
     source_weights: list[float] | None = None  # per-source loss weights (None = equal)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -100,6 +103,8 @@ class EvalConfig:
     win: float = 1.0  # BSSEval window (s)
     hop: float = 1.0  # BSSEval hop (s)
     out_dir: str | None = None  # per-track museval JSON (None = <train.out_dir>/eval)
+    silence_threshold_db: float = -60.0  # PES/VAD: a target segment below this level is silent
+    nsdr: bool = False  # also score the mixture as the estimate and report NSDR (SDR gain)
 
 
 @dataclass

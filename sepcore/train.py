@@ -109,6 +109,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
 
     model = build_model(cfg.model_name, cfg.model).to(device)
     loss_fn = build_loss(tc.loss, tc.source_weights)
+    aux_fn = build_loss(tc.aux_loss or tc.loss, tc.source_weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
@@ -133,8 +134,8 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         if tc.max_steps is not None and state["global_step"] >= tc.max_steps:
             break
         t0 = time.perf_counter()
-        train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device,
-                                  epoch, state, use_amp)
+        train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
+                                  device, epoch, state, use_amp)
         valid = _validate(cfg, model, valid_set, loss_fn, device)
         scheduler.step(valid["valid_loss"])
         improved = valid["valid_loss"] < state["best_valid_loss"]
@@ -185,9 +186,24 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     )
 
 
-def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device, epoch, state,
+def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor:
+    """α·loss(final) [+ β·aux_loss(each intermediate)]; oracles also get the true sources."""
+    if getattr(model, "needs_references", False):  # oracles (FB-IRM) see the sources
+        return tc.loss_weight * loss_fn(model(mixture, references=targets).float(), targets)
+    if getattr(model, "has_intermediate", False):
+        separation = model.separate(mixture)
+        loss = tc.loss_weight * loss_fn(separation.estimate.float(), targets)
+        if tc.aux_weight:
+            for estimate in separation.intermediate.values():
+                loss = loss + tc.aux_weight * aux_fn(estimate.float(), targets)
+        return loss
+    return tc.loss_weight * loss_fn(model(mixture).float(), targets)
+
+
+def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epoch, state,
                  use_amp) -> float:
     tc = cfg.train
+    loss_fn, aux_fn = loss_fns
     model.train()
     train_set.set_epoch(epoch)
     loader = DataLoader(train_set, batch_size=tc.batch_size, shuffle=False, drop_last=True,
@@ -206,11 +222,7 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fn, device, epoc
         mixture = mixture.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=use_amp):
-            if getattr(model, "needs_references", False):  # oracles (FB-IRM) see the sources
-                estimate = model(mixture, references=targets)
-            else:
-                estimate = model(mixture)
-            loss = loss_fn(estimate.float(), targets)
+            loss = _training_loss(model, mixture, targets, loss_fn, aux_fn, tc)
         state["global_step"] += 1
         if not torch.isfinite(loss):
             raise TrainingDiverged(

@@ -42,7 +42,7 @@ def collect_rows(client, experiment_id: str, parent_run_id: str, metric: str,
         groups[_config_key(run.data.params)].append(run)
     present = {k for runs in groups.values() for r in runs for k in r.data.metrics}
     extra = sorted(k for k in present if k.startswith("test_") and k not in PAPER_COLUMNS
-                   and k.rsplit("_", 1)[-1] in ("SDR", "SIR", "SAR"))
+                   and k.rsplit("_", 1)[-1] in ("SDR", "SIR", "SAR", "PES", "VAD"))
     columns = [f"best_{metric}"] + [c for c in PAPER_COLUMNS if c in present] + extra
     rows = []
     for key, runs in groups.items():

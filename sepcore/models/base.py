@@ -12,14 +12,28 @@ and declares what long-audio inference and the trainer need to know about it:
 - ``receptive_field``: samples of context one output sample depends on (``None`` = unbounded, e.g.
   because of a global normalisation); ``sepcore.separate`` uses it to make chunked inference exact.
 
-Models with intermediate outputs (deep supervision) will return them through a documented side
-channel rather than by changing this contract.
+Models with intermediate outputs (deep supervision, e.g. HTMD-Net's masking-network estimate) keep
+``forward`` as above and declare ``has_intermediate = True`` plus a method
+``separate(mixture) -> Separation`` whose ``intermediate`` maps a name to a ``(B, S, C, T)``
+estimate. The trainer then adds ``train.aux_weight`` × ``train.aux_loss`` of every intermediate
+estimate to ``train.loss_weight`` × ``train.loss`` of the final one (seed 001's β·L_a + α·L_d),
+with no case per model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+
+
+@dataclass
+class Separation:
+    """The side channel of models with intermediate outputs (see the module docstring)."""
+
+    estimate: torch.Tensor  # (B, S, C, T), what forward() returns
+    intermediate: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, S, C, T)
 
 
 class SeparationModel(nn.Module):
