@@ -115,3 +115,44 @@ def test_learning_small_convtasnet_beats_mixture_by_3db(synth_root, cache_dir, t
     mean_improvement = sum(improvements) / len(improvements)
     print(f"vocal SI-SDR improvement per test song: {improvements}")
     assert mean_improvement >= 3.0, improvements
+
+
+def test_deep_supervision_loss_combines_final_and_intermediate():
+    """β·L_a(intermediate) + α·L_d(final) for any model with the Separation side channel."""
+    from types import SimpleNamespace
+
+    from sepcore.losses import build_loss
+    from sepcore.models.base import Separation
+    from sepcore.train import _training_loss
+
+    class TwoStage(torch.nn.Module):
+        has_intermediate = True
+
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Parameter(torch.tensor(0.5))
+            self.second = torch.nn.Parameter(torch.tensor(2.0))
+
+        def separate(self, mixture):
+            coarse = self.first * mixture[:, None]
+            return Separation(estimate=self.second * coarse, intermediate={"coarse": coarse})
+
+        def forward(self, mixture):
+            return self.separate(mixture).estimate
+
+    model = TwoStage()
+    mixture = torch.ones(1, 1, 10)
+    targets = torch.zeros(1, 1, 1, 10)
+    l1, mse = build_loss("l1"), build_loss("mse")
+    for alpha, beta in ((1.0, 0.0), (1.0, 0.5), (0.1, 1.0)):
+        tc = SimpleNamespace(loss_weight=alpha, aux_weight=beta)
+        loss = _training_loss(model, mixture, targets, l1, mse, tc)
+        assert loss.item() == pytest.approx(alpha * 1.0 + beta * 0.25)
+    tc0 = SimpleNamespace(loss_weight=1.0, aux_weight=0.0)
+    model.zero_grad()
+    _training_loss(model, mixture, targets, l1, mse, tc0).backward()
+    g0 = model.first.grad.clone()
+    model.zero_grad()
+    _training_loss(model, mixture, targets, l1, mse,
+                   SimpleNamespace(loss_weight=1.0, aux_weight=0.5)).backward()
+    assert model.first.grad.item() != pytest.approx(g0.item())  # β reaches the first stage
