@@ -230,7 +230,9 @@ def _resolve_base(base: Any, sweep_path: Path, file: str) -> DictConfig:
         return base
     if not isinstance(base, str):
         raise SweepError("'base' must be a config file name or a mapping", key="base", file=file)
-    packaged = Path(__file__).resolve().parent.parent / "sepcore" / "configs" / base
+    import sepcore
+
+    packaged = Path(sepcore.__file__).resolve().parent / "configs" / base
     candidates = [packaged, Path(base), sweep_path.parent / base]
     for candidate in candidates:
         if candidate.is_file() and candidate.resolve() != sweep_path.resolve():
