@@ -71,4 +71,12 @@ def config_to_dict(cfg) -> dict[str, Any]:
 
 def _import_families() -> None:
     # Importing a family module registers it.
-    from sepcore.models import convtasnet, multiband, oracles  # noqa: F401
+    from sepcore.models import (  # noqa: F401
+        convtasnet,
+        fusionnet,
+        htmd,
+        multiband,
+        oracles,
+        unet,
+        waveunet,
+    )
