@@ -82,6 +82,13 @@ def evaluate_checkpoint(
                                    np.ascontiguousarray(reference))).numpy()  # (S, C, T)
         refs = {n: np.asarray(reference[i]).T for i, n in enumerate(model.sources)}
         ests = {n: estimate[i].T for i, n in enumerate(model.sources)}
+        if len(model.sources) == 1:
+            # BSSEval needs two targets: score the residual (mixture − estimate) as the second,
+            # as museval does for vocals/accompaniment (seed 001 separates vocals only)
+            name = model.sources[0]
+            rest = "accompaniment" if name == "vocals" else f"not_{name}"
+            refs[rest] = np.asarray(song.mixture).T - refs[name]
+            ests[rest] = np.asarray(song.mixture).T - ests[name]
         store = evaluate_track(refs, ests, track_name=song.name, rate=rate, win=ev.win,
                                hop=ev.hop)
         save_track_json(store, json_dir, subset)
@@ -102,7 +109,7 @@ def evaluate_checkpoint(
 
     scores = aggregate(stores)
     extra = _extra_scores(stores, silent, nsdrs, model.sources)
-    return EvalResult(table=format_table(scores, model.sources), scores=scores,
+    return EvalResult(table=format_table(scores, list(scores)), scores=scores,
                       json_dir=json_dir, sisdr=sisdr, extra=extra,
                       extra_table=format_extra_table(extra, model.sources))
 

@@ -111,3 +111,33 @@ def test_evaluate_reports_pes_and_vad(synth_root, cache_dir, tmp_path):
     assert vocals["silent_segments"] > 0  # the synthetic voice has rests
     assert math.isfinite(vocals["PES"]) and 0 <= vocals["VAD"] <= 100
     assert "NSDR" in vocals and "PES" in result.extra_table and "VAD" in result.extra_table
+
+
+def test_single_source_models_are_scored_with_the_residual(synth_root, cache_dir, tmp_path):
+    """A vocals-only model (seed 001) gets BSSEval scores: accompaniment = mixture − vocals."""
+    import dataclasses
+
+    import torch
+
+    from sepcore.checkpoint import Checkpoint, save_checkpoint
+    from sepcore.config import config_from_dict
+    from sepcore.evaluate import evaluate_checkpoint
+    from sepcore.models import build_model
+
+    cfg = config_from_dict({
+        "model": {"name": "convtasnet", "audio_channels": 1, "sample_rate": 8000,
+                  "sources": ["vocals"], "encoder": {"N": 16, "L": 16},
+                  "masker": {"B": 8, "H": 16, "X": 1, "R": 1}},
+        "data": {"root": str(synth_root), "sample_rate": 8000, "channels": 1,
+                 "targets": ["vocals"], "cache_dir": str(cache_dir)},
+        "eval": {"segment": 4.0}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model_name, cfg.model)
+    path = save_checkpoint(tmp_path / "v.safetensors", Checkpoint(
+        config={**cfg.to_dict(), "model": {"name": "convtasnet",
+                                           **dataclasses.asdict(cfg.model)}},
+        model_state=model.state_dict()))
+    result = evaluate_checkpoint(path, max_tracks=1, out_dir=tmp_path / "eval", progress=False)
+    assert set(result.scores) == {"vocals", "accompaniment"}
+    assert math.isfinite(result.scores["vocals"]["SDR"])
+    assert "accompaniment" in result.table
