@@ -1,4 +1,4 @@
-"""The ``sep`` command line: synth, train, evaluate, separate, info, analyze, demo.
+"""The ``sep`` command line: synth, train, evaluate, score, separate, info, analyze, demo.
 
 Every sub-command is a thin wrapper over a library function; errors of sepcore's own types are
 printed as one clear line (exit code 2) instead of a traceback.
@@ -51,6 +51,16 @@ def _cmd_evaluate(args) -> int:
     print("segment-wise (all windows of all songs) and silent target segments (PES dB, VAD %):")
     print(result.extra_table)
     print(f"per-track museval JSON: {result.json_dir}")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from sepcore.metrics.score import score_dirs
+
+    backend = "museval" if args.reference == "museval" else "sepcore"
+    result = score_dirs(args.references, args.estimates, args.out, backend=backend)
+    print(result.table)
+    print(f"per-track museval JSON: {Path(args.out) / 'test'} ({len(result.json_paths)} songs)")
     return 0
 
 
@@ -132,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tracks", type=int)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("score", help="BSSEval v4 of estimate folders against reference folders")
+    p.add_argument("--references", required=True, help="one folder of <target>.wav per song")
+    p.add_argument("--estimates", required=True, help="one folder of <target>.wav per song")
+    p.add_argument("--out", required=True, help="folder for per-track museval JSON (test/)")
+    p.add_argument("--reference", choices=["museval"], default=None,
+                   help="score with museval itself instead of sepcore's implementation")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("separate", help="separate songs of any length into one WAV per source")
     p.add_argument("songs", nargs="+")

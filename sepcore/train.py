@@ -196,6 +196,10 @@ def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor
         if tc.aux_weight:
             for estimate in separation.intermediate.values():
                 loss = loss + tc.aux_weight * aux_fn(estimate.float(), targets)
+        extra = getattr(model, "auxiliary_losses", None)
+        if extra is not None:  # model-specific terms, already weighted (e.g. Meta-TasNet's)
+            for term in extra(separation, mixture, targets).values():
+                loss = loss + term
         return loss
     return tc.loss_weight * loss_fn(model(mixture).float(), targets)
 

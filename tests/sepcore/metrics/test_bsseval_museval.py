@@ -44,7 +44,7 @@ def test_evaluate_equals_museval():
     rng = np.random.default_rng(0)
     refs = rng.standard_normal((2, RATE * SECONDS, 2))
     ests = refs + 0.5 * rng.standard_normal(refs.shape)
-    ours = evaluate(refs, ests, win=RATE, hop=RATE)
+    ours = evaluate(refs, ests, win=RATE, hop=RATE, backend="museval")
     theirs = museval.evaluate(refs, ests, win=RATE, hop=RATE)
     assert len(ours) == 4
     for a, b in zip(ours, theirs, strict=True):
@@ -54,7 +54,7 @@ def test_evaluate_equals_museval():
 
 def test_evaluate_track_equals_eval_mus_track_and_round_trips(tmp_path):
     refs, ests = _track(seed=1, silent_vocals_window=1)
-    store = evaluate_track(refs, ests, "song a", rate=RATE)
+    store = evaluate_track(refs, ests, "song a", rate=RATE, backend="museval")
     theirs = museval.eval_mus_track(
         _fake_musdb_track("song a", refs), ests, output_dir=tmp_path / "museval"
     )
