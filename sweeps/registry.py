@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -244,3 +245,41 @@ def promote(
     client.set_registered_model_alias(name, alias, target)
     log.info("model %r: alias %r -> v%s", name, alias, target)
     return target
+
+
+def resolve_model_uri(client: MlflowClient, uri: str, cache_dir: str | Path) -> Path:
+    """``models:/name@alias`` or ``models:/name/version`` → a verified local checkpoint path.
+
+    The version's source is the artifact-store URI the sweep registered (``file://`` or
+    ``s3://``); S3 objects are downloaded to ``cache_dir``; the file's SHA-256 must equal the
+    version's ``sepcore.checkpoint_sha256`` tag when it has one.
+    """
+    from sweeps.artifacts import open_store, sha256_file
+
+    body = uri.removeprefix("models:/")
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = body.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError) as exc:
+        raise RegistryError(f"cannot resolve {uri!r}: {exc}", key="train.init_from") from None
+    source = version.source
+    if source.startswith("s3://"):
+        bucket = source[len("s3://"):].split("/", 1)[0]
+        folder = Path(cache_dir) / f"{name}-v{version.version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = open_store(f"s3://{bucket}").get(source, folder)
+    else:
+        path = Path(source.removeprefix("file://"))
+    if not path.is_file():
+        raise RegistryError(f"{uri!r} points at {source}, which does not exist",
+                            key="train.init_from")
+    expected = (version.tags or {}).get("sepcore.checkpoint_sha256")
+    if expected and sha256_file(path) != expected:
+        raise RegistryError(f"{uri!r}: {path} does not match its registered SHA-256",
+                            key="train.init_from")
+    log.info("resolved %s to %s", uri, path)
+    return path

@@ -159,6 +159,13 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     log.info("sweep %s: MLflow parent run %s in %s", name, parent, uri)
 
     base = _absolute_paths(sweep.base)
+    init_from = (base.get("train") or {}).get("init_from")
+    if isinstance(init_from, str) and init_from.startswith("models:/"):
+        # transfer set-ups start from a registry model: resolve it once, on the driver
+        from sweeps.registry import resolve_model_uri
+
+        base["train"]["init_from"] = str(resolve_model_uri(
+            client, init_from, Path(".cache/sepcore/models").resolve()))
     base_cfg = sweep.config_for({})
     context = TrialContext(base=base, file=sweep.file, tracking_uri=uri,
                            experiment_id=experiment_id, parent_run_id=parent,

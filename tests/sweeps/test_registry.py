@@ -142,3 +142,27 @@ def test_promote_unknown_targets_raise(client: MlflowClient, name: str, register
         promote(client, "sep-missing", version="1")
     with pytest.raises(RegistryError, match="exactly one"):
         promote(client, name)
+
+
+def test_resolve_model_uri_by_alias_and_version(tmp_path):
+    from mlflow import MlflowClient
+
+    from sweeps.artifacts import open_store
+    from sweeps.errors import RegistryError
+    from sweeps.registry import register_checkpoint, resolve_model_uri
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.create_run(client.create_experiment("x"))
+    source = tmp_path / "model.safetensors"
+    source.write_bytes(b"weights")
+    stored = open_store(str(tmp_path / "store")).put(source, "a/model.safetensors")
+    register_checkpoint(client, "m", stored.uri, run.info.run_id, "valid_sisdr", 1.0, "max",
+                        tags={"sepcore.checkpoint_sha256": stored.sha256})
+    path = resolve_model_uri(client, "models:/m@champion", tmp_path / "cache")
+    assert path.read_bytes() == b"weights"
+    assert resolve_model_uri(client, "models:/m/1", tmp_path / "cache") == path
+    path.write_bytes(b"tampered")
+    with pytest.raises(RegistryError, match="SHA-256"):
+        resolve_model_uri(client, "models:/m@champion", tmp_path / "cache")
+    with pytest.raises(RegistryError, match="cannot resolve"):
+        resolve_model_uri(client, "models:/m@nobody", tmp_path / "cache")
