@@ -1,4 +1,4 @@
-"""The ``sep`` command line: synth, train, evaluate, score, separate, info, analyze, demo.
+"""The ``sep`` command line: synth, train, evaluate, score, separate, info, analyze, oracle, demo.
 
 Every sub-command is a thin wrapper over a library function; errors of sepcore's own types are
 printed as one clear line (exit code 2) instead of a traceback.
@@ -110,6 +110,20 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_oracle(args) -> int:
+    from sepcore.oracle import oracle_scores
+
+    result = oracle_scores(args.root, args.classes, oracle=args.oracle, alpha=args.alpha,
+                           subset=args.subset, sample_rate=args.rate, channels=args.channels,
+                           mapping=args.mapping, missing=args.missing, n_fft=args.n_fft,
+                           hop=args.hop, chunk=args.chunk, max_tracks=args.max_tracks)
+    what = f"{args.oracle.upper()}" + (f" (alpha={args.alpha:g})" if args.oracle == "irm" else "")
+    print(f"{what} oracle on {args.root} ({args.subset}): SI-SDR over whole songs, "
+          f"SDR = median over songs of the median over {args.chunk:g} s chunks (dB)")
+    print(result.table)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from sepcore.demo import run_demo
 
@@ -171,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("oracle", help="IRM/IBM oracle score per class: how separable is each")
+    p.add_argument("root", help="MUSDB-layout tree, or a folder dataset with --mapping")
+    p.add_argument("--classes", nargs="+", required=True, help="classes to score")
+    p.add_argument("--oracle", choices=["irm", "ibm"], default="irm")
+    p.add_argument("--alpha", type=float, default=2.0, help="IRM exponent (2 Wiener-like)")
+    p.add_argument("--subset", default="test")
+    p.add_argument("--rate", type=int, default=44100, help="sample rate to score at")
+    p.add_argument("--channels", type=int, default=2)
+    p.add_argument("--mapping", help="stem -> class YAML of a folder dataset")
+    p.add_argument("--missing", choices=["filter", "silence"],
+                   help="songs lacking a class (default: the mapping's, else filter)")
+    p.add_argument("--n-fft", type=int, default=4096)
+    p.add_argument("--hop", type=int, default=1024)
+    p.add_argument("--chunk", type=float, default=6.0, help="BSSEval chunk in seconds")
+    p.add_argument("--max-tracks", type=int)
+    p.set_defaults(func=_cmd_oracle)
 
     p = sub.add_parser("demo", help="synth data, train a small multi-band model, evaluate")
     p.add_argument("--workdir", default=".", help="where data/ and runs/ are written")

@@ -64,6 +64,12 @@ class DataConfig:
     cache_dir: str | None = None  # decoded+resampled audio cache (None = <cwd>/.cache/sepcore)
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # "musdb": a MUSDB18(-HQ)-layout tree (targets: stems/accompaniment); "folders": a multitrack
+    # folder dataset whose stems are grouped into classes by the YAML ``mapping`` (targets: class
+    # names; sepcore.data.folders); ``missing`` overrides the mapping's filter/silence policy.
+    layout: str = "musdb"
+    mapping: str | None = None
+    missing: str | None = None
 
 
 @dataclass
@@ -78,7 +84,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     early_stop: int = 20  # stop after this many epochs without improvement (0 = never)
     grad_clip: float | None = 5.0  # max gradient norm (None = no clipping)
-    loss: str = "l1"  # l1 | mse | sisdr (negative SI-SDR), on the final estimate
+    loss: str = "l1"  # l1 | mse | sisdr (negative SI-SDR) | gkl (on STFT magnitudes), final est.
     loss_weight: float = 1.0  # α: weight of the final estimate's loss
     aux_loss: str | None = None  # L_a for intermediate estimates (None = same as loss)
     aux_weight: float = 0.0  # β: weight of intermediate estimates' loss (0 = not supervised)
@@ -91,6 +97,14 @@ class TrainConfig:
     keep_every: bool = False  # keep one checkpoint per epoch as epoch_NNN.ckpt
     resume: str | None = None  # a checkpoint to resume from ("auto" = out_dir/last.ckpt if present)
     progress: bool = True  # tqdm bar per epoch (only when attached to a TTY)
+    # Transfer set-ups (thesis ch. 6: tl / retrain / finetune; sepcore.train.apply_transfer).
+    # Patterns are fnmatch patterns over model.named_parameters() names, matched against the full
+    # name or any suffix after a dot ("fc3.*" matches "unmix.vocals.fc3.weight").
+    init_from: str | None = None  # a sepcore checkpoint whose weights initialise the model
+    init_keys: list[str] | None = None  # load only the checkpoint tensors matching (None = all)
+    init_strict: bool = True  # every (selected) tensor must exist in both with the same shape
+    trainable: list[str] | None = None  # only matching parameters train (None = all)
+    reinit: list[str] | None = None  # re-initialise matching parameters after init_from
 
 
 @dataclass
@@ -174,8 +188,14 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
 def _check_consistency(cfg: ExperimentConfig, file: str | None) -> None:
     """Cross-section checks: the model must agree with the data it is trained on."""
     valid_targets = set(STEMS) | {ACCOMPANIMENT}
+    if cfg.data.layout not in ("musdb", "folders"):
+        raise ConfigError(f"data.layout must be 'musdb' or 'folders', got {cfg.data.layout!r}",
+                          key="data.layout", file=file)
+    if cfg.data.layout == "folders" and not cfg.data.mapping:
+        raise ConfigError("data.layout='folders' needs data.mapping (a stem -> class YAML)",
+                          key="data.mapping", file=file)
     for t in cfg.data.targets:
-        if t not in valid_targets:
+        if cfg.data.layout == "musdb" and t not in valid_targets:
             raise ConfigError(f"unknown target {t!r} in data.targets; choose from "
                               f"{sorted(valid_targets)}", key="data.targets", file=file)
     m = cfg.model

@@ -13,11 +13,17 @@ these methods:
 - ``on_checkpoint(path: Path) -> None`` — after ``last.safetensors`` is written;
 - ``should_stop() -> bool`` — asked after each epoch (e.g. by a scheduler that prunes the trial).
 
+Transfer set-ups (thesis ch. 6: tl / retrain / finetune) come from ``train.init_from`` (a sepcore
+checkpoint; ``models:/`` registry URIs are resolved by the sweeps layer before ``fit``),
+``train.init_keys``/``init_strict``, ``train.reinit`` and ``train.trainable`` (fnmatch patterns over
+parameter names; the optimizer gets only the trainable parameters): see :func:`apply_transfer`.
+
 A NaN/inf loss raises :class:`~sepcore.errors.TrainingDiverged` naming the epoch and step.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import random
@@ -108,9 +114,14 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     model = build_model(cfg.model_name, cfg.model).to(device)
+    resume = _resolve_resume(tc.resume, out_dir)
+    # on resume the checkpoint restores the weights: init_from/reinit only apply to fresh runs
+    apply_transfer(model, tc, fresh=resume is None)
     loss_fn = build_loss(tc.loss, tc.source_weights)
     aux_fn = build_loss(tc.aux_loss or tc.loss, tc.source_weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    params = (model.parameters() if tc.trainable is None
+              else [p for p in model.parameters() if p.requires_grad])
+    optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
     use_amp = bool(tc.amp and device.type == "cuda")
@@ -120,7 +131,6 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     state = {"epoch": 0, "global_step": 0, "best_valid_loss": math.inf, "bad_epochs": 0,
              "history": []}
 
-    resume = _resolve_resume(tc.resume, out_dir)
     if resume is not None:
         _restore(resume, model, optimizer, scheduler, state, device)
         log.info("resumed from %s at epoch %d (step %d)", resume, state["epoch"],
@@ -184,6 +194,94 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         stopped_early=stopped_early,
         history=state["history"],
     )
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """fnmatch ``pattern`` against ``name`` or any suffix of it after a dot."""
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
+
+
+def _select(names: list[str], patterns: list[str], key: str) -> set[str]:
+    """The names matched by any of ``patterns``; a pattern matching nothing is a ConfigError."""
+    selected: set[str] = set()
+    for pattern in patterns:
+        hits = {n for n in names if _matches(n, pattern)}
+        if not hits:
+            raise ConfigError(f"{key}: pattern {pattern!r} matches no parameter of the model "
+                              f"(names look like {names[:3]})", key=key)
+        selected |= hits
+    return selected
+
+
+def apply_transfer(model: torch.nn.Module, tc, fresh: bool = True) -> None:
+    """Transfer set-ups of the thesis, ch. 6 (tl / retrain / finetune), from ``train.*``.
+
+    With ``fresh`` (not resuming): load ``init_from`` (a sepcore checkpoint; ``init_keys``
+    selects tensors, ``init_strict`` demands matching names and shapes), then re-initialise the
+    parameters matching ``reinit`` (their module's ``reset_parameters``). Always: parameters
+    not matching ``trainable`` get ``requires_grad = False``. Patterns: see :func:`_matches`.
+    Note that freezing stops gradients only; norm layers of a frozen part still use batch
+    statistics in training mode (as the reference Open-Unmix code).
+    """
+    if tc.init_from is not None and tc.init_from.startswith("models:/"):
+        raise ConfigError(
+            f"train.init_from={tc.init_from!r} is a model registry URI: sepcore reads checkpoint "
+            "files only; run through `python -m sweeps` (which resolves models:/ URIs before "
+            "fit) or download the checkpoint first and pass its path", key="train.init_from")
+    names = [n for n, _ in model.named_parameters()]
+    trainable = None if tc.trainable is None else _select(names, tc.trainable, "train.trainable")
+    reinit = set() if not tc.reinit else _select(names, tc.reinit, "train.reinit")
+    if fresh and tc.init_from is not None:
+        _load_init(model, tc.init_from, tc.init_keys, tc.init_strict)
+    if fresh and reinit:
+        _reinit(model, reinit)
+    if trainable is not None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trainable)
+        log.info("train.trainable: %d of %d parameter tensors train (%s of %s values)",
+                 len(trainable), len(names), f"{count_parameters(model, True):,}",
+                 f"{count_parameters(model):,}")
+
+
+def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"train.init_from={path!r}: no such checkpoint file",
+                          key="train.init_from")
+    source = load_checkpoint(path).model_state
+    target = model.state_dict()
+    chosen = list(source) if keys is None else sorted(_select(list(source), keys,
+                                                              "train.init_keys"))
+    unexpected = [k for k in chosen if k not in target]
+    mismatched = [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in chosen
+                  if k in target and source[k].shape != target[k].shape]
+    missing = [k for k in target if k not in source] if keys is None else []
+    problems = {"missing": missing, "unexpected": unexpected, "shape mismatch": mismatched}
+    if strict and any(problems.values()):
+        detail = "; ".join(f"{what}: {items[:3]}" for what, items in problems.items() if items)
+        raise ConfigError(f"train.init_from={path!r} does not fit the model ({detail}); set "
+                          "train.init_strict=false or select tensors with train.init_keys",
+                          key="train.init_from")
+    loaded = {k: source[k] for k in chosen if k in target and source[k].shape == target[k].shape}
+    model.load_state_dict({**target, **loaded})
+    log.info("train.init_from: loaded %d of %d tensors from %s", len(loaded), len(target), path)
+
+
+def _reinit(model: torch.nn.Module, chosen: set[str]) -> None:
+    """``reset_parameters`` of the modules owning ``chosen``; their other parameters are kept."""
+    for module_name, module in model.named_modules():
+        own = {f"{module_name}.{n}" if module_name else n: p
+               for n, p in module.named_parameters(recurse=False)}
+        if not any(n in chosen for n in own):
+            continue
+        if not hasattr(module, "reset_parameters"):
+            raise ConfigError(f"train.reinit: {type(module).__name__} {module_name!r} has no "
+                              "reset_parameters()", key="train.reinit")
+        keep = {n: p.detach().clone() for n, p in own.items() if n not in chosen}
+        module.reset_parameters()
+        with torch.no_grad():
+            for n, value in keep.items():
+                own[n].copy_(value)
 
 
 def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor:

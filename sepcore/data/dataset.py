@@ -6,10 +6,15 @@ a :class:`TrainChunks` (random, augmented chunks; each item is a pure function o
 ``(seed, epoch, index)`` so neither DataLoader workers nor iteration order change it, which exact
 resume relies on) and a :class:`ValidChunks` (no augmentation). Items are
 ``(mixture (C, T), targets (S, C, T))`` float32 tensors with the mixture the sum of all four stems.
+
+With ``data.layout = "folders"`` the songs come from a multitrack folder dataset grouped into
+classes by ``data.mapping`` (:mod:`sepcore.data.folders`): the stems are then the classes, targets
+are class names, and training mixtures are the sum of the (augmented) class stems.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 
@@ -39,9 +44,27 @@ def load_song(song: SongRef, cfg: DataConfig) -> TrackAudio:
     return TrackAudio(name=song.name, stems=stems)
 
 
+def _folder_subset(cfg: DataConfig, subset: str, names: list[str] | None = None,
+                   max_tracks: int | None = None) -> list[TrackAudio]:
+    """Songs of a folder dataset (``root/subset/`` when it exists, else ``root/``)."""
+    from pathlib import Path
+
+    from sepcore.data.folders import load_folder_subset, load_mapping
+
+    _check_audio_config(cfg)
+    if not cfg.mapping:
+        raise ConfigError("data.layout='folders' needs data.mapping", key="data.mapping")
+    where = subset if (Path(cfg.root).expanduser() / subset).is_dir() else None
+    return load_folder_subset(cfg.root, load_mapping(cfg.mapping, missing=cfg.missing),
+                              subset=where, sample_rate=cfg.sample_rate, channels=cfg.channels,
+                              cache_dir=cfg.cache_dir, names=names, max_tracks=max_tracks)
+
+
 def load_subset(cfg: DataConfig, subset: str = "test", names: list[str] | None = None,
                 max_tracks: int | None = None) -> list[TrackAudio]:
     """Songs of ``subset`` sorted by name, optionally only ``names`` and at most ``max_tracks``."""
+    if cfg.layout == "folders":
+        return _folder_subset(cfg, subset, names, max_tracks)
     songs = list_songs(cfg, subset)
     if names:
         available = {song.name for song in songs}
@@ -57,6 +80,13 @@ def load_subset(cfg: DataConfig, subset: str = "test", names: list[str] | None =
 
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[TrainChunks, ValidChunks]:
     """Training and validation datasets of ``cfg.root``'s train subset (see the module doc)."""
+    if cfg.layout == "folders":
+        from sepcore.data.split import _named, _ratio
+
+        songs = _folder_subset(cfg, "train")
+        held = _named(cfg, songs) if cfg.valid_tracks else _ratio(cfg, songs, seed)
+        return (TrainChunks([s for s in songs if s.name not in held], cfg, seed),
+                ValidChunks([s for s in songs if s.name in held], cfg))
     check_targets(cfg.targets)
     _check_audio_config(cfg)
     train_songs, valid_songs = split_train_valid(cfg, seed)
@@ -74,13 +104,32 @@ def _check_audio_config(cfg: DataConfig) -> None:
                           key="data.sample_rate")
 
 
-def _to_tensors(stems: np.ndarray | list[np.ndarray],
-                names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Four ``(C, T)`` stems → (mixture ``(C, T)`` = sum of all four, targets ``(S, C, T)``)."""
+def _stem_names(songs: list[TrackAudio]) -> tuple[str, ...]:
+    """The stems every song holds: the four MUSDB stems, or a folder dataset's classes."""
+    classes = getattr(songs[0], "classes", None) if songs else None
+    return tuple(classes) if classes else STEMS
+
+
+def _check_names(cfg: DataConfig, stem_names: tuple[str, ...]) -> None:
+    if cfg.layout != "folders":
+        check_targets(cfg.targets)
+        return
+    unknown = [t for t in cfg.targets if t not in stem_names]
+    if unknown or not cfg.targets:
+        raise ConfigError(f"data.targets {list(cfg.targets)}: {unknown} are not classes of the "
+                          f"mapping {cfg.mapping} ({list(stem_names)})", key="data.targets")
+
+
+def _to_tensors(stems: np.ndarray | list[np.ndarray], names: list[str],
+                stem_names: tuple[str, ...] = STEMS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stems ``(C, T)`` → (mixture ``(C, T)`` = sum of all stems, targets ``(S, C, T)``)."""
     mixture = np.zeros(stems[0].shape, dtype=np.float32)
     for stem in stems:
         mixture += stem
-    targets = targets_from_stems(stems, names)
+    if stem_names == STEMS:
+        targets = targets_from_stems(stems, names)
+    else:  # classes of a folder dataset
+        targets = np.stack([stems[stem_names.index(n)] for n in names]).astype(np.float32)
     return torch.from_numpy(mixture), torch.from_numpy(np.ascontiguousarray(targets))
 
 
@@ -88,7 +137,8 @@ class TrainChunks(Dataset):
     """``len(songs) × samples_per_track`` random chunks of ``segment`` seconds per epoch."""
 
     def __init__(self, songs: list[TrackAudio], cfg: DataConfig, seed: int):
-        check_targets(cfg.targets)
+        self.stem_names = _stem_names(songs)
+        _check_names(cfg, self.stem_names)
         if cfg.short_tracks not in ("pad", "skip"):
             raise ConfigError(f"data.short_tracks must be 'pad' or 'skip', got "
                               f"{cfg.short_tracks!r}", key="data.short_tracks")
@@ -115,7 +165,7 @@ class TrainChunks(Dataset):
         if self.cfg.short_tracks == "skip":
             return None
         stems = {name: np.pad(a, ((0, 0), (0, self.chunk - n))) for name, a in song.stems.items()}
-        return TrackAudio(name=song.name, stems=stems)
+        return dataclasses.replace(song, stems=stems)
 
     def set_epoch(self, epoch: int) -> None:
         """Chunks are a function of (seed, epoch, index): a new epoch draws new chunks."""
@@ -132,22 +182,24 @@ class TrainChunks(Dataset):
             raise IndexError(f"chunk {index} out of range for {len(self)} chunks")
         rng = np.random.default_rng([self.seed % 2**63, self.epoch, index])
         if self.cfg.augment.remix:  # each stem from its own random song and offset
-            picks = [int(p) for p in rng.integers(len(self.songs), size=len(STEMS))]
+            picks = [int(p) for p in rng.integers(len(self.songs), size=len(self.stem_names))]
             offsets = [self._offset(p, rng) for p in picks]
         else:
-            picks = [index // self.cfg.samples_per_track] * len(STEMS)
-            offsets = [self._offset(picks[0], rng)] * len(STEMS)
+            picks = [index // self.cfg.samples_per_track] * len(self.stem_names)
+            offsets = [self._offset(picks[0], rng)] * len(self.stem_names)
         stems = np.stack([self.songs[p].stems[name][:, o : o + self.chunk]
-                          for p, o, name in zip(picks, offsets, STEMS, strict=True)])  # (4, C, T)
+                          for p, o, name in zip(picks, offsets, self.stem_names,
+                                                strict=True)])  # (K, C, T)
         stems = augment(stems, self.cfg.augment, rng)
-        return _to_tensors(stems, list(self.cfg.targets))
+        return _to_tensors(stems, list(self.cfg.targets), self.stem_names)
 
 
 class ValidChunks(Dataset):
     """Validation items: whole songs (``valid_segment`` None) or consecutive chunks of them."""
 
     def __init__(self, songs: list[TrackAudio], cfg: DataConfig):
-        check_targets(cfg.targets)
+        self.stem_names = _stem_names(songs)
+        _check_names(cfg, self.stem_names)
         self.cfg = cfg
         self.songs = songs
         self.items: list[tuple[int, int, int]] = []  # (song, start, length)
@@ -168,5 +220,6 @@ class ValidChunks(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, start, length = self.items[index]
-        stems = [self.songs[k].stems[name][:, start : start + length] for name in STEMS]
-        return _to_tensors(stems, list(self.cfg.targets))
+        stems = [self.songs[k].stems[name][:, start : start + length]
+                 for name in self.stem_names]
+        return _to_tensors(stems, list(self.cfg.targets), self.stem_names)

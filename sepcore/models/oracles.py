@@ -1,4 +1,14 @@
-"""Oracle separators: FB-IRM, the ideal ratio mask in a learned latent (thesis §5.1, Fig. 5.1).
+"""Oracle separators: STFT IRM/IBM (thesis §4.1.2, eq. 4.1) and FB-IRM in a learned latent (§5.1).
+
+**IRM / IBM** (registered ``"irm"``, ``"ibm"``): with ``Y_j(f, t)`` the STFT of the true source j
+and ``X`` that of the mixture, the ideal ratio mask is ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (seed 003
+eq. 4.1; α = 2 is the Wiener-like "power" oracle the thesis uses to predict how separable a class
+is, Tables 4.1–4.3; α = 1 the magnitude IRM of SiSEC 2018) and the ideal binary mask puts each bin
+wholly in its loudest source. The estimate is ``iSTFT(M_j · X)``. Both mask families sum to one
+over sources in every bin (silent bins: 1/J for the IRM, source 0 for the IBM), so the estimates sum
+to the mixture (iSTFT is linear). Masks are computed per channel.
+
+**FB-IRM**: the ideal ratio mask in a learned latent (thesis §5.1, Fig. 5.1).
 
 "Given J encoded source signals y_j(n, t) [...] the Ideal Ratio Mask separator computes the mask
 to be applied to the mixture encoding as M_j = |y_j| / Σ_j' |y_j'|" (seed 003, ch. 5). The true
@@ -23,6 +33,7 @@ import torch.nn.functional as F
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
+from sepcore.models.base import SeparationModel
 from sepcore.models.convtasnet import EncoderConfig, EncoderMaskerDecoder
 
 
@@ -79,3 +90,102 @@ class FBIRM(EncoderMaskerDecoder):
 
 
 register("fb_irm", FBIRMConfig, FBIRM)
+
+
+@dataclass
+class STFTOracleConfig:
+    sources: list[str] = field(default_factory=lambda: ["vocals", "drums", "bass", "other"])
+    audio_channels: int = 2
+    sample_rate: int = 44100
+    n_fft: int = 4096  # Hann window length (SiSEC 2018 oracles: 4096 at 44.1 kHz)
+    hop: int = 1024
+    alpha: float = 2.0  # IRM exponent: 2 = Wiener-like (thesis eq. 4.1), 1 = magnitude; IBM: unused
+
+
+def _check_references(name: str, mixture: torch.Tensor, references: torch.Tensor | None,
+                      sources: int) -> torch.Tensor:
+    if references is None:
+        raise ValueError(f"{name} is an oracle: call it as model(mixture, references=sources)")
+    if references.dim() != 4 or references.shape[0] != mixture.shape[0] or \
+            references.shape[1] != sources or references.shape[2:] != mixture.shape[1:]:
+        raise ValueError(f"references must be (batch, {sources}, channels, time) matching the "
+                         f"mixture {tuple(mixture.shape)}, got {tuple(references.shape)}")
+    return references
+
+
+class STFTOracle(SeparationModel):
+    """Mask the mixture STFT with masks computed from the true sources' STFTs (no parameters)."""
+
+    needs_references = True
+
+    def __init__(self, cfg: STFTOracleConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.n_fft < 2 or not 0 < cfg.hop <= cfg.n_fft // 2:
+            raise ConfigError(f"model.n_fft ({cfg.n_fft}) must be >= 2 and model.hop ({cfg.hop})"
+                              " in (0, n_fft/2] so that the Hann-window iSTFT is exact",
+                              key="model.hop")
+        if cfg.alpha <= 0:
+            raise ConfigError(f"model.alpha must be > 0, got {cfg.alpha}", key="model.alpha")
+        if cfg.audio_channels < 1 or not cfg.sources:
+            raise ConfigError("model needs audio_channels >= 1 and at least one source",
+                              key="model.sources")
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+
+    @property
+    def frame_hop(self) -> int:
+        return int(self.cfg.hop)
+
+    @property
+    def receptive_field(self) -> int:
+        # an output sample depends on the frames centred within n_fft/2 of it, each spanning
+        # n_fft: with this much context (and hop-aligned chunks) chunked inference is exact
+        return 2 * int(self.cfg.n_fft)
+
+    def _stft(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T) → (..., F, frames) complex; reflect padding needs T > n_fft/2, else zeros."""
+        shape = x.shape
+        mode = "reflect" if shape[-1] > self.cfg.n_fft // 2 else "constant"
+        spec = torch.stft(x.reshape(-1, shape[-1]), self.cfg.n_fft, self.cfg.hop,
+                          window=self.window.to(x.dtype), center=True, pad_mode=mode,
+                          return_complex=True)  # (B*, F, frames)
+        return spec.view(*shape[:-1], *spec.shape[-2:])
+
+    def masks(self, spectra: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, mixture: torch.Tensor,
+                references: torch.Tensor | None = None) -> torch.Tensor:
+        references = _check_references(type(self).__name__, mixture, references,
+                                        len(self.sources))
+        length = mixture.shape[-1]
+        mix_spec = self._stft(mixture)  # (B, C, F, frames)
+        masks = self.masks(self._stft(references).abs())  # (B, S, C, F, frames)
+        estimates = masks * mix_spec.unsqueeze(1)  # (B, S, C, F, frames)
+        shape = estimates.shape
+        out = torch.istft(estimates.reshape(-1, *shape[-2:]), self.cfg.n_fft, self.cfg.hop,
+                          window=self.window.to(mixture.dtype), center=True,
+                          length=length)  # (B*S*C, T)
+        return out.view(*shape[:3], length)  # (B, S, C, T)
+
+
+class IRM(STFTOracle):
+    """Ideal ratio mask ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (seed 003 eq. 4.1)."""
+
+    def masks(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        """Source magnitudes (B, S, ...) → masks (B, S, ...) summing to one over S."""
+        weight = magnitudes.pow(self.cfg.alpha)
+        total = weight.sum(dim=1, keepdim=True)
+        return torch.where(total > 0, weight / total.clamp_min(1e-30), 1.0 / weight.shape[1])
+
+
+class IBM(STFTOracle):
+    """Ideal binary mask: each bin goes wholly to the source of largest magnitude."""
+
+    def masks(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        winner = magnitudes.argmax(dim=1, keepdim=True)  # (B, 1, ...)
+        return torch.zeros_like(magnitudes).scatter_(1, winner, 1.0)
+
+
+register("irm", STFTOracleConfig, IRM)
+register("ibm", STFTOracleConfig, IBM)

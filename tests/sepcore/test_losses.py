@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sepcore.errors import ConfigError
-from sepcore.losses import LOSSES, build_loss, l1, mse, neg_sisdr, per_source_losses
+from sepcore.losses import LOSSES, build_loss, gkl, l1, mse, neg_sisdr, per_source_losses
 
 B, S, C, T = 2, 4, 2, 1000
 
@@ -48,7 +48,7 @@ def _np_reference(name: str, est: np.ndarray, tgt: np.ndarray, weights=None) -> 
     return float(np.sum(w * np.array(per_source)) / np.sum(w))
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", sorted(set(LOSSES) - {"gkl"}))  # gkl: tests/…/test_mad.py
 @pytest.mark.parametrize("weights", [None, [1.0, 2.0, 0.5, 3.0]])
 def test_loss_matches_numpy_reference(pair, name, weights):
     estimate, target = pair
@@ -60,7 +60,7 @@ def test_loss_matches_numpy_reference(pair, name, weights):
 
 def test_public_functions_are_the_registry(pair):
     estimate, target = pair
-    assert LOSSES == {"l1": l1, "mse": mse, "sisdr": neg_sisdr}
+    assert LOSSES == {"l1": l1, "mse": mse, "sisdr": neg_sisdr, "gkl": gkl}
     for name, fn in LOSSES.items():
         assert torch.equal(fn(estimate, target), build_loss(name)(estimate, target))
 
