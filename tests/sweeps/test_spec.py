@@ -33,7 +33,9 @@ def write(tmp_path, body: str, name="s.yaml") -> Path:
 
 
 @pytest.mark.parametrize("name,points", [("demo", 1), ("bands", 24), ("filterbanks", 9),
-                                         ("fb_ratio", 4), ("loss_weights", 14)])
+                                         ("fb_ratio", 4), ("loss_weights", 14),
+                                         ("openunmix_transfer", 3), ("mad_recurrent", 3),
+                                         ("metatasnet_stages", 3)])
 def test_shipped_runnable_sweeps_parse(name, points):
     sweep = load_sweep(SWEEPS / f"{name}.yaml", profile="smoke")
     assert sweep.params and sweep.tune.metric == "valid_sisdr"

@@ -178,3 +178,24 @@ def test_evaluate_track_backends_agree():
             for metric in METRICS:
                 assert float(fa["metrics"][metric]) == pytest.approx(
                     float(fb["metrics"][metric]), abs=TOL)
+
+
+def test_solve_cholesky_and_lu_fallback_agree_with_numpy() -> None:
+    """``_solve``: Cholesky on a positive definite Gram, LU (numpy) where Cholesky breaks down."""
+    import numpy as np
+    import torch
+
+    from sepcore.metrics import bsseval
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 80))
+    gram = a @ a.T  # positive definite: Cholesky path
+    rhs = rng.standard_normal((64, 3))
+    eps = np.finfo(float).eps
+    ours = bsseval._solve(torch.from_numpy(gram), torch.from_numpy(rhs)).numpy()
+    np.testing.assert_allclose(ours, np.linalg.solve(gram + eps * np.eye(64), rhs), rtol=1e-8)
+    ev = np.linalg.eigvalsh(gram)
+    indefinite = gram - 0.5 * (ev[31] + ev[32]) * np.eye(64)  # well posed, Cholesky fails
+    ours = bsseval._solve(torch.from_numpy(indefinite), torch.from_numpy(rhs)).numpy()
+    np.testing.assert_allclose(ours, np.linalg.solve(indefinite + eps * np.eye(64), rhs),
+                               rtol=1e-6, atol=1e-10)

@@ -72,7 +72,7 @@ def test_any_length_exactly_t_out(length, training):
 
 def test_few_steps_reduce_loss():
     torch.manual_seed(0)
-    length = RATE // 2
+    length = RATE // 4
     t = torch.arange(length) / RATE
     voice = 0.3 * torch.sin(2 * torch.pi * 440 * t) * (torch.sin(2 * torch.pi * 4 * t) > 0)
     accomp = 0.1 * torch.randn(length)
