@@ -209,16 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed sub-command; sepcore's own errors become one ``error: …`` line (exit 2).
+
+    Shared by ``sep`` and ``python -m sweeps``.
+    """
     try:
         return args.func(args)
     except SepcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return dispatch(args)
 
 
 if __name__ == "__main__":

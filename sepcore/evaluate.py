@@ -75,7 +75,8 @@ def evaluate_checkpoint(
     bar = tqdm(songs, desc="evaluate", unit="song",
                disable=not (progress and sys.stderr.isatty()))
     for song in bar:
-        mixture = torch.from_numpy(np.ascontiguousarray(song.mixture))
+        mix_np = np.ascontiguousarray(song.mixture)  # (C, T); a property that sums the stems
+        mixture = torch.from_numpy(mix_np)
         reference = song.targets(model.sources)  # (S, C, T)
         estimate = apply_model(model, mixture, segment=ev.segment, overlap=ev.overlap,
                                device=dev, references=torch.from_numpy(
@@ -87,8 +88,8 @@ def evaluate_checkpoint(
             # as museval does for vocals/accompaniment (seed 001 separates vocals only)
             name = model.sources[0]
             rest = "accompaniment" if name == "vocals" else f"not_{name}"
-            refs[rest] = np.asarray(song.mixture).T - refs[name]
-            ests[rest] = np.asarray(song.mixture).T - ests[name]
+            refs[rest] = mix_np.T - refs[name]
+            ests[rest] = mix_np.T - ests[name]
         store = evaluate_track(refs, ests, track_name=song.name, rate=rate, win=ev.win,
                                hop=ev.hop)
         save_track_json(store, json_dir, subset)
@@ -99,7 +100,7 @@ def evaluate_checkpoint(
             silent[name].append(silence_scores(refs[name], ests[name], rate, ev.win, ev.hop,
                                                ev.silence_threshold_db))
         if ev.nsdr:
-            mix = {n: np.ascontiguousarray(song.mixture.T) for n in model.sources}
+            mix = dict.fromkeys(model.sources, np.ascontiguousarray(mix_np.T))
             mix_sdr = _song_sdr(evaluate_track(refs, mix, track_name=song.name, rate=rate,
                                                win=ev.win, hop=ev.hop))
             est_sdr = _song_sdr(store)

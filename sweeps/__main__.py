@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from sepcore.errors import SepcoreError
+from sepcore.cli import dispatch
 
 
 def _print_outcome(outcome) -> None:
@@ -187,11 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sweeps").setLevel(logging.INFO)
-    try:
-        return args.func(args)
-    except SepcoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return dispatch(args)
 
 
 if __name__ == "__main__":

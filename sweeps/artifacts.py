@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -122,16 +123,10 @@ class LocalStore(ArtifactStore):
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = sha256_file(source)
-        tmp = _copy_to_temp(source, target.parent)
-        try:
-            copied = sha256_file(tmp)
-            if copied != digest:
-                raise ArtifactError(
-                    f"copy of {source} to {target} does not verify (sha256 {copied} != {digest})"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace_if_verified(
+            _copy_to_temp(source, target.parent), target, digest,
+            lambda copied: f"copy of {source} to {target} does not verify "
+                           f"(sha256 {copied} != {digest})")
         _write_text_atomic(target.with_name(target.name + ".sha256"), digest + "\n")
         size = target.stat().st_size
         uri = target.as_uri()
@@ -146,17 +141,10 @@ class LocalStore(ArtifactStore):
         expected = self.sha256_of(key)
         target = _dest_file(dest, key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _copy_to_temp(source, target.parent)
-        try:
-            actual = sha256_file(tmp)
-            if actual != expected:
-                raise ArtifactError(
-                    f"artifact {self.uri_for(key)} is corrupted: sha256 {actual}, "
-                    f"recorded {expected}"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace_if_verified(
+            _copy_to_temp(source, target.parent), target, expected,
+            lambda actual: f"artifact {self.uri_for(key)} is corrupted: sha256 {actual}, "
+                           f"recorded {expected}")
         return target
 
     def exists(self, key: str) -> bool:
@@ -188,6 +176,21 @@ def _copy_to_temp(source: Path, folder: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _replace_if_verified(tmp: Path, target: Path, expected: str,
+                         mismatch: Callable[[str], str]) -> None:
+    """Move ``tmp`` onto ``target`` only if its SHA-256 is ``expected``; ``tmp`` never lingers.
+
+    ``mismatch(actual_digest)`` words the ArtifactError raised otherwise.
+    """
+    try:
+        actual = sha256_file(tmp)
+        if actual != expected:
+            raise ArtifactError(mismatch(actual))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -374,20 +377,17 @@ class S3Store(ArtifactStore):
         os.close(fd)
         tmp = Path(name)
         try:
-            try:
-                self.client.download_file(
-                    self.bucket, object_key, str(tmp), Config=self.transfer_config
-                )
-            except (BotoCoreError, ClientError) as err:
-                raise ArtifactError(f"download of {uri} failed: {err}") from err
-            actual = sha256_file(tmp)
-            if actual != expected:
-                raise ArtifactError(
-                    f"artifact {uri} is corrupted: sha256 {actual}, recorded {expected}"
-                )
-            os.replace(tmp, target)
-        finally:
+            self.client.download_file(
+                self.bucket, object_key, str(tmp), Config=self.transfer_config
+            )
+        except BaseException as err:  # nothing half-downloaded lingers, whatever the failure
             tmp.unlink(missing_ok=True)
+            if isinstance(err, BotoCoreError | ClientError):
+                raise ArtifactError(f"download of {uri} failed: {err}") from err
+            raise
+        _replace_if_verified(
+            tmp, target, expected,
+            lambda actual: f"artifact {uri} is corrupted: sha256 {actual}, recorded {expected}")
         return target
 
     def exists(self, key: str) -> bool:

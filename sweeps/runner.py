@@ -253,6 +253,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                            tracking_uri=uri)
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
                 for r in tracking.child_runs(client, experiment_id, parent)}
+    max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs
     rows = []
     for result in results:
         trial_id = _trial_id(result)
@@ -260,8 +261,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
         value = _best_value(result, t.metric, t.mode)
         status = "FAILED" if result.error else "FINISHED"
         if run is not None:
-            stopped = not result.error and result.metrics.get("epoch", 0) < (
-                t.scheduler.max_t or sweep.config_for({}).train.epochs)
+            stopped = not result.error and result.metrics.get("epoch", 0) < max_epochs
             client.set_tag(run.info.run_id, "sepcore.stopped_early", str(bool(stopped)))
             client.log_metric(run.info.run_id, f"best_{t.metric}", value)
             tracking.terminate(client, run.info.run_id, status)
