@@ -113,63 +113,62 @@ def _chunk(items: int, bytes_per_item: int) -> int:
 # The maths
 
 
-def _lagged_correlations(
-    leads: Sequence[torch.Tensor], lag: torch.Tensor, max_lag: int
-) -> torch.Tensor:
-    """``r[a, b, k] = sum_n lead[a, n + k] * lag[b, n]`` for ``0 <= k < max_lag``.
+def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -> torch.Tensor:
+    """``r[a, b, k] = sum_n x[a, n + k] * refs[b, n]``, ``x = [refs; ests]``, ``0 <= k < L``.
 
     Signals are zero outside ``[0, N)``, so these are the exact linear correlations museval takes
-    from zero-padded whole-track FFTs. Computed blockwise: block ``m`` of ``lag`` (``B`` samples)
-    against ``lead[mB : mB + B + max_lag - 1]``, FFT length ``B + max_lag - 1`` (no wrap-around
-    at the kept lags), cross-spectra summed over blocks (a batched matrix product over
-    frequencies, accumulated in place), one inverse FFT per pair. The blocks are strided views of
-    the signals, transformed a few at a time; only the last blocks, which run past the end, are
-    copied with zero padding.
+    from zero-padded whole-track FFTs. Computed blockwise with one FFT per signal and block
+    (blocks of ``M`` samples, no overlap, no padding: strided views of the signals): the
+    cross-spectra of the blocks, summed over blocks (a batched matrix product per chunk of
+    blocks, accumulated in place), give each block's *circular* correlation; where a lag reaches
+    past the end of its block (``n + k >= M``) the circular sum took ``x`` from the start of the
+    same block instead of the next one, which is corrected exactly by a short correlation of the
+    last ``L - 1`` samples of each reference block with the differences ``head(m + 1) - head(m)``
+    of the first ``L - 1`` samples of the blocks (FFT length ~2L, all blocks at once).
 
     Args:
-        leads: signals (..., N), any strides; their rows (leading dims flattened) are stacked.
-        lag: (..., N) signals, any strides.
-        max_lag: number of non-negative lags kept.
+        refs: (nsrc, C, N) references, any strides.
+        ests: (nsrc, C, N) estimates, any strides.
+        max_lag: number of non-negative lags kept (``L``).
 
     Returns:
-        (A, B, max_lag) correlations, A and B the numbers of rows of ``leads`` and ``lag``.
+        (2P, P, L) correlations, rows and columns source-major.
     """
-    n = lag.shape[-1]
-    rows = [math.prod(lead.shape[:-1]) for lead in leads]
-    nlag = math.prod(lag.shape[:-1])
-    fft_len = min(_CORR_FFT, scipy.fft.next_fast_len(n + max_lag - 1, real=True))
-    fft_len = max(fft_len, 2 * max_lag)
-    block = fft_len - max_lag + 1
-    nblk = math.ceil(n / block)
-    nfull = min(nblk, max(0, (n - fft_len) // block + 1))  # blocks lying inside the signal
-    nfreq = fft_len // 2 + 1
-    spectrum = torch.zeros(nfreq, sum(rows), nlag, dtype=_complex(lag.dtype), device=lag.device)
-    step = _chunk(nblk, (sum(rows) + nlag) * nfreq * 16)
+    nsrc, nchan, n = refs.shape
+    p, edge = nsrc * nchan, max_lag - 1
+    size = max(_CORR_FFT if n >= _CORR_FFT else scipy.fft.next_fast_len(n, real=True),
+               2 * max_lag)  # block length M
+    nfull, rest = divmod(n, size)
+    nblk = nfull + (rest > 0)
+    nfreq = size // 2 + 1
+    spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
+    step = _chunk(nblk, 2 * p * nfreq * 16)
+    # (nsrc, C, blocks, M) views of the whole blocks, and the zero-padded last block if any
+    parts = [[x[..., : nfull * size].unflatten(-1, (nfull, size)) for x in (refs, ests)]]
+    if rest:
+        parts.append([F.pad(x[..., nfull * size :], (0, size - rest)).unsqueeze(-2)
+                      for x in (refs, ests)])
+    for blocks in parts:
+        for start in range(0, blocks[0].shape[-2], step):
+            spectra = [_rfft0(b[..., start : start + step, :].movedim(-1, 0), size).reshape(
+                nfreq, p, -1) for b in blocks]  # (F, P, m) of the references, the estimates
+            _add_product(spectrum[:, :p], spectra[0], spectra[0])
+            _add_product(spectrum[:, p:], spectra[1], spectra[0])
+    circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
 
-    def accumulate(parts: list[torch.Tensor], lag_part: torch.Tensor, count: int) -> None:
-        # (B, m, ...) non-overlapping lag blocks; (L + B - 1, ..., m) overlapping lead blocks
-        lag_blocks = lag_part.unflatten(-1, (count, block)).movedim((-2, -1), (1, 0))
-        padded = lag.new_zeros(fft_len, *lag.shape[:-1], min(step, count))  # (L+B-1, ..., m)
-        lead_blocks = [part.unfold(-1, fft_len, block)[..., :count, :].movedim(-1, 0)
-                       for part in parts]
-        for start in range(0, count, step):
-            v = _rfft0(lag_blocks[:, start : start + step].movedim(1, -1), fft_len, padded)
-            v = v.reshape(nfreq, nlag, -1)  # (F, B, m)
-            first = 0
-            for size, blocks in zip(rows, lead_blocks, strict=True):
-                u = _rfft0(blocks[..., start : start + step], fft_len)  # (F, ..., m)
-                _add_product(spectrum[:, first : first + size], u.reshape(nfreq, size, -1), v)
-                first += size
-
-    if nfull:
-        accumulate(list(leads), lag[..., : nfull * block], nfull)
-    if nfull < nblk:  # the tail, zero-padded
-        rest = n - nfull * block
-        tail = nblk - nfull
-        accumulate([F.pad(lead[..., nfull * block :], (0, tail * block + max_lag - 1 - rest))
-                    for lead in leads],
-                   F.pad(lag[..., nfull * block :], (0, tail * block - rest)), tail)
-    return _irfft0(spectrum, fft_len)[:max_lag].permute(1, 2, 0)  # (A, B, L)
+    # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
+    heads = torch.cat([torch.cat([b[..., :edge] for b in blocks]) for blocks in parts], dim=-2)
+    heads = heads.reshape(2 * p, nblk, edge)
+    diffs = torch.cat([heads[:, 1:], heads.new_zeros(2 * p, 1, edge)], dim=1) - heads
+    tails = torch.cat([blocks[0][..., size - edge :] for blocks in parts], dim=-2)
+    tails = tails.reshape(p, nblk, edge)
+    short = scipy.fft.next_fast_len(2 * edge, real=True)
+    d = _rfft0(diffs.permute(2, 0, 1), short)  # (F', 2P, m)
+    g = _rfft0(tails.permute(2, 0, 1), short)  # (F', P, m)
+    wrap = torch.zeros(d.shape[0], 2 * p, p, dtype=d.dtype, device=d.device)
+    _add_product(wrap, d, g)  # conj of the cross-spectrum sum_j g[j + s] d[j]
+    xcorr = _irfft0(wrap.conj_physical(), short)[:max_lag]  # (L, 2P, P) at shifts s = 0..L-1
+    return (circular + xcorr.flip(0)).permute(1, 2, 0)  # shift s = L - 1 - k
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
@@ -466,9 +465,9 @@ def _window_energies(
     weights[0] = 1.0 / fft_len  # the Parseval weights of a one-sided spectrum
     if fft_len % 2 == 0:
         weights[-1] = 1.0 / fft_len
-    banks = 7
+    banks = 5
     step = _chunk(nwin, (banks + 2) * p * nfreq * 16)
-    energies = refs.new_empty(banks, nsrc, nwin)
+    energies = refs.new_empty(banks + 2, nsrc, nwin)
     silent = torch.empty(nwin, dtype=torch.bool, device=refs.device)
     z = torch.empty(banks, nfreq, p, step, dtype=every.dtype, device=every.device)
     padded = refs.new_zeros(fft_len, nsrc, nchan, step)
@@ -476,22 +475,22 @@ def _window_energies(
         ref_t, est_t = ref_frames[:, :, t : t + step], est_frames[:, :, t : t + step]
         m = ref_t.shape[2]
         silent[t : t + m] = _silent(ref_t) | _silent(est_t)
+        energies[5, :, t : t + m] = torch.linalg.vector_norm(ref_t, dim=(1, 3)).square()
+        energies[6, :, t : t + m] = torch.linalg.vector_norm(est_t - ref_t, dim=(1, 3)).square()
         ref = _rfft0(ref_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)  # (F, P, m)
         est = _rfft0(est_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)
         zt = z[..., :m] if m < step else z
-        image, target, true = zt[3], zt[1], zt[5]
+        image, target = zt[3], zt[1]
         torch.matmul(every, ref, out=image)  # s_true + e_spat + e_interf
         torch.matmul(own, ref.view(nfreq, nsrc, nchan, m),  # s_true + e_spat
                      out=target.view(nfreq, nsrc, nchan, m))
         torch.sub(target, ref, out=zt[0])  # e_spat
         torch.sub(image, target, out=zt[2])  # e_interf
         torch.sub(image, est, out=zt[4])  # -e_artif
-        true.copy_(ref)  # s_true
-        torch.sub(est, ref, out=zt[6])  # e_spat + e_interf + e_artif
         parts = torch.view_as_real(zt).reshape(banks, nfreq, -1)
         parts.square_()
         per_channel = (weights @ parts).view(banks, nsrc, nchan, m, 2)
-        energies[..., t : t + m] = per_channel.sum(dim=(2, 4))
+        energies[:banks, :, t : t + m] = per_channel.sum(dim=(2, 4))
     return energies, silent
 
 
@@ -526,7 +525,7 @@ def bss_eval_v4(
     ests = estimates.permute(0, 2, 1)
 
     # 1. correlations on the whole track: r_xy[k] with the references, and the estimates
-    corr = _lagged_correlations([refs, ests], refs, taps)  # (2P, P, L)
+    corr = _lagged_correlations(refs, ests, taps)  # (2P, P, L)
     lags = corr[:p].permute(2, 0, 1)  # (L, P, P): R(k)[x, y] = r_xy[k]
     cross = corr[p:].permute(2, 1, 0)  # (L, P, P): D[(a, y), e] = <s_y delayed by a, est_e>
 
