@@ -39,7 +39,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,30 @@ def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc.baddbmm_(a, b.mH)
 
 
+def _in_parallel(task: Callable[[int, int], Any], count: int, device: torch.device) -> list[Any]:
+    """Runs ``task(start, stop)`` on contiguous parts of ``range(count)``, one per CPU thread.
+
+    The loops of this module are made of many small array operations whose Python overhead and
+    memory traffic one thread cannot hide; on the CPU they run in as many threads as torch has
+    (torch and scipy release the GIL), each single-threaded meanwhile. On CUDA: one part.
+
+    Returns:
+        the results of the parts, in order.
+    """
+    available = torch.get_num_threads()
+    threads = min(available, count) if device.type == "cpu" else 1
+    if threads <= 1:
+        return [task(0, count)]
+    bounds = [count * i // threads for i in range(threads + 1)]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = [pool.submit(task, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            return [part.result() for part in parts]
+    finally:
+        torch.set_num_threads(available)
+
+
 def _chunk(items: int, bytes_per_item: int) -> int:
     """How many items fit in :data:`_CHUNK_BYTES` (at least one): batches that stay in cache."""
     return max(1, min(items, _CHUNK_BYTES // max(1, bytes_per_item)))
@@ -141,26 +166,33 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
     nfull, rest = divmod(n, size)
     nblk = nfull + (rest > 0)
     nfreq = size // 2 + 1
-    spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
     step = _chunk(nblk, 2 * p * nfreq * 16)
     # (nsrc, C, blocks, M) views of the whole blocks, and the zero-padded last block if any
     parts = [[x[..., : nfull * size].unflatten(-1, (nfull, size)) for x in (refs, ests)]]
     if rest:
         parts.append([F.pad(x[..., nfull * size :], (0, size - rest)).unsqueeze(-2)
                       for x in (refs, ests)])
-    for blocks in parts:
-        for start in range(0, blocks[0].shape[-2], step):
-            spectra = [_rfft0(b[..., start : start + step, :].movedim(-1, 0), size).reshape(
-                nfreq, p, -1) for b in blocks]  # (F, P, m) of the references, the estimates
+
+    def accumulate(first: int, stop: int) -> torch.Tensor:
+        spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
+        while first < stop:
+            end = min(first + step, stop, nfull if first < nfull else stop)
+            source, offset = (parts[0], 0) if first < nfull else (parts[1], nfull)
+            spectra = [_rfft0(b[..., first - offset : end - offset, :].movedim(-1, 0), size)
+                       .reshape(nfreq, p, -1) for b in source]  # (F, P, m): refs, estimates
             _add_product(spectrum[:, :p], spectra[0], spectra[0])
             _add_product(spectrum[:, p:], spectra[1], spectra[0])
+            first = end
+        return spectrum
+
+    spectrum = sum(_in_parallel(accumulate, nblk, refs.device))
     circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
 
     # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
-    heads = torch.cat([torch.cat([b[..., :edge] for b in blocks]) for blocks in parts], dim=-2)
+    heads = torch.cat([torch.cat([b[..., :edge] for b in part]) for part in parts], dim=-2)
     heads = heads.reshape(2 * p, nblk, edge)
     diffs = torch.cat([heads[:, 1:], heads.new_zeros(2 * p, 1, edge)], dim=1) - heads
-    tails = torch.cat([blocks[0][..., size - edge :] for blocks in parts], dim=-2)
+    tails = torch.cat([part[0][..., size - edge :] for part in parts], dim=-2)
     tails = tails.reshape(p, nblk, edge)
     short = scipy.fft.next_fast_len(2 * edge, real=True)
     d = _rfft0(diffs.permute(2, 0, 1), short)  # (F', 2P, m)
@@ -469,28 +501,33 @@ def _window_energies(
     step = _chunk(nwin, (banks + 2) * p * nfreq * 16)
     energies = refs.new_empty(banks + 2, nsrc, nwin)
     silent = torch.empty(nwin, dtype=torch.bool, device=refs.device)
-    z = torch.empty(banks, nfreq, p, step, dtype=every.dtype, device=every.device)
-    padded = refs.new_zeros(fft_len, nsrc, nchan, step)
-    for t in range(0, nwin, step):
-        ref_t, est_t = ref_frames[:, :, t : t + step], est_frames[:, :, t : t + step]
-        m = ref_t.shape[2]
-        silent[t : t + m] = _silent(ref_t) | _silent(est_t)
-        energies[5, :, t : t + m] = torch.linalg.vector_norm(ref_t, dim=(1, 3)).square()
-        energies[6, :, t : t + m] = torch.linalg.vector_norm(est_t - ref_t, dim=(1, 3)).square()
-        ref = _rfft0(ref_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)  # (F, P, m)
-        est = _rfft0(est_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)
-        zt = z[..., :m] if m < step else z
-        image, target = zt[3], zt[1]
-        torch.matmul(every, ref, out=image)  # s_true + e_spat + e_interf
-        torch.matmul(own, ref.view(nfreq, nsrc, nchan, m),  # s_true + e_spat
-                     out=target.view(nfreq, nsrc, nchan, m))
-        torch.sub(target, ref, out=zt[0])  # e_spat
-        torch.sub(image, target, out=zt[2])  # e_interf
-        torch.sub(image, est, out=zt[4])  # -e_artif
-        parts = torch.view_as_real(zt).reshape(banks, nfreq, -1)
-        parts.square_()
-        per_channel = (weights @ parts).view(banks, nsrc, nchan, m, 2)
-        energies[:banks, :, t : t + m] = per_channel.sum(dim=(2, 4))
+
+    def windows(first: int, stop: int) -> None:
+        z = torch.empty(banks, nfreq, p, step, dtype=every.dtype, device=every.device)
+        padded = refs.new_zeros(fft_len, nsrc, nchan, step)
+        for t in range(first, stop, step):
+            end = min(t + step, stop)
+            ref_t, est_t = ref_frames[:, :, t:end], est_frames[:, :, t:end]
+            m = end - t
+            silent[t:end] = _silent(ref_t) | _silent(est_t)
+            energies[5, :, t:end] = torch.linalg.vector_norm(ref_t, dim=(1, 3)).square()
+            energies[6, :, t:end] = torch.linalg.vector_norm(est_t - ref_t, dim=(1, 3)).square()
+            ref = _rfft0(ref_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)  # (F, P, m)
+            est = _rfft0(est_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)
+            zt = z[..., :m] if m < step else z
+            image, target = zt[3], zt[1]
+            torch.matmul(every, ref, out=image)  # s_true + e_spat + e_interf
+            torch.matmul(own, ref.view(nfreq, nsrc, nchan, m),  # s_true + e_spat
+                         out=target.view(nfreq, nsrc, nchan, m))
+            torch.sub(target, ref, out=zt[0])  # e_spat
+            torch.sub(image, target, out=zt[2])  # e_interf
+            torch.sub(image, est, out=zt[4])  # -e_artif
+            parts = torch.view_as_real(zt).reshape(banks, nfreq, -1)
+            parts.square_()
+            per_channel = (weights @ parts).view(banks, nsrc, nchan, m, 2)
+            energies[:banks, :, t:end] = per_channel.sum(dim=(2, 4))
+
+    _in_parallel(windows, nwin, refs.device)
     return energies, silent
 
 
