@@ -2,25 +2,32 @@
 
 :func:`evaluate` computes what ``museval.evaluate(..., mode="v4")`` computes (``bss_eval`` in its
 ``bss_eval_images`` form, no permutation search, 512-tap distortion filters estimated once on the
-whole track, metrics per window), to round-off, 50-100x faster on a CPU and on CUDA when given
-CUDA tensors. :func:`evaluate_track` groups the targets as ``museval.eval_mus_track`` does and
-returns a ``museval.TrackStore``, so the JSONs written here aggregate exactly like SiSEC 2018's;
+whole track, metrics per window), to round-off (1e-9 dB on the benchmark), 30-40x faster than
+museval on two CPU cores (``tests/bench/bsseval_speed.py``), and on CUDA when given CUDA tensors.
+:func:`evaluate_track` groups the targets as ``museval.eval_mus_track`` does and returns a
+``museval.TrackStore``, so the JSONs written here aggregate exactly like SiSEC 2018's;
 ``backend="museval"`` runs museval itself.
 
 How (notation: P = sources x channels reference signals, L = 512 taps, N samples, W window):
 
-1. Global correlations of every reference channel with every reference and estimate channel at
-   lags ``0..L-1``, by overlap-add in blocks of ~8k samples: one real FFT per channel and block,
-   cross-spectra summed over blocks as one batched matrix product, one inverse FFT per pair.
-2. The Gram matrix of the delayed references, ``G[(x, a), (y, b)] = r_xy[b - a]`` (block
-   Toeplitz, ``(P L)^2``), is factorised ONCE (Cholesky of ``G + eps I``; LU, then least squares,
-   where that fails, as museval's ``np.linalg.solve``/``lstsq``) and solved for every estimate's
-   filters at once; the per-source filters of the spatial distortion use the diagonal blocks,
-   batched over sources.
-3. Every window is then one FFT per channel; the projections onto all references and onto the
-   true source are products of spectra (one batched contraction for all windows, sources and
-   channels), and every energy (``||s_true||^2``, ``||e_spat||^2``, ...) is a Parseval sum in the
-   frequency domain, so no projection is ever transformed back to time.
+1. Global correlations of every reference and estimate channel with every reference channel at
+   lags ``0..L-1``: one real FFT per channel and block of 8192 samples (strided views, no copies,
+   no overlap), cross-spectra summed over blocks as batched matrix products; the circular
+   wrap-around at the end of each block is corrected exactly by a short correlation of block
+   heads and tails (:func:`_lagged_correlations`).
+2. The Gram matrix of the delayed references, ``G[(x, a), (y, b)] = r_xy[b - a]``, is block
+   Toeplitz (``L x L`` blocks of ``P x P``): solved for every estimate's filters at once by the
+   block Levinson recursion, ``O(L^2 P^3)`` instead of a ``(P L)^3`` factorisation, and likewise
+   the per-source systems of the spatial distortion. Levinson is only weakly stable, so its
+   answer is kept only where its backward error is at round-off level; elsewhere (badly
+   conditioned or singular Grams: silent channels, dual-mono stems, heavily band-limited music)
+   the dense solve takes over, as museval: Cholesky, LU, then museval's least squares.
+3. Every window is one FFT per channel; the projections onto all references and onto the true
+   source are products of spectra, and every energy (``||e_spat||^2``, ...) a Parseval sum in
+   the frequency domain, so no projection is ever transformed back to time.
+
+Steps 1 and 3 run their blocks/windows in one thread per torch CPU thread (torch and scipy
+release the GIL), in cache-sized chunks.
 
 float64 matters twice: ``G`` of music is badly conditioned (low-passed, correlated stems), so its
 accumulation and factorisation need double precision; and the SAR/ISR denominators are small
@@ -31,6 +38,7 @@ References:
     (BSSEval v4: time-invariant distortion filters, 1 s windows, median over windows).
     Vincent, Gribonval, Févotte, "Performance measurement in blind audio source separation",
     IEEE TASLP 14(4), 2006, §III-IV (the projections and the four energy ratios).
+    Akaike, "Block Toeplitz matrix inversion", SIAM J. Appl. Math. 24(2), 1973 (the recursion).
 """
 
 from __future__ import annotations
@@ -72,13 +80,19 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
 # and out either way, strided views welcome (no copies of the long signals are made).
 
 
+def _host(x: torch.Tensor) -> bool:
+    """Whether ``x`` takes the CPU code paths (numpy, scipy, threads) rather than torch's CUDA
+    ones. (A function, so that tests can run the CUDA code paths on CPU tensors.)"""
+    return x.device.type == "cpu"
+
+
 def _rfft0(x: torch.Tensor, n: int, padded: torch.Tensor | None = None) -> torch.Tensor:
     """Real FFT along dim 0 (zero-padded to ``n``): (T, ...) -> (n // 2 + 1, ...) complex.
 
     ``padded``: an optional (n, ...) buffer whose rows from T on are zero, reused across calls
     (saves scipy an allocation and a zero fill per call).
     """
-    if x.device.type == "cpu":
+    if _host(x):
         if padded is not None and x.shape[0] < n:
             padded = padded[..., : x.shape[-1]]
             padded[: x.shape[0]].copy_(x)
@@ -90,7 +104,7 @@ def _rfft0(x: torch.Tensor, n: int, padded: torch.Tensor | None = None) -> torch
 
 def _irfft0(x: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`_rfft0` along dim 0: (n // 2 + 1, ...) -> (n, ...) real."""
-    if x.device.type == "cpu":
+    if _host(x):
         out = scipy.fft.irfft(x.numpy(), n=n, axis=0, workers=torch.get_num_threads())
         return torch.from_numpy(out)
     return torch.fft.irfft(x, n=n, dim=0)
@@ -98,14 +112,14 @@ def _irfft0(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc += a @ b^H`` in place, batched over the leading dimension."""
-    if acc.device.type == "cpu":
+    if _host(acc):
         out = acc.numpy()
         out += np.matmul(a.numpy(), b.numpy().conj().swapaxes(-1, -2))
     else:
         acc.baddbmm_(a, b.mH)
 
 
-def _in_parallel(task: Callable[[int, int], Any], count: int, device: torch.device) -> list[Any]:
+def _in_parallel(task: Callable[[int, int], Any], count: int, like: torch.Tensor) -> list[Any]:
     """Runs ``task(start, stop)`` on contiguous parts of ``range(count)``, one per CPU thread.
 
     The loops of this module are made of many small array operations whose Python overhead and
@@ -116,7 +130,7 @@ def _in_parallel(task: Callable[[int, int], Any], count: int, device: torch.devi
         the results of the parts, in order.
     """
     available = torch.get_num_threads()
-    threads = min(available, count) if device.type == "cpu" else 1
+    threads = min(available, count) if _host(like) else 1
     if threads <= 1:
         return [task(0, count)]
     bounds = [count * i // threads for i in range(threads + 1)]
@@ -185,7 +199,7 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
             first = end
         return spectrum
 
-    spectrum = sum(_in_parallel(accumulate, nblk, refs.device))
+    spectrum = sum(_in_parallel(accumulate, nblk, refs))
     circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
 
     # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
@@ -527,7 +541,7 @@ def _window_energies(
             per_channel = (weights @ parts).view(banks, nsrc, nchan, m, 2)
             energies[:banks, :, t:end] = per_channel.sum(dim=(2, 4))
 
-    _in_parallel(windows, nwin, refs.device)
+    _in_parallel(windows, nwin, refs)
     return energies, silent
 
 
