@@ -254,28 +254,60 @@ def test_block_toeplitz_gram_and_levinson_solve():
     np.testing.assert_allclose(ours, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
     product = bsseval._block_toeplitz_matmul(lags, torch.from_numpy(want).view(1, taps, 4, 3))
     np.testing.assert_allclose(product.numpy().reshape(-1, 3), gram @ want, atol=1e-9)
-    assert bool(bsseval._accurate(lags, rhs, torch.from_numpy(ours).view(1, taps, 4, 3)).all())
+    _, error = bsseval._backward_error(lags, rhs, torch.from_numpy(ours).view(1, taps, 4, 3))
+    assert float(error) <= 1e-16
     wrong = torch.from_numpy(ours * (1 + 1e-6)).view(1, taps, 4, 3)
-    assert not bool(bsseval._accurate(lags, rhs, wrong).any())
+    assert float(bsseval._backward_error(lags, rhs, wrong)[1]) > 1e3 * bsseval._BACKWARD_TOL
+    solved = bsseval._toeplitz_solve(lags, rhs).numpy().reshape(-1, 3)
+    np.testing.assert_allclose(solved, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
 
 
 def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch):
-    """Where the recursion's answer fails the backward-error check (here: forced to be wrong), the
-    dense solve takes over and the metrics still equal museval's."""
+    """Where the recursion's answers fail the checks (here: forced to be wrong), the dense solve
+    takes over and the metrics still equal museval's."""
     import torch
 
     from sepcore.metrics import bsseval
 
-    calls = []
-
-    def broken(lags, rhs, ridge):
-        calls.append(lags.shape)
-        return torch.full_like(rhs, 1.0)
-
-    monkeypatch.setattr(bsseval, "_block_levinson", broken)
+    dense = []
+    real_solve = bsseval._solve
+    monkeypatch.setattr(bsseval, "_block_levinson", lambda lags, rhs, ridge: torch.ones_like(rhs))
+    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
     refs, ests = _signals(11, 2, 2.0, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
-    assert len(calls) == 2  # the full system and the per-source ones, each then solved densely
+    assert [shape[0] for shape in dense] == [1, 2]  # the full system, the two per-source ones
+
+
+def test_refinement_accepts_ill_conditioned_music_and_rejects_near_singular(monkeypatch):
+    """16-bit band-limited stems (condition ~1e9): Levinson + refinement pass the checks, no dense
+    solve. A doubly integrated noise (condition ~1e16): the energy check rejects the recursion's
+    answer (which would move SIR by dB), the dense solve gives museval's numbers to within
+    museval's own sensitivity to 1e-12 input noise."""
+    import scipy.signal
+
+    from sepcore.metrics import bsseval
+
+    dense = []
+    real_solve = bsseval._solve
+    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
+    rng = np.random.default_rng(1)
+    refs = rng.standard_normal((3, 3 * 8000, 2))
+    sos = scipy.signal.butter(8, 500, fs=8000, output="sos")
+    refs = np.round(scipy.signal.sosfilt(sos, refs, axis=1) * 32767 / 4) / 32767
+    ests = refs + 0.3 * np.roll(refs, 1, axis=0) + 0.01 * rng.standard_normal(refs.shape)
+    _assert_matches(refs, ests, win=8000, hop=8000)
+    assert dense == []
+
+    refs = rng.standard_normal((3, 3 * 8000, 2))
+    refs[2] = np.cumsum(np.cumsum(refs[2], axis=0), axis=0) * 1e-4
+    ests = refs + 0.3 * np.roll(refs, 1, axis=0) + 0.01 * rng.standard_normal(refs.shape)
+    ours = np.stack(evaluate(refs, ests, win=8000, hop=8000))
+    assert dense  # went dense
+    theirs = np.stack(museval.evaluate(refs, ests, win=8000, hop=8000, mode="v4"))
+    noisy = refs * (1 + 1e-12 * rng.standard_normal(refs.shape))
+    jitter = np.nanmax(np.abs(np.stack(museval.evaluate(noisy, ests, win=8000, hop=8000,
+                                                         mode="v4")) - theirs))
+    assert np.nanmax(np.abs(ours - theirs)) <= max(3 * jitter, TOL)
 
 
 @pytest.mark.parametrize("case", ["zero_channel", "dual_mono", "silent_leading_block"])
