@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of sepcore (median timed)")
     parser.add_argument("--song", default=None,
                         help="a MUSDB18-HQ song folder (e.g. one of `sep synth`) instead")
+    parser.add_argument("--pcm16", action="store_true",
+                        help="round the references to 16 bits, as MUSDB18(-HQ)'s files are")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,6 +82,8 @@ def main() -> None:
     else:
         seconds = 240.0 if args.full_song else 60.0
         refs, ests = make_stems(seconds)
+    if args.pcm16:
+        refs = np.round(refs * 32767) / 32767
     print(f"4 stereo sources x {seconds:.0f} s at {RATE} Hz, device {args.device}, "
           f"{torch.get_num_threads()} torch threads")
 
