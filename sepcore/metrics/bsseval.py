@@ -386,8 +386,9 @@ def _distortion_filters(
     lags_jj = torch.stack([lags[:, s, s] for s in own])  # (nsrc, L, C, C)
     cross_jj = torch.stack([cross[:, s, s] for s in own])
     filters = _toeplitz_solve(lags[None], cross[None])[0]
-    filters_jj = _toeplitz_solve(lags_jj, cross_jj)
-    return filters, filters_jj
+    if nsrc == 1:  # the same system: bit-identical filters, so e_interf = 0 and SIR = inf (museval)
+        return filters, filters[None]
+    return filters, _toeplitz_solve(lags_jj, cross_jj)
 
 
 def _toeplitz_solve(lags: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

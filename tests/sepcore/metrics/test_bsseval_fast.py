@@ -43,6 +43,8 @@ def _assert_matches(refs, ests, win, hop):
 @pytest.mark.parametrize(
     ("nsrc", "nchan", "rate", "seconds", "hop_ratio"),
     [
+        (1, 1, 8000, 2.0, 1.0),  # one mono source: SIR = +inf, as museval
+        (1, 2, 8000, 2.0, 1.0),  # one stereo source
         (2, 1, 8000, 3.0, 1.0),  # mono, 2 sources
         (2, 2, 8000, 3.5, 1.0),  # stereo, partial last second dropped
         (4, 2, 8000, 3.0, 1.0),  # 4 stereo sources
