@@ -21,7 +21,11 @@ trivial, so every song has a tempo, a key and a looping four-chord progression, 
 
 Each stem has its own pan (and small inter-channel delay or decorrelated noise), so left != right.
 Stems are balanced roughly like real music (±3 dB at random per song and stem) and the song is
-scaled so that the mixture peaks at 0.9. Song ``i`` is drawn from ``np.random.default_rng([seed,
+scaled so that the mixture peaks at 0.9. The stems are then rounded to the 16-bit grid, as
+MUSDB18-HQ's PCM files are: besides realism, that rounding noise (-101 dB) is what makes BSSEval
+well posed on them — pure additive synthesis is so band-limited that the Gram matrix of the
+distortion filters is numerically singular, and museval's own ISR/SIR/SAR then move by dB when
+the input moves by 1e-12. Song ``i`` is drawn from ``np.random.default_rng([seed,
 i])``, so it does not depend on how many songs are written and the same seed gives identical files.
 """
 
@@ -45,6 +49,7 @@ from sepcore.errors import DataError
 log = logging.getLogger(__name__)
 
 STEM_NAMES = ("vocals", "drums", "bass", "other")
+_PCM16 = np.float32(2**15)  # stems are rounded to multiples of 2**-15, as 16-bit PCM
 MIN_SAMPLE_RATE = 8000
 
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -576,6 +581,9 @@ def _song_stems(seed: int, index: int, seconds: float, sr: int) -> dict[str, np.
     scale = np.float32(0.9 / peak if peak > 0 else 1.0)
     for stem in stems.values():
         stem *= scale
+        # the 16-bit grid of MUSDB18-HQ's PCM files (exact in float32, so are sums of four)
+        np.round(stem * _PCM16, out=stem)
+        stem /= _PCM16
     return stems
 
 
