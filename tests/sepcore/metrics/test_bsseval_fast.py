@@ -280,11 +280,11 @@ def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch):
     assert [shape[0] for shape in dense] == [1, 2]  # the full system, the two per-source ones
 
 
-def test_refinement_accepts_ill_conditioned_music_and_rejects_near_singular(monkeypatch):
-    """16-bit band-limited stems (condition ~1e9): Levinson + refinement pass the checks, no dense
-    solve. A doubly integrated noise (condition ~1e16): the energy check rejects the recursion's
-    answer (which would move SIR by dB), the dense solve gives museval's numbers to within
-    museval's own sensitivity to 1e-12 input noise."""
+def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(monkeypatch):
+    """16-bit band-limited stems (condition ~1e9): Levinson + preconditioned CG pass the checks,
+    no dense solve. A doubly integrated noise (condition ~1e16): the energy check rejects the
+    recursion's answer (which would move SIR by dB), the dense solve gives museval's numbers to
+    within museval's own sensitivity to 1e-12 input noise."""
     import scipy.signal
 
     from sepcore.metrics import bsseval
@@ -354,3 +354,26 @@ def test_cuda_code_paths_on_cpu_tensors(monkeypatch):
     monkeypatch.setattr(bsseval, "_host", lambda x: False)
     refs, ests = _signals(4, 3, 2.5, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
+
+
+def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch):
+    """A preconditioner that is off by 5-15 % (as Levinson's inverse becomes on badly conditioned
+    Grams): its first answer fails the energy check, the conjugate gradients fix it within their
+    iterations, no dense solve, museval's numbers."""
+    import torch
+
+    from sepcore.metrics import bsseval
+
+    real_solver, dense = bsseval._levinson_solver, []
+    real_solve = bsseval._solve
+
+    def imperfect(lags, ridge):
+        solve = real_solver(lags, ridge)
+        weights = 1 + 0.1 * torch.cos(torch.arange(lags.shape[1], dtype=lags.dtype))
+        return lambda rhs: solve(rhs) * (1 + 0.05 * weights[None, :, None, None])
+
+    monkeypatch.setattr(bsseval, "_levinson_solver", imperfect)
+    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
+    refs, ests = _signals(8, 3, 2.0, 8000, 2)
+    _assert_matches(refs, ests, win=8000, hop=8000)
+    assert dense == []
