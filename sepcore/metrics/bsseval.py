@@ -246,21 +246,6 @@ def _block_toeplitz_dense(lags: torch.Tensor) -> torch.Tensor:
     return full[:, offsets].permute(0, 1, 3, 2, 4).reshape(b, taps * p, taps * p)
 
 
-def _block_levinson(lags: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Solves ``(T + ridge I) x = rhs`` for the symmetric block-Toeplitz ``T`` of
-    :func:`_block_toeplitz_dense` by the block Levinson recursion; see :func:`_levinson_solver`.
-
-    Args:
-        lags: (b, L, p, p) blocks ``R(k)``.
-        rhs: (b, L, p, k) right-hand sides, lag-major.
-        ridge: added to the diagonal (museval's ``eps``).
-
-    Returns:
-        (b, L, p, k) solutions (NaN where a leading block system is singular).
-    """
-    return _levinson_solver(lags, ridge)(rhs)
-
-
 def _levinson_solver(
     lags: torch.Tensor, ridge: float
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -389,12 +374,12 @@ def _distortion_filters(
     Returns:
         (L, P, P) filters ``[a, x, (j, c)]`` and (nsrc, L, C, C) filters ``[j, a, c_in, c_out]``.
     """
-    own = [slice(j * nchan, (j + 1) * nchan) for j in range(nsrc)]
-    lags_jj = torch.stack([lags[:, s, s] for s in own])  # (nsrc, L, C, C)
-    cross_jj = torch.stack([cross[:, s, s] for s in own])
     filters = _toeplitz_solve(lags[None], cross[None])[0]
     if nsrc == 1:  # the same system: bit-identical filters, so e_interf = 0 and SIR = inf (museval)
         return filters, filters[None]
+    own = [slice(j * nchan, (j + 1) * nchan) for j in range(nsrc)]
+    lags_jj = torch.stack([lags[:, s, s] for s in own])  # (nsrc, L, C, C)
+    cross_jj = torch.stack([cross[:, s, s] for s in own])
     return filters, _toeplitz_solve(lags_jj, cross_jj)
 
 
@@ -432,7 +417,6 @@ def _toeplitz_solve(lags: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     rz = _dot(r, z)  # (b, k)
     accepted = torch.zeros(len(lags), dtype=torch.bool, device=lags.device)
     failed = torch.zeros_like(accepted)
-    energy = torch.full((len(lags),), math.nan, dtype=lags.dtype, device=lags.device)
     for iteration in range(_CG_ITERATIONS + 1):
         energy = (rz.abs() / _dot(x, rhs).abs()).amax(dim=1)  # worst right-hand side
         accepted |= ~failed & (error <= _BACKWARD_TOL) & (energy <= _ENERGY_TOL)  # NaN: False

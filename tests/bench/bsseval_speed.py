@@ -41,22 +41,26 @@ def make_stems(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     # by 1e-14 (its solve is then round-off), so no two implementations can agree
     refs += 1e-3 * refs.std() * rng.standard_normal(refs.shape)
     refs[1, 5 * RATE : 7 * RATE] = 0.0  # a silent vocal gap: NaN windows
-    leak = np.roll(refs, 1, axis=0) + 0.5 * np.roll(refs, 2, axis=0)
-    ests = refs + 0.2 * leak + 0.05 * rng.standard_normal(refs.shape)
+    ests = _estimates(refs, rng, noise=0.05)
     ests[1, 5 * RATE : 7 * RATE] = 0.0
     return refs, ests
 
 
+def _estimates(refs: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """The references with leakage of the other stems and white noise of std ``noise``."""
+    leak = np.roll(refs, 1, axis=0) + 0.5 * np.roll(refs, 2, axis=0)
+    return refs + 0.2 * leak + noise * rng.standard_normal(refs.shape)
+
+
 def song_stems(folder: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(references, estimates) from a MUSDB18-HQ song folder: its four stems, and the stems with
-    the same leakage and noise as :func:`make_stems` (no noise floor added to the references)."""
+    the same leakage as :func:`make_stems` and noise 26 dB below the stems (no noise floor added
+    to the references)."""
     import soundfile as sf
 
     refs = np.stack([sf.read(f"{folder}/{name}.wav", always_2d=True)[0]
                      for name in ("vocals", "drums", "bass", "other")])
-    rng = np.random.default_rng(seed)
-    leak = np.roll(refs, 1, axis=0) + 0.5 * np.roll(refs, 2, axis=0)
-    return refs, refs + 0.2 * leak + 0.05 * refs.std() * rng.standard_normal(refs.shape)
+    return refs, _estimates(refs, np.random.default_rng(seed), noise=0.05 * refs.std())
 
 
 def main() -> None:

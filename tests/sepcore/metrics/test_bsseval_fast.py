@@ -251,7 +251,7 @@ def test_block_toeplitz_gram_and_levinson_solve():
     np.testing.assert_allclose(gram, delayed.T @ delayed, rtol=0, atol=1e-10)
 
     rhs = torch.from_numpy(rng.standard_normal((1, taps, 4, 3)))
-    ours = bsseval._block_levinson(lags, rhs, bsseval._EPS).numpy().reshape(-1, 3)
+    ours = bsseval._levinson_solver(lags, bsseval._EPS)(rhs).numpy().reshape(-1, 3)
     want = np.linalg.solve(gram + bsseval._EPS * np.eye(len(gram)), rhs.numpy().reshape(-1, 3))
     np.testing.assert_allclose(ours, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
     product = bsseval._block_toeplitz_matmul(lags, torch.from_numpy(want).view(1, taps, 4, 3))
@@ -264,47 +264,49 @@ def test_block_toeplitz_gram_and_levinson_solve():
     np.testing.assert_allclose(solved, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
 
 
-def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch):
+@pytest.fixture
+def dense_solves(monkeypatch):
+    """The shapes of the Gram batches that reach the dense solve, in call order."""
+    from sepcore.metrics import bsseval
+
+    calls, real_solve = [], bsseval._solve
+    monkeypatch.setattr(bsseval, "_solve", lambda *a: calls.append(a[0].shape) or real_solve(*a))
+    return calls
+
+
+def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch, dense_solves):
     """Where the recursion's answers fail the checks (here: forced to be wrong), the dense solve
     takes over and the metrics still equal museval's."""
     import torch
 
     from sepcore.metrics import bsseval
 
-    dense = []
-    real_solve = bsseval._solve
     monkeypatch.setattr(bsseval, "_levinson_solver", lambda lags, ridge: torch.ones_like)
-    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
     refs, ests = _signals(11, 2, 2.0, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
-    assert [shape[0] for shape in dense] == [1, 2]  # the full system, the two per-source ones
+    assert [shape[0] for shape in dense_solves] == [1, 2]  # the full system, the per-source ones
 
 
-def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(monkeypatch):
+def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(dense_solves):
     """16-bit band-limited stems (condition ~1e9): Levinson + preconditioned CG pass the checks,
     no dense solve. A doubly integrated noise (condition ~1e16): the energy check rejects the
     recursion's answer (which would move SIR by dB), the dense solve gives museval's numbers to
     within museval's own sensitivity to 1e-12 input noise."""
     import scipy.signal
 
-    from sepcore.metrics import bsseval
-
-    dense = []
-    real_solve = bsseval._solve
-    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
     rng = np.random.default_rng(1)
     refs = rng.standard_normal((3, 3 * 8000, 2))
     sos = scipy.signal.butter(8, 500, fs=8000, output="sos")
     refs = np.round(scipy.signal.sosfilt(sos, refs, axis=1) * 32767 / 4) / 32767
     ests = refs + 0.3 * np.roll(refs, 1, axis=0) + 0.01 * rng.standard_normal(refs.shape)
     _assert_matches(refs, ests, win=8000, hop=8000)
-    assert dense == []
+    assert dense_solves == []
 
     refs = rng.standard_normal((3, 3 * 8000, 2))
     refs[2] = np.cumsum(np.cumsum(refs[2], axis=0), axis=0) * 1e-4
     ests = refs + 0.3 * np.roll(refs, 1, axis=0) + 0.01 * rng.standard_normal(refs.shape)
     ours = np.stack(evaluate(refs, ests, win=8000, hop=8000))
-    assert dense  # went dense
+    assert dense_solves  # went dense
     theirs = np.stack(museval.evaluate(refs, ests, win=8000, hop=8000, mode="v4"))
     noisy = refs * (1 + 1e-12 * rng.standard_normal(refs.shape))
     jitter = np.nanmax(np.abs(np.stack(museval.evaluate(noisy, ests, win=8000, hop=8000,
@@ -356,7 +358,7 @@ def test_cuda_code_paths_on_cpu_tensors(monkeypatch):
     _assert_matches(refs, ests, win=8000, hop=8000)
 
 
-def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch):
+def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch, dense_solves):
     """A preconditioner that is off by 5-15 % (as Levinson's inverse becomes on badly conditioned
     Grams): its first answer fails the energy check, the conjugate gradients fix it within their
     iterations, no dense solve, museval's numbers."""
@@ -364,8 +366,7 @@ def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch):
 
     from sepcore.metrics import bsseval
 
-    real_solver, dense = bsseval._levinson_solver, []
-    real_solve = bsseval._solve
+    real_solver = bsseval._levinson_solver
 
     def imperfect(lags, ridge):
         solve = real_solver(lags, ridge)
@@ -373,7 +374,6 @@ def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch):
         return lambda rhs: solve(rhs) * (1 + 0.05 * weights[None, :, None, None])
 
     monkeypatch.setattr(bsseval, "_levinson_solver", imperfect)
-    monkeypatch.setattr(bsseval, "_solve", lambda *a: dense.append(a[0].shape) or real_solve(*a))
     refs, ests = _signals(8, 3, 2.0, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
-    assert dense == []
+    assert dense_solves == []
