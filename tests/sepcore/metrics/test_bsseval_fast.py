@@ -1,4 +1,7 @@
-"""sepcore's BSSEval v4 against museval: every metric within 1e-3 dB, NaN exactly where museval's.
+"""sepcore's BSSEval v4 against museval: NaN exactly where museval's; every metric within 1e-7 dB
+where the problem is well posed (measured: at most 4e-10 dB, with OpenBLAS's Haswell, Sandybridge
+and Prescott kernels, 1 and 2 threads), within 1e-3 dB on badly conditioned Grams (condition ~1e9,
+measured 1.5e-6 dB), and only the well-defined metrics where museval itself is ill-posed.
 
 Also ``sep score`` against its museval backend, and median-of-medians against ``museval.EvalStore``.
 """
@@ -16,7 +19,8 @@ from sepcore.cli import main
 from sepcore.metrics.aggregate import METRICS, aggregate
 from sepcore.metrics.bsseval import evaluate, evaluate_track
 
-TOL = 1e-3  # dB
+TOL = 1e-3  # dB: badly conditioned systems, and numbers that went through JSON files
+WELL_POSED = 1e-7  # dB: round-off of different summation orders, with a margin of 250x
 
 
 def _signals(seed: int, nsrc: int, seconds: float, rate: int, nchan: int):
@@ -29,14 +33,14 @@ def _signals(seed: int, nsrc: int, seconds: float, rate: int, nchan: int):
     return refs, ests
 
 
-def _assert_matches(refs, ests, win, hop):
+def _assert_matches(refs, ests, win, hop, atol=WELL_POSED):
     ours = np.stack(evaluate(refs, ests, win=win, hop=hop))
     theirs = np.stack(museval.evaluate(refs, ests, win=win, hop=hop, mode="v4"))
     assert ours.shape == theirs.shape
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
     finite = ~np.isnan(theirs)
     assert finite.any()
-    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=0, atol=TOL)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=0, atol=atol)
     return ours
 
 
@@ -257,7 +261,7 @@ def test_block_toeplitz_gram_and_levinson_solve():
     product = bsseval._block_toeplitz_matmul(lags, torch.from_numpy(want).view(1, taps, 4, 3))
     np.testing.assert_allclose(product.numpy().reshape(-1, 3), gram @ want, atol=1e-9)
     _, error = bsseval._backward_error(lags, rhs, torch.from_numpy(ours).view(1, taps, 4, 3))
-    assert float(error) <= 1e-16
+    assert float(error) <= bsseval._BACKWARD_TOL  # the acceptance bound of _toeplitz_solve
     wrong = torch.from_numpy(ours * (1 + 1e-6)).view(1, taps, 4, 3)
     assert float(bsseval._backward_error(lags, rhs, wrong)[1]) > 1e3 * bsseval._BACKWARD_TOL
     solved = bsseval._toeplitz_solve(lags, rhs).numpy().reshape(-1, 3)
@@ -290,8 +294,15 @@ def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch, dense_solves
 def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(dense_solves):
     """16-bit band-limited stems (condition ~1e9): Levinson + preconditioned CG pass the checks,
     no dense solve. A doubly integrated noise (condition ~1e16): the energy check rejects the
-    recursion's answer (which would move SIR by dB), the dense solve gives museval's numbers to
-    within museval's own sensitivity to 1e-12 input noise."""
+    recursion's answer (which would move SIR by dB) and the dense solve takes over.
+
+    There museval's own ISR/SIR/SAR are ill-posed: they move by tenths of a dB when the input
+    moves by 1e-12, and by more from one CPU's or BLAS kernel's rounding to another's (1.08 dB
+    measured on an Intel Xeon). So only what is well-defined is compared: every SDR (the true
+    source's projection onto its own delays is the source itself), the ISR of the well-conditioned
+    sources (their own-source systems are not near-singular) and the NaN pattern. The dense path's
+    equality with museval on well-posed systems is
+    :func:`test_inaccurate_levinson_falls_back_to_dense_solve`'s."""
     import scipy.signal
 
     rng = np.random.default_rng(1)
@@ -299,7 +310,7 @@ def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(den
     sos = scipy.signal.butter(8, 500, fs=8000, output="sos")
     refs = np.round(scipy.signal.sosfilt(sos, refs, axis=1) * 32767 / 4) / 32767
     ests = refs + 0.3 * np.roll(refs, 1, axis=0) + 0.01 * rng.standard_normal(refs.shape)
-    _assert_matches(refs, ests, win=8000, hop=8000)
+    _assert_matches(refs, ests, win=8000, hop=8000, atol=TOL)  # condition ~1e9
     assert dense_solves == []
 
     refs = rng.standard_normal((3, 3 * 8000, 2))
@@ -308,10 +319,10 @@ def test_levinson_cg_accepts_ill_conditioned_music_and_rejects_near_singular(den
     ours = np.stack(evaluate(refs, ests, win=8000, hop=8000))
     assert dense_solves  # went dense
     theirs = np.stack(museval.evaluate(refs, ests, win=8000, hop=8000, mode="v4"))
-    noisy = refs * (1 + 1e-12 * rng.standard_normal(refs.shape))
-    jitter = np.nanmax(np.abs(np.stack(museval.evaluate(noisy, ests, win=8000, hop=8000,
-                                                         mode="v4")) - theirs))
-    assert np.nanmax(np.abs(ours - theirs)) <= max(3 * jitter, TOL)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    sdr, isr = 0, 1
+    np.testing.assert_allclose(ours[sdr], theirs[sdr], rtol=0, atol=WELL_POSED)
+    np.testing.assert_allclose(ours[isr, :2], theirs[isr, :2], rtol=0, atol=WELL_POSED)
 
 
 @pytest.mark.parametrize("case", ["zero_channel", "dual_mono", "silent_leading_block"])
