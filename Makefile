@@ -28,7 +28,7 @@ ffmpeg:
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[sweeps,serve,dev]"
 	@touch $(STAMP)
 
 install: ffmpeg $(STAMP)
