@@ -191,18 +191,18 @@ def test_solve_cholesky_and_lu_fallback_agree_with_numpy() -> None:
     import numpy as np
     import torch
 
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import toeplitz
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((64, 80))
     gram = a @ a.T  # positive definite: Cholesky path
     rhs = rng.standard_normal((64, 3))
     eps = np.finfo(float).eps
-    ours = bsseval._solve(torch.from_numpy(gram), torch.from_numpy(rhs)).numpy()
+    ours = toeplitz._solve(torch.from_numpy(gram), torch.from_numpy(rhs)).numpy()
     np.testing.assert_allclose(ours, np.linalg.solve(gram + eps * np.eye(64), rhs), rtol=1e-8)
     ev = np.linalg.eigvalsh(gram)
     indefinite = gram - 0.5 * (ev[31] + ev[32]) * np.eye(64)  # well posed, Cholesky fails
-    ours = bsseval._solve(torch.from_numpy(indefinite), torch.from_numpy(rhs)).numpy()
+    ours = toeplitz._solve(torch.from_numpy(indefinite), torch.from_numpy(rhs)).numpy()
     np.testing.assert_allclose(ours, np.linalg.solve(indefinite + eps * np.eye(64), rhs),
                                rtol=1e-6, atol=1e-10)
 
@@ -224,13 +224,14 @@ def test_block_correlations_equal_direct_sums(n):
     """Non-overlapping blocks + wrap-around correction = the linear correlations at every lag."""
     import torch
 
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import correlations
 
     rng = np.random.default_rng(n)
     refs, ests = rng.standard_normal((2, 3, n, 2))
     taps = 64 if n < 1000 else 512
-    ours = bsseval._lagged_correlations(torch.from_numpy(refs).permute(0, 2, 1),
-                                        torch.from_numpy(ests).permute(0, 2, 1), taps).numpy()
+    ours = correlations._lagged_correlations(torch.from_numpy(refs).permute(0, 2, 1),
+                                             torch.from_numpy(ests).permute(0, 2, 1),
+                                             taps).numpy()
     signals = np.concatenate([refs, ests]).transpose(0, 2, 1).reshape(12, n)
     want = np.stack([signals[:, k:] @ signals[:6, : n - k].T for k in range(taps)], axis=-1)
     np.testing.assert_allclose(ours, want, rtol=0, atol=1e-12 * np.abs(want).max())
@@ -241,40 +242,41 @@ def test_block_toeplitz_gram_and_levinson_solve():
     correlations, and block Levinson solves it as numpy's dense solve does."""
     import torch
 
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import correlations, levinson, toeplitz
 
     rng = np.random.default_rng(3)
     taps, n = 24, 400
     refs = rng.standard_normal((2, n, 2))
     refs[0] = np.cumsum(refs[0], axis=0) * 0.1  # correlated, low-passed: not a trivial Gram
     views = torch.from_numpy(refs).permute(0, 2, 1)
-    corr = bsseval._lagged_correlations(views, views, taps)[:4]  # (P, P, L)
+    corr = correlations._lagged_correlations(views, views, taps)[:4]  # (P, P, L)
     lags = corr.permute(2, 0, 1)[None]  # (1, L, P, P)
-    gram = bsseval._block_toeplitz_dense(lags)[0].numpy()
+    gram = toeplitz._block_toeplitz_dense(lags)[0].numpy()
     delayed = _delayed_matrix(refs.transpose(0, 2, 1).reshape(4, n), taps)
     np.testing.assert_allclose(gram, delayed.T @ delayed, rtol=0, atol=1e-10)
 
     rhs = torch.from_numpy(rng.standard_normal((1, taps, 4, 3)))
-    ours = bsseval._levinson_solver(lags, bsseval._EPS)(rhs).numpy().reshape(-1, 3)
-    want = np.linalg.solve(gram + bsseval._EPS * np.eye(len(gram)), rhs.numpy().reshape(-1, 3))
+    ours = levinson._levinson_solver(lags, toeplitz._EPS)(rhs).numpy().reshape(-1, 3)
+    want = np.linalg.solve(gram + toeplitz._EPS * np.eye(len(gram)), rhs.numpy().reshape(-1, 3))
     np.testing.assert_allclose(ours, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
-    product = bsseval._block_toeplitz_matmul(lags, torch.from_numpy(want).view(1, taps, 4, 3))
+    product = toeplitz._block_toeplitz_matmul(lags, torch.from_numpy(want).view(1, taps, 4, 3))
     np.testing.assert_allclose(product.numpy().reshape(-1, 3), gram @ want, atol=1e-9)
-    _, error = bsseval._backward_error(lags, rhs, torch.from_numpy(ours).view(1, taps, 4, 3))
-    assert float(error) <= bsseval._BACKWARD_TOL  # the acceptance bound of _toeplitz_solve
+    _, error = toeplitz._backward_error(lags, rhs, torch.from_numpy(ours).view(1, taps, 4, 3))
+    assert float(error) <= toeplitz._BACKWARD_TOL  # the acceptance bound of _toeplitz_solve
     wrong = torch.from_numpy(ours * (1 + 1e-6)).view(1, taps, 4, 3)
-    assert float(bsseval._backward_error(lags, rhs, wrong)[1]) > 1e3 * bsseval._BACKWARD_TOL
-    solved = bsseval._toeplitz_solve(lags, rhs).numpy().reshape(-1, 3)
+    assert float(toeplitz._backward_error(lags, rhs, wrong)[1]) > 1e3 * toeplitz._BACKWARD_TOL
+    solved = toeplitz._toeplitz_solve(lags, rhs).numpy().reshape(-1, 3)
     np.testing.assert_allclose(solved, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
 
 
 @pytest.fixture
 def dense_solves(monkeypatch):
-    """The shapes of the Gram batches that reach the dense solve, in call order."""
-    from sepcore.metrics import bsseval
+    """The shapes of the Gram batches that reach the dense solve, in call order (patched where
+    :func:`_toeplitz_solve` looks it up)."""
+    from sepcore.metrics.bsseval import toeplitz
 
-    calls, real_solve = [], bsseval._solve
-    monkeypatch.setattr(bsseval, "_solve", lambda *a: calls.append(a[0].shape) or real_solve(*a))
+    calls, real_solve = [], toeplitz._solve
+    monkeypatch.setattr(toeplitz, "_solve", lambda *a: calls.append(a[0].shape) or real_solve(*a))
     return calls
 
 
@@ -283,9 +285,9 @@ def test_inaccurate_levinson_falls_back_to_dense_solve(monkeypatch, dense_solves
     takes over and the metrics still equal museval's."""
     import torch
 
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import toeplitz
 
-    monkeypatch.setattr(bsseval, "_levinson_solver", lambda lags, ridge: torch.ones_like)
+    monkeypatch.setattr(toeplitz, "_levinson_solver", lambda lags, ridge: torch.ones_like)
     refs, ests = _signals(11, 2, 2.0, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
     assert [shape[0] for shape in dense_solves] == [1, 2]  # the full system, the per-source ones
@@ -362,11 +364,13 @@ def test_threads_restored_and_results_independent_of_thread_count():
 def test_cuda_code_paths_on_cpu_tensors(monkeypatch):
     """torch.fft, in-place baddbmm and the single-part loops that CUDA tensors take give museval's
     numbers too (run here on CPU tensors; the device itself is exercised by the benchmark)."""
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import arrays
 
-    monkeypatch.setattr(bsseval, "_host", lambda x: False)
+    asked = []  # every CPU/CUDA choice of the FFTs, products and loops is made in `arrays`
+    monkeypatch.setattr(arrays, "_host", lambda x: asked.append(x.device.type) or False)
     refs, ests = _signals(4, 3, 2.5, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
+    assert asked  # the patch took effect
 
 
 def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch, dense_solves):
@@ -375,16 +379,18 @@ def test_cg_polishes_an_imperfect_levinson_without_dense_solve(monkeypatch, dens
     iterations, no dense solve, museval's numbers."""
     import torch
 
-    from sepcore.metrics import bsseval
+    from sepcore.metrics.bsseval import toeplitz
 
-    real_solver = bsseval._levinson_solver
+    real_solver, made = toeplitz._levinson_solver, []
 
     def imperfect(lags, ridge):
+        made.append(lags.shape[0])
         solve = real_solver(lags, ridge)
         weights = 1 + 0.1 * torch.cos(torch.arange(lags.shape[1], dtype=lags.dtype))
         return lambda rhs: solve(rhs) * (1 + 0.05 * weights[None, :, None, None])
 
-    monkeypatch.setattr(bsseval, "_levinson_solver", imperfect)
+    monkeypatch.setattr(toeplitz, "_levinson_solver", imperfect)
     refs, ests = _signals(8, 3, 2.0, 8000, 2)
     _assert_matches(refs, ests, win=8000, hop=8000)
+    assert made == [1, 3]  # the patch took effect: the full system, the per-source ones
     assert dense_solves == []

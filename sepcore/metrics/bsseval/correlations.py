@@ -1,0 +1,86 @@
+"""Step 1 of BSSEval v4: the lagged correlations of every reference and estimate channel with
+every reference channel on the whole track (blockwise FFTs with an exact wrap-around correction).
+"""
+
+from __future__ import annotations
+
+import scipy.fft
+import torch
+import torch.nn.functional as F
+
+from sepcore.metrics.bsseval.arrays import (
+    _add_product,
+    _chunk,
+    _complex,
+    _in_parallel,
+    _irfft0,
+    _rfft0,
+)
+
+_CORR_FFT = 8192  # FFT length of the blocks of the global correlations
+
+
+def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -> torch.Tensor:
+    """``r[a, b, k] = sum_n x[a, n + k] * refs[b, n]``, ``x = [refs; ests]``, ``0 <= k < L``.
+
+    Signals are zero outside ``[0, N)``, so these are the exact linear correlations museval takes
+    from zero-padded whole-track FFTs. Computed blockwise with one FFT per signal and block
+    (blocks of ``M`` samples, no overlap, no padding: strided views of the signals): the
+    cross-spectra of the blocks, summed over blocks (a batched matrix product per chunk of
+    blocks, accumulated in place), give each block's *circular* correlation; where a lag reaches
+    past the end of its block (``n + k >= M``) the circular sum took ``x`` from the start of the
+    same block instead of the next one, which is corrected exactly by a short correlation of the
+    last ``L - 1`` samples of each reference block with the differences ``head(m + 1) - head(m)``
+    of the first ``L - 1`` samples of the blocks (FFT length ~2L, all blocks at once).
+
+    Args:
+        refs: (nsrc, C, N) references, any strides.
+        ests: (nsrc, C, N) estimates, any strides.
+        max_lag: number of non-negative lags kept (``L``).
+
+    Returns:
+        (2P, P, L) correlations, rows and columns source-major.
+    """
+    nsrc, nchan, n = refs.shape
+    p, edge = nsrc * nchan, max_lag - 1
+    size = max(_CORR_FFT if n >= _CORR_FFT else scipy.fft.next_fast_len(n, real=True),
+               2 * max_lag)  # block length M
+    nfull, rest = divmod(n, size)
+    nblk = nfull + (rest > 0)
+    nfreq = size // 2 + 1
+    step = _chunk(nblk, 2 * p * nfreq * 16)
+    # (nsrc, C, blocks, M) views of the whole blocks, and the zero-padded last block if any
+    parts = [[x[..., : nfull * size].unflatten(-1, (nfull, size)) for x in (refs, ests)]]
+    if rest:
+        parts.append([F.pad(x[..., nfull * size :], (0, size - rest)).unsqueeze(-2)
+                      for x in (refs, ests)])
+
+    def accumulate(first: int, stop: int) -> torch.Tensor:
+        spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
+        while first < stop:
+            end = min(first + step, stop, nfull if first < nfull else stop)
+            source, offset = (parts[0], 0) if first < nfull else (parts[1], nfull)
+            spectra = [_rfft0(b[..., first - offset : end - offset, :].movedim(-1, 0), size)
+                       .reshape(nfreq, p, -1) for b in source]  # (F, P, m): refs, estimates
+            _add_product(spectrum[:, :p], spectra[0], spectra[0])
+            _add_product(spectrum[:, p:], spectra[1], spectra[0])
+            first = end
+        return spectrum
+
+    spectrum = sum(_in_parallel(accumulate, nblk, refs))
+    circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
+
+    # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
+    heads = torch.cat([torch.cat([b[..., :edge] for b in part]) for part in parts], dim=-2)
+    heads = heads.reshape(2 * p, nblk, edge)
+    diffs = torch.cat([heads[:, 1:], heads.new_zeros(2 * p, 1, edge)], dim=1) - heads
+    tails = torch.cat([part[0][..., size - edge :] for part in parts], dim=-2)
+    tails = tails.reshape(p, nblk, edge)
+    short = scipy.fft.next_fast_len(2 * edge, real=True)
+    d = _rfft0(diffs.permute(2, 0, 1), short)  # (F', 2P, m)
+    g = _rfft0(tails.permute(2, 0, 1), short)  # (F', P, m)
+    wrap = torch.zeros(d.shape[0], 2 * p, p, dtype=d.dtype, device=d.device)
+    _add_product(wrap, d, g)  # conj of the cross-spectrum sum_j g[j + s] d[j]
+    xcorr = _irfft0(wrap.conj_physical(), short)[:max_lag]  # (L, 2P, P) at shifts s = 0..L-1
+    return (circular + xcorr.flip(0)).permute(1, 2, 0)  # shift s = L - 1 - k
+
