@@ -1,4 +1,5 @@
-"""DESIGN.md's layer rule: the research library never imports the orchestration stack."""
+"""The layer rule (README "Architecture / layers"): the research library never imports the
+orchestration stack."""
 
 from __future__ import annotations
 
