@@ -22,7 +22,7 @@ from sepcore.models.htmd import HTMDNet
 from sepcore.separate import apply_model
 from sepcore.train import _training_loss, fit
 
-SEED_RATE = 22050  # the paper: MUSDB18 downmixed to mono, resampled to 22.05 kHz
+PAPER_RATE = 22050  # the paper: MUSDB18 downmixed to mono, resampled to 22.05 kHz
 SMALL_UNET = {"num_layers": 4, "num_filters": 4}
 SMALL_HTMD = {
     "encoder": {"N": 32, "L": 16, "stride": 8},
@@ -61,7 +61,7 @@ def test_paper_parameter_counts(paper, target, paper_models):
     cfg, model = paper_models[paper]
     params = count_parameters(model)
     assert abs(params - target) / target <= 0.03, (paper, params, target)
-    assert model.sample_rate == SEED_RATE and model.audio_channels == 1
+    assert model.sample_rate == PAPER_RATE and model.audio_channels == 1
     assert model.sources == ["vocals"] and cfg.data.targets == ["vocals"]
 
 
@@ -80,10 +80,10 @@ def test_htmd_paper_structure(paper_models):
 
 
 @pytest.mark.parametrize("paper", ["htmd", "convtasnet_star", "waveunet"])
-def test_paper_models_shapes_at_seed_input(paper, paper_models):
+def test_paper_models_shapes_at_paper_input(paper, paper_models):
     """One second of mono 22.05 kHz audio (the paper gives no chunk size)."""
     _, model = paper_models[paper]
-    length = SEED_RATE
+    length = PAPER_RATE
     with torch.no_grad():
         out = model(torch.randn(1, 1, length))
     assert out.shape == (1, 1, 1, length)
@@ -93,7 +93,7 @@ def test_paper_models_shapes_at_seed_input(paper, paper_models):
 @pytest.mark.parametrize("paper", ["htmd", "waveunet"])
 def test_paper_models_any_length(paper, paper_models):
     _, model = paper_models[paper]
-    for length in (1, 1000, 3 * SEED_RATE + 17):
+    for length in (1, 1000, 3 * PAPER_RATE + 17):
         with torch.no_grad():
             out = model(torch.randn(1, 1, length))
         assert out.shape == (1, 1, 1, length), (paper, length)
