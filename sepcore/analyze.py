@@ -1,10 +1,11 @@
 """``sep analyze filters``: centre frequency and bandwidth of the learned encoder filters.
 
-Seed 000 (§4, the figure after Table 1) compares the distribution of the encoder filters' centre
-frequencies and bandwidths per latent band of a multi-band model with the baseline's. This module
-measures them from each filter's magnitude spectrum (``sepcore.models.filterbanks``) and draws
-one scatter (centre frequency vs bandwidth) and one histogram of centre frequencies, coloured by
-the band each latent channel feeds.
+The multi-band masking paper (Papantonakis, Garoufis & Maragos, "Multi-band Masking for
+Waveform-based Singing Voice Separation", EUSIPCO 2022; §4, the figure after Table 1) compares the
+distribution of the encoder filters' centre frequencies and bandwidths per latent band of a
+multi-band model with the baseline's. This module measures them from each filter's magnitude
+spectrum (``sepcore.models.filterbanks``) and draws one scatter (centre frequency vs bandwidth) and
+one histogram of centre frequencies, coloured by the band each latent channel feeds.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ ACCOMPANIMENT = "accompaniment"
 
 @dataclass
 class AugmentConfig:
-    """On-the-fly augmentations (MODELS.md §9, as Meta-TasNet / Défossez et al.)."""
+    """On-the-fly augmentations (Meta-TasNet, Samuel et al., ICASSP 2020; Défossez et al. 2019)."""
 
     random_channel: bool = False  # pick one channel at random, copied to every channel (stereo)
     gain: bool = True  # random gain per source in [gain_min, gain_max]

@@ -85,7 +85,7 @@ def evaluate_checkpoint(
         ests = {n: estimate[i].T for i, n in enumerate(model.sources)}
         if len(model.sources) == 1:
             # BSSEval needs two targets: score the residual (mixture − estimate) as the second,
-            # as museval does for vocals/accompaniment (seed 001 separates vocals only)
+            # as museval does for vocals/accompaniment (the HTMD-Net paper separates vocals only)
             name = model.sources[0]
             rest = "accompaniment" if name == "vocals" else f"not_{name}"
             refs[rest] = mix_np.T - refs[name]

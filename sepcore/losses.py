@@ -9,7 +9,7 @@ give the plain mean and a weight of 0 ignores that source.
 - ``mse``: mean squared error (Open-Unmix, Wave-U-Net).
 - ``sisdr``: negative SI-SDR per (B, S, C) over T (Luo & Mesgarani, Conv-TasNet, TASLP 2019, §III).
 - ``gkl``: generalised Kullback-Leibler divergence between STFT *magnitudes* (Mimilakis et al.,
-  MaD, seed 004, "Objective"): ``Σ_f y log(y / ŷ) − y + ŷ`` summed over frequency, averaged over
+  MaD, ICASSP 2018, "Objective"): ``Σ_f y log(y / ŷ) − y + ŷ`` summed over frequency, averaged over
   (B, C, frames). The trainer hands every loss waveforms, so :func:`gkl` computes the magnitudes
   itself with MaD's analysis (:data:`GKL_STFT`: 2049-sample Hamming window, 4096-point FFT, hop 384,
   centred, zero padded); :func:`generalized_kl` is the divergence on magnitudes.
@@ -63,7 +63,7 @@ def _neg_sisdr_per_source(estimate: Tensor, target: Tensor) -> Tensor:
     return -si_sdr(estimate, target).mean(dim=(0, 2))  # (B, S, C) -> (S,)
 
 
-# MaD's analysis (Mimilakis et al., seed 004; the authors' mss_pytorch: wsz 2049, N 4096, hop 384)
+# MaD's analysis (Mimilakis et al., ICASSP 2018; authors' mss_pytorch: wsz 2049, N 4096, hop 384)
 GKL_STFT: dict[str, int] = {"n_fft": 4096, "win_length": 2049, "hop": 384}
 GKL_EPS = 1e-6  # added inside both logarithms (the authors' ``kullback_leibler``)
 
@@ -72,7 +72,7 @@ def generalized_kl(estimate: Tensor, target: Tensor, eps: float = GKL_EPS) -> Te
     """Generalised KL divergence ``y (log(y + eps) − log(ŷ + eps)) − y + ŷ``, elementwise.
 
     Non-negative for non-negative inputs and exactly zero where ``ŷ = y``; sum it over frequency
-    for the per-frame divergence ``D(y ‖ ŷ)`` of Mimilakis et al. (seed 004, "Objective").
+    for the per-frame divergence ``D(y ‖ ŷ)`` of Mimilakis et al. (MaD, "Objective").
 
     Args:
         estimate: ŷ, non-negative magnitudes of any shape.
@@ -195,7 +195,7 @@ def neg_sisdr(estimate: Tensor, target: Tensor, weights: Weights = None) -> Tens
 
 
 def gkl(estimate: Tensor, target: Tensor, weights: Weights = None) -> Tensor:
-    """Generalised KL divergence of STFT magnitudes (MaD, Mimilakis et al., seed 004).
+    """Generalised KL divergence of STFT magnitudes (MaD, Mimilakis et al., ICASSP 2018).
 
     Magnitudes come from :data:`GKL_STFT` (MaD's 2049-sample Hamming window, 4096-point FFT, hop
     384, centred with zero padding); the divergence is summed over frequency and averaged over

@@ -1,7 +1,8 @@
 """``sep oracle``: how separable is each class? The IRM/IBM oracle per class (thesis §4.1.2).
 
-Seed 003 judges candidate instrument classes by the score of the ideal ratio mask (α = 2, eq. 4.1)
-before training anything: "for each of the instrument classes [...] we computed both the SDR and the
+The thesis (Mocanu, "Musical source separation", master thesis, EPFL / Logitech, 2020) judges
+candidate instrument classes by the score of the ideal ratio mask (α = 2, eq. 4.1) before training
+anything: "for each of the instrument classes [...] we computed both the SDR and the
 SI-SDR using IRM. The SDR for a song was computed as the median over 6 second chunks and, for a set
 of songs, we took the median of these values. [...] we computed the SI-SDR on whole songs and took
 the median over all songs" (Tables 4.1–4.3; Table 4.2 is MUSDB18-HQ). The table printed here has,

@@ -1,6 +1,6 @@
 """Search spaces: a sweep's parameters as an Optuna define-by-run space or a Tune param space.
 
-- ``optuna``: a define-by-run function (PLATFORM.md: OptunaSearch rejects ``tune.grid_search``),
+- ``optuna``: a define-by-run function (Ray Tune's OptunaSearch rejects ``tune.grid_search``),
   so a conditional parameter is only suggested when its condition holds and TPE never sees a
   meaningless value. ``grid`` parameters become categorical.
 - ``grid`` / ``random``: Tune's variant generator. The deduplicated grid points (conditional values

@@ -1,6 +1,6 @@
 """Sweep files: parse, merge a profile and overrides, validate before any trial starts.
 
-A sweep file (``sweeps/*.yaml``, DESIGN.md "Configuration") has these blocks::
+A sweep file (``sweeps/*.yaml``, the README's "Sweeps" section) has these blocks::
 
     requires: null            # optional: a model this file needs that is not built yet (message)
     base: demo.yaml           # a sepcore config (packaged name or path) or an inline mapping

@@ -1,7 +1,7 @@
 """MLflow bookkeeping: one parent run per sweep, one child run per trial, never a duplicate.
 
-Ray's ``setup_mlflow`` starts a new run on every trial restart and does not nest (PLATFORM.md), so
-this is the small helper it recommends: the driver creates (or, on resume, finds) the sweep's
+Ray's ``setup_mlflow`` starts a new run on every trial restart and does not nest, so this is a
+small helper instead: the driver creates (or, on resume, finds) the sweep's
 parent run; a trial finds its own child run by the ``sepcore.trial_id`` tag and continues it, or
 creates it under the parent the first time and logs its params once. Everything goes through an
 explicit :class:`~mlflow.MlflowClient` and run ids (no fluent active-run state, no

@@ -1,6 +1,6 @@
-"""The layer rule: the research library ``sepcore`` never imports the orchestration stack
-(Ray, MLflow, Optuna, boto3) or the service stack, so ``pip install sepcore`` (no extras) is a
-complete research library; the extras bring the rest."""
+"""The layer rule (README "Architecture / layers"): the research library ``sepcore`` never
+imports the orchestration stack (Ray, MLflow, Optuna, boto3) or the service stack, so
+``pip install sepcore`` (no extras) is a complete research library; the extras bring the rest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""On-the-fly augmentations of training stems (MODELS.md §9; Uhlich et al. 2017, Défossez et al.
+"""On-the-fly augmentations of training stems (Uhlich et al. 2017, Défossez et al.
 2019 "Music Source Separation in the Waveform Domain" §4, as in Meta-TasNet).
 
 Each function takes stems shaped ``(sources, channels, time)`` (NumPy) and an explicit

@@ -1,7 +1,8 @@
 """Multitrack folder datasets grouped into instrument classes (thesis ch. 4.1, ch. 6.1).
 
 A folder dataset has one folder per song and one WAV per stem with any stem names (e.g. the
-Karaoke Version tracks of seed 003 §4.1, or a concert's instrument recordings in §6.1), optionally
+Karaoke Version tracks of the thesis (Mocanu, "Musical source separation", EPFL / Logitech, 2020)
+§4.1, or a concert's instrument recordings in §6.1), optionally
 under ``<root>/<subset>/``. A mapping file (YAML) groups stems into classes::
 
     classes:                      # class -> the stem names (file names without .wav) it holds

@@ -1,6 +1,7 @@
 """The four mixing procedures of instrument tracks into class stems and a mixture (thesis §4.1.2).
 
-Seed 003 (ch. 4, "Instrument tracks mixing") compares four ways of turning a song's instrument
+The thesis (Mocanu, "Musical source separation", master thesis, EPFL / Logitech, 2020; ch. 4,
+"Instrument tracks mixing") compares four ways of turning a song's instrument
 tracks into instrument-category ("class") signals and a mixture, scored with the IRM oracle in
 Table 4.1. Every function here is pure and works on class stems ``(K, C, T)`` (K classes), and
 returns ``(class_stems, mixture)`` with ``class_stems`` ``(K, C, T)`` and ``mixture`` ``(C, T)``,

@@ -1,10 +1,11 @@
 """Synthetic MUSDB18-HQ trees: songs with musically structured stems for tests and demos.
 
-DESIGN.md ("Embedded defaults", data: the synthetic MUSDB) asks for a tree that ``musdb.DB(root=…,
-is_wav=True)`` reads like the real MUSDB18-HQ: ``train/<song>/`` and ``test/<song>/`` folders with
-``mixture.wav vocals.wav drums.wav bass.wav other.wav`` (stereo, 32-bit float WAV), where
-``mixture.wav`` is exactly the float32 sum of the four stems. Separation should be learnable but not
-trivial, so every song has a tempo, a key and a looping four-chord progression, and:
+The demo and the tests run on embedded defaults, with no dataset to download, so this writes a tree
+that ``musdb.DB(root=…, is_wav=True)`` reads like the real MUSDB18-HQ: ``train/<song>/`` and
+``test/<song>/`` folders with ``mixture.wav vocals.wav drums.wav bass.wav other.wav`` (stereo,
+32-bit float WAV), where ``mixture.wav`` is exactly the float32 sum of the four stems. Separation
+should be learnable but not trivial, so every song has a tempo, a key and a looping four-chord
+progression, and:
 
 - ``vocals``: a sung-like voice. A band-limited harmonic source (additive synthesis, phase
   accumulated from the instantaneous frequency) follows a melody in the key (MIDI 55-79, 16th to

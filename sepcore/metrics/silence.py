@@ -1,8 +1,10 @@
 """Metrics on silent target segments (PES, VAD), segment-wise statistics and NSDR.
 
 BSSEval scores no window where the reference is silent (museval gives NaN), yet a vocal estimate
-that leaks accompaniment into the rests is a real fault. Seed 001 (HTMD-Net, "Evaluation
-Protocol" and its Tables) therefore reports, on the *silent segments* of the target:
+that leaks accompaniment into the rests is a real fault. The HTMD-Net paper (Garoufis, Zlatintsi &
+Maragos, "HTMD-Net: A Hybrid Masking-Denoising Approach to Time-Domain Monaural Singing Voice
+Separation", EUSIPCO 2021; "Evaluation Protocol" and its Tables) therefore reports, on the *silent
+segments* of the target:
 
 - **PES** (Predicted Energy at Silence, dB; lower is better): the energy of the estimate in a
   segment where the target is silent, ``10·log10(Σ ŝ² + eps)``, averaged over the silent segments
@@ -10,12 +12,12 @@ Protocol" and its Tables) therefore reports, on the *silent segments* of the tar
 - **VAD** (%; higher is better): the share of silent target segments in which the estimate is
   silent too, i.e. where a voice activity detector thresholding the estimate's level agrees.
 
-Choices where the seed is silent (documented here and in ``sep evaluate``): segments are BSSEval's
+Choices where the paper is silent (documented here and in ``sep evaluate``): segments are BSSEval's
 windows (1 s, hop 1 s); a segment is silent when its mean power over channels is below
 ``threshold_db`` (−60 dB re full scale; exact zeros in synthetic data); ``eps`` = 1e-10 so an
 all-zero estimate scores −100 dB.
 
-Also here: segment-wise mean and median of BSSEval's per-window values (the seed's "Segment-wise:
+Also here: segment-wise mean and median of BSSEval's per-window values (the paper's "Segment-wise:
 median/mean"), and NSDR (the SDR improvement over using the mixture as the estimate).
 """
 

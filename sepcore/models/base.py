@@ -16,8 +16,8 @@ Models with intermediate outputs (deep supervision, e.g. HTMD-Net's masking-netw
 ``forward`` as above and declare ``has_intermediate = True`` plus a method
 ``separate(mixture) -> Separation`` whose ``intermediate`` maps a name to a ``(B, S, C, T)``
 estimate. The trainer then adds ``train.aux_weight`` × ``train.aux_loss`` of every intermediate
-estimate to ``train.loss_weight`` × ``train.loss`` of the final one (seed 001's β·L_a + α·L_d),
-with no case per model. Such a model may also define
+estimate to ``train.loss_weight`` × ``train.loss`` of the final one (HTMD-Net's β·L_a + α·L_d,
+Garoufis et al., EUSIPCO 2021), with no case per model. Such a model may also define
 ``auxiliary_losses(separation, mixture, targets) -> dict[str, Tensor]``: model-specific terms
 (already weighted, e.g. Meta-TasNet's similarity/dissimilarity/reconstruction losses or the
 losses of its lower-rate stages) that the trainer adds to the training loss.

@@ -2,7 +2,8 @@
 
 Reads like the paper (Luo & Mesgarani, "Conv-TasNet", IEEE/ACM TASLP 2019, Fig. 1 and §III) in the
 music form of Défossez et al. 2019 ("Music Source Separation in the Waveform Domain", §4, the
-``demucs/tasnet.py`` reference), which seed 000 uses as its baseline M1 (MODELS.md §1):
+``demucs/tasnet.py`` reference), which the multi-band masking paper (Papantonakis, Garoufis &
+Maragos, EUSIPCO 2022, Table 1) uses as its baseline M1:
 
 - encoder: ``Conv1d(C, N, L, stride)`` + ReLU (no bias), giving a non-negative latent;
 - separator: layer norm, 1×1 bottleneck ``N → B``, ``R`` repeats of ``X`` 1-D conv blocks with
@@ -49,7 +50,8 @@ class EncoderConfig:
     """The encoder/decoder pair shared by every encoder-masker-decoder model.
 
     ``encoding``/``filterbank``/``fb_ratio``/``filters``/``depth``/``who_is_pinv``/``init_type``
-    follow the thesis's names (seed 003, Table A.1; see ``sepcore.models.filterbanks``). The
+    follow the thesis's names (Mocanu, "Musical source separation", EPFL / Logitech, 2020, Table
+    A.1; see ``sepcore.models.filterbanks``). The
     default (``simple`` + ``conv``) is Conv-TasNet's learned conv encoder and transposed-conv
     decoder.
     """
@@ -272,7 +274,7 @@ class EncoderMaskerDecoder(SeparationModel):
         self._apply_pretrained_and_freeze()
 
     def _apply_pretrained_and_freeze(self) -> None:
-        """M5 (seed 000): load encoder/decoder weights from a checkpoint and/or freeze them.
+        """M5 of the multi-band masking paper: load encoder/decoder weights and/or freeze them.
 
         ``pretrained`` is a sepcore checkpoint; its ``encoder.*``/``decoder.*`` tensors must match
         this model's encoder/decoder state exactly (names and shapes). ``frozen`` turns off

@@ -1,8 +1,9 @@
 """Learnable signal encodings: parameterised filterbanks and the encoder/decoder pairs on them.
 
-Implements the encodings of the thesis (seed 003, ch. 5 "Learnable signal encodings", Fig. 5.3–5.5,
-Table A.1 names ``encoding``, ``filterbank`` (``fb_type``), ``fb_ratio``, ``filters``,
-``who_is_pinv``, ``init_type``) for every encoder-masker-decoder model:
+Implements the encodings of the thesis (Mocanu, "Musical source separation", master thesis, EPFL /
+Logitech, 2020; ch. 5 "Learnable signal encodings", Fig. 5.3–5.5, Table A.1 names ``encoding``,
+``filterbank`` (``fb_type``), ``fb_ratio``, ``filters``, ``who_is_pinv``, ``init_type``) for every
+encoder-masker-decoder model:
 
 - filterbanks (``filterbank``): ``conv`` (free weights), ``param_sinc`` (SincNet band-pass filters,
   Ravanelli & Bengio, "Speaker Recognition from Raw Waveform with SincNet", SLT 2018; learnable

@@ -1,10 +1,10 @@
-"""Fusion-Net: a fully residual U-Net with summation skips on magnitude spectrograms (seed 002).
+"""Fusion-Net: a fully residual U-Net with summation skips on magnitude spectrograms (Li et al.).
 
-Reads like the paper: Li, Qian, Hasegawa-Johnson and Akagi, "Monaural singing voice separation
-using Fusion-Net with time-frequency masking" (seed 002), §II-A, Fig. 2, Tables I and II, after
-Quan et al.'s FusionNet (arXiv:1612.05360); front end, soft masks (eq. 2) and reconstruction with
-the mixture phase (eqs. 3–4) are the U-Net's (:class:`sepcore.models.unet.SpectrogramMasker`,
-Jansson et al., ISMIR 2017), "for the fair comparison" (§II-A). At the seed's input size the blocks
+Reads like the paper: Li, Qian, Hasegawa-Johnson and Akagi, "Monaural singing voice separation using
+Fusion-Net with time-frequency masking" (the Fusion-Net paper), §II-A, Fig. 2, Tables I and II,
+after Quan et al.'s FusionNet (arXiv:1612.05360); front end, soft masks (eq. 2) and reconstruction
+with the mixture phase (eqs. 3–4) are the U-Net's (:class:`sepcore.models.unet.SpectrogramMasker`,
+Jansson et al., ISMIR 2017), "for the fair comparison" (§II-A). At the paper's input size the blocks
 have exactly Table I's shapes (H × W × D = bins × frames × channels):
 
     DS1 512×128×1 → 256×64×16   …   DS6 16×4×256 → 8×2×512
@@ -17,7 +17,7 @@ have exactly Table I's shapes (H × W × D = bins × frames × channels):
 - Summation skips replace the U-Net's concatenations: the input of US(k+1) is US(k)'s output
   plus the DS output of the same size.
 
-Choices where the seed is silent or self-contradictory (Table II lists max-pooling, §II-A strided
+Choices where the paper is silent or self-contradictory (Table II lists max-pooling, §II-A strided
 convs; Table I's US1 takes 16×4×256 while DS6 gives 8×2×512):
 
 - Down-sampling is the strided conv of §II-A (as the U-Net it is compared with), not max-pooling.
@@ -33,7 +33,8 @@ convs; Table I's US1 takes 16×4×256 while DS6 gives 8×2×512):
 - The last strided deconv of the up path (US5) has ``out_channels`` (1, or S with a shared
   network) channels, as Table I's 512×128×1.
 
-References: seed 002, §II-A, Fig. 2–3, Tables I–II; Quan et al. 2016; Jansson et al. 2017.
+References: Li et al. (Fusion-Net paper), §II-A, Fig. 2–3, Tables I–II; Quan et al. 2016;
+Jansson et al. 2017.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from sepcore.models.unet import ConvBlock2d, SpectrogramMasker, STFTConfig
 
 @dataclass
 class FusionNetConfig:
-    """Seed 002's Fusion-Net. Defaults give Table I's sizes."""
+    """The Fusion-Net paper's Fusion-Net (Li et al.). Defaults give Table I's sizes."""
 
     sources: list[str] = field(default_factory=lambda: ["vocals", "accompaniment"])
     audio_channels: int = 1
@@ -130,7 +131,7 @@ class OutputBlock(nn.Module):
 
 
 class FusionNet2d(nn.Module):
-    """(N, 1, F, K) magnitudes → (N, out_channels, F, K) masks (seed 002, Fig. 2, Table I)."""
+    """(N, 1, F, K) magnitudes → (N, out_channels, F, K) masks (Li et al., Fig. 2, Table I)."""
 
     def __init__(self, cfg: FusionNetConfig, out_channels: int):
         super().__init__()
@@ -163,9 +164,9 @@ class FusionNet2d(nn.Module):
 
 
 class FusionNet(SpectrogramMasker):
-    """Seed 002's Fusion-Net with soft masking. ``forward``: (B, C, T) → (B, S, C, T).
+    """Li et al.'s Fusion-Net with soft masking. ``forward``: (B, C, T) → (B, S, C, T).
 
-    References: seed 002, §II, Fig. 1–3, Tables I–II, eqs. (2)–(4).
+    References: Li et al. (Fusion-Net paper), §II, Fig. 1–3, Tables I–II, eqs. (2)–(4).
     """
 
     def __init__(self, cfg: FusionNetConfig):

@@ -1,7 +1,7 @@
-"""HTMD-Net: a hybrid time-domain masking-denoising separator (seed 001).
+"""HTMD-Net: a hybrid time-domain masking-denoising separator (the HTMD-Net paper).
 
-Seed 001 (Garoufis, Zlatintsi & Maragos, "HTMD-Net: A Hybrid Masking-Denoising Approach to
-Time-Domain Monaural Singing Voice Separation"; slides "Overview" and "Network Parameters"):
+Garoufis, Zlatintsi & Maragos, "HTMD-Net: A Hybrid Masking-Denoising Approach to Time-Domain
+Monaural Singing Voice Separation", EUSIPCO 2021 (slides "Overview" and "Network Parameters"):
 
 - a **masking network**, "Conv-TasNet base architecture, 1 vertical stack, 9 dilated convolutional
   layers, Batch Normalization, LeakyReLU activation": :class:`~sepcore.models.convtasnet.ConvTasNet`
@@ -15,10 +15,10 @@ Time-Domain Monaural Singing Voice Separation"; slides "Overview" and "Network P
   ``train.aux_weight · train.aux_loss(intermediate) + train.loss_weight · train.loss(final)``
   (β·L_a + α·L_d; best song-wise SDR (MSE, MAE) with (β, α) = (1, 0.1), results table II).
 
-Choices where the seed is silent (it is a slide deck; sizes from its parameter table, 4.5 M):
+Choices where the paper is silent (read from its slide deck; sizes from its parameter table, 4.5 M):
 
 - masker sizes: Luo & Mesgarani's Conv-TasNet (TASLP 2019, Table best non-causal row) ``N = 512,
-  L = 16, B = 128, H = 512, Sc = 128, P = 3``, as in seed 001's Conv-TasNet* (5.5 M with
+  L = 16, B = 128, H = 512, Sc = 128, P = 3``, as in the paper's Conv-TasNet* (5.5 M with
   ``X = 9, R = 3``), so the masking network is that model with one stack; sigmoid masks (Luo §II-C);
 - the LSTM *replaces* Wave-U-Net's bottleneck conv: 2 bidirectional layers of ``F_c·(L+1)/2 = 78``
   units per direction, so its output width equals the conv it replaces. With one layer the total is
@@ -71,7 +71,7 @@ class HTMDNet(SeparationModel):
 
     ``forward(mixture (B, C, T)) -> (B, S, C, T)`` is the final estimate; ``separate`` also returns
     the masking network's estimate as ``intermediate["masking"]`` for deep supervision.
-    References: seed 001 (HTMD-Net), slides "Overview", "Network Parameters", results tables.
+    References: Garoufis et al., EUSIPCO 2021, slides "Overview", "Network Parameters", results.
     """
 
     has_intermediate = True

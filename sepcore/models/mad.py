@@ -1,17 +1,17 @@
-"""MaD: Masker and Denoiser with skip-filtering connections and recurrent inference (seed 004).
+"""MaD: Masker and Denoiser with skip-filtering connections and recurrent inference (the MaD paper).
 
 Reads like the paper: Mimilakis, Drossos, Santos, Schuller, Virtanen and Bengio, "Monaural singing
 voice separation with skip-filtering connections and recurrent inference of time-frequency mask",
-ICASSP 2018 (seed 004; MODELS.md §8), with the sizes of the authors' code (``mss_pytorch``):
+ICASSP 2018 (the MaD paper), with the sizes of the authors' code (``mss_pytorch``):
 
 - front end: STFT of each channel, 2049-sample Hamming window, 4096-point FFT, hop 384 at
-  44.1 kHz (N = 2049 bins); magnitudes (α = 1) cut into sequences of T = 60 frames (~0.5 s, seed
-  004 "Proposed Approach") of which L = 10 frames each side are context only;
+  44.1 kHz (N = 2049 bins); magnitudes (α = 1) cut into sequences of T = 60 frames (~0.5 s, the
+  paper's "Proposed Approach") of which L = 10 frames each side are context only;
 - Masker, encoder: a bi-directional GRU over the first F = 744 bins (up to ~8 kHz) of each frame,
   hidden size F per direction, each direction's state plus its input (residual connection),
   concatenated → H_enc (2F); the 2L context frames are dropped → H̃_enc;
 - Masker, decoder G_dec: a GRU with 2F hidden units over H̃_enc, refined by **recurrent inference**
-  (seed 004's algorithm; :func:`recurrent_inference`): S_0 = G_dec(H̃_enc); for i = 1..iter:
+  (the paper's algorithm; :func:`recurrent_inference`): S_0 = G_dec(H̃_enc); for i = 1..iter:
   H = G_dec(S_{i-1}), stop when MSE(S_{i-1}, H) < τ, S_i = H; return the last H. No parameters
   are added; iter = 0 is GRU-NRI, (3, 1e-2) GRU-RIS^s, (10, 1e-3) GRU-RIS^l;
 - Masker, sparsifying mask layer: M = ReLU(W_mask H_dec + b) over all N bins, applied by the
@@ -20,7 +20,7 @@ ICASSP 2018 (seed 004; MODELS.md §8), with the sizes of the authors' code (``ms
   connection Ŷ_filt = ReLU(W_dec ReLU(W_enc Ŷ)) ⊙ Ŷ;
 - output: the singing-voice magnitude Ŷ_filt with the mixture phase, then the iSTFT.
 
-Choices where the paper is silent or the contract asks for more (written here as MODELS.md asks):
+Choices where the paper is silent or the contract asks for more:
 
 - Any length: the STFT is centred with zero padding (1 + T // hop frames), the frame axis is
   padded with L zero frames at the start and zeros up to a whole number of sequences at the end,
@@ -48,7 +48,7 @@ Choices where the paper is silent or the contract asks for more (written here as
   1e-4 in the authors' code, whose L1 term is computed on ``.data`` and so never reaches the
   gradient; here it does).
 
-References: Mimilakis et al., ICASSP 2018 (seed 004: "Proposed Approach", the recurrent inference
+References: Mimilakis et al., ICASSP 2018 ("Proposed Approach", the recurrent inference
 algorithm, "Results"); Mimilakis et al., MLSP 2017 (skip-filtering connections).
 """
 
@@ -70,7 +70,7 @@ SOURCES = ("vocals", "accompaniment")
 
 @dataclass
 class MaDSTFTConfig:
-    """MaD's analysis (seed 004, "Signal representation"; the authors' wsz/N/hop)."""
+    """MaD's analysis (the MaD paper, "Signal representation"; the authors' wsz/N/hop)."""
 
     n_fft: int = 4096
     win_length: int = 2049  # Hamming window, zero padded to n_fft
@@ -79,7 +79,7 @@ class MaDSTFTConfig:
 
 @dataclass
 class MaDConfig:
-    """MaD (Mimilakis et al., seed 004). Defaults are the paper's sizes and GRU-NRI."""
+    """MaD (Mimilakis et al., ICASSP 2018). Defaults are the paper's sizes and GRU-NRI."""
 
     sources: list[str] = field(default_factory=lambda: ["vocals", "accompaniment"])
     audio_channels: int = 1
@@ -140,7 +140,7 @@ def check_config(cfg: MaDConfig) -> None:
 
 def recurrent_inference(decoder: Callable[[torch.Tensor], torch.Tensor], h_enc: torch.Tensor,
                         iterations: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 004's recurrent inference algorithm, with the stop decided per sequence.
+    """The MaD paper's recurrent inference algorithm, with the stop decided per sequence.
 
     ``S_0 = G_dec(H̃_enc)``; for ``i = 1..iterations``: ``H = G_dec(S_{i-1})``; a sequence whose
     ``MSE(S_{i-1}, H) < tau`` terminates with ``H``; the others store ``S_i = H`` and go on. The
@@ -187,7 +187,7 @@ def _init_gru(gru: nn.GRU) -> None:
 class BiGRUEncoder(nn.Module):
     """Masker encoder: bi-GRU with residual connections, context frames dropped.
 
-    (N, T, F) trimmed magnitudes → (N, T − 2L, 2F) H̃_enc (seed 004, "Proposed Approach").
+    (N, T, F) trimmed magnitudes → (N, T − 2L, 2F) H̃_enc (the MaD paper, "Proposed Approach").
     """
 
     def __init__(self, bins: int, context: int):
@@ -255,7 +255,7 @@ class MaD(SeparationModel):
     ``forward``: (B, C, T) → (B, S, C, T); ``separate`` also returns the masker's estimate as
     ``intermediate["masker"]``.
 
-    References: Mimilakis et al., ICASSP 2018 (seed 004), "Proposed Approach" and the recurrent
+    References: Mimilakis et al., ICASSP 2018, "Proposed Approach" and the recurrent
     inference algorithm.
     """
 

@@ -2,7 +2,8 @@
 
 Samuel, Ganeshan & Naradowsky, "Meta-learning Extractors for Music Source Separation", ICASSP 2020
 (Fig. 1–3, §2–3; reference code ``pfnet-research/meta-tasnet``), as summarised by the thesis
-(seed 003, §3.2.2, Fig. 3.4; §4.2.2 trains one 8 kHz stage) and MODELS.md §6:
+(Mocanu, "Musical source separation", master thesis, EPFL / Logitech, 2020; §3.2.2, Fig. 3.4;
+§4.2.2 trains one 8 kHz stage):
 
 - **parameter generation** (paper Fig. 1, thesis Fig. 3.4a): every source ("instrument") ``s`` has
   a learned embedding ``e_s`` (``embedding_dim``, the code's ``E_1 = 8``); each parameter tensor
@@ -16,7 +17,8 @@ Samuel, Ganeshan & Naradowsky, "Meta-learning Extractors for Music Source Separa
 - **encoder** (paper Fig. 3, thesis Fig. 3.4c): a conv branch ‖ an STFT-magnitude branch with a
   1×1 conv, concatenated, then a Conv-ReLU-Conv bottleneck: ``EncoderConfig(encoding="hybrid",
   filterbank="stft")`` built by :func:`~sepcore.models.filterbanks.build_encoding` (the thesis's
-  "Meta-TasNet encoder", also seed 000's S1);
+  "Meta-TasNet encoder", also S1 of the multi-band masking paper, Papantonakis et al., EUSIPCO
+  2022);
 - **multi-stage cascade** (paper Fig. 2, thesis Fig. 3.4b): ``stages`` sample rates (8, 16 and
   32 kHz in the paper). Stage ``k`` reads the mixture resampled to its rate; its latent size,
   kernel and stride are those of stage 0 times ``m_k = rate_k / rate_0``, so every stage has the
@@ -343,7 +345,7 @@ class MetaTasNet(SeparationModel):
     every stage's outputs; ``auxiliary_losses`` gives the paper's extra loss terms (see the module
     docstring for the formulas). ``intermediate`` is empty: the lower-rate stages are supervised at
     their own rates through ``auxiliary_losses``, not by ``train.aux_loss`` at ``sample_rate``.
-    References: Samuel et al. 2020, Fig. 1–3 and §2.3; seed 003 §3.2.2, §4.2.2; MODELS.md §6.
+    References: Samuel et al. 2020, Fig. 1–3 and §2.3; Mocanu 2020 (thesis) §3.2.2, §4.2.2.
     """
 
     has_intermediate = True

@@ -1,6 +1,7 @@
-"""Multi-band masking: one TCN separator per latent sub-band (seed 000, MODELS.md §2).
+"""Multi-band masking: one TCN separator per latent sub-band (the multi-band masking paper).
 
-"Multi-band Masking for Waveform-based Singing Voice Separation" (seed 000, Fig. 1 and Table 1):
+Papantonakis, Garoufis & Maragos, "Multi-band Masking for Waveform-based Singing Voice Separation",
+EUSIPCO 2022 (Fig. 1 and Table 1):
 the N-dim encoder latent is split into Q sub-bands; Q separators each read their own sub-band and
 produce the masks of that sub-space; the masks are concatenated and multiplied with the latent.
 With ``full_band`` an extra separator reads the whole latent and writes full-size masks; the band

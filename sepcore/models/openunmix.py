@@ -2,8 +2,9 @@
 
 Reads like the paper: Stöter, Uhlich, Liutkus and Mitsufuji, "Open-Unmix - A Reference
 Implementation for Music Source Separation", JOSS 4(41), 2019 (and its reference code,
-``openunmix/model.py`` and ``openunmix/filtering.py``), as the thesis (seed 003) describes it in
-§3.2.1 (Fig. 3.2) and uses it in chapters 4 and 6 (MODELS.md §7):
+``openunmix/model.py`` and ``openunmix/filtering.py``), as the thesis (Mocanu, "Musical source
+separation", master thesis, EPFL / Logitech, 2020) describes it in §3.2.1 (Fig. 3.2) and uses it
+in chapters 4 and 6:
 
 - STFT inside the model (Hann window ``n_fft`` 4096, hop 1024 at 44.1 kHz); the magnitude of every
   channel is the input, cropped to ``max_bin`` bins (the bins up to ``bandwidth`` = 16 kHz: 1487);
@@ -20,7 +21,7 @@ Implementation for Music Source Separation", JOSS 4(41), 2019 (and its reference
   (:func:`wiener`, ``wiener_iterations`` EM iterations, ``softmask``) of the reference
   ``Separator`` post-processes the estimates.
 
-Choices where the paper is silent or sepcore differs (written here as MODELS.md asks):
+Choices where the paper is silent or sepcore differs:
 
 - The loss is the trainer's (``train.loss``, ``mse`` in ``paper/umx.yaml``) on the waveforms
   after the iSTFT with the mixture phase, not MSE on magnitudes: the call contract keeps the
@@ -44,7 +45,7 @@ Published size: 8,893,348 parameters per target with the defaults (stereo, hidde
 1487 input bins, 2049 output bins), 35,573,392 for the four MUSDB targets (UMX-HQ ≈ 8.9 M per
 target).
 
-References: Stöter et al., JOSS 2019; thesis (seed 003) §3.2.1, Fig. 3.2, ch. 6; Nugraha, Liutkus
+References: Stöter et al., JOSS 2019; Mocanu 2020 (thesis) §3.2.1, Fig. 3.2, ch. 6; Nugraha, Liutkus
 and Vincent, "Multichannel audio source separation with deep neural networks", IEEE/ACM TASLP
 2016 (the EM Wiener filter of ``norbert``).
 """
@@ -223,7 +224,7 @@ class OpenUnmixNet(nn.Module):
 class OpenUnmix(SeparationModel):
     """Open-Unmix, one :class:`OpenUnmixNet` per source. ``forward``: (B, C, T) → (B, S, C, T).
 
-    References: Stöter et al., JOSS 2019; thesis (seed 003) §3.2.1 and Fig. 3.2.
+    References: Stöter et al., JOSS 2019; Mocanu 2020 (thesis) §3.2.1 and Fig. 3.2.
     """
 
     def __init__(self, cfg: OpenUnmixConfig):

@@ -1,7 +1,9 @@
 """Oracle separators: STFT IRM/IBM (thesis §4.1.2, eq. 4.1) and FB-IRM in a learned latent (§5.1).
 
+The thesis is Mocanu, "Musical source separation", master thesis, EPFL / Logitech, 2020.
+
 **IRM / IBM** (registered ``"irm"``, ``"ibm"``): with ``Y_j(f, t)`` the STFT of the true source j
-and ``X`` that of the mixture, the ideal ratio mask is ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (seed 003
+and ``X`` that of the mixture, the ideal ratio mask is ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (thesis
 eq. 4.1; α = 2 is the Wiener-like "power" oracle the thesis uses to predict how separable a class
 is, Tables 4.1–4.3; α = 1 the magnitude IRM of SiSEC 2018) and the ideal binary mask puts each bin
 wholly in its loudest source. The estimate is ``iSTFT(M_j · X)``. Both mask families sum to one
@@ -11,7 +13,7 @@ to the mixture (iSTFT is linear). Masks are computed per channel.
 **FB-IRM**: the ideal ratio mask in a learned latent (thesis §5.1, Fig. 5.1).
 
 "Given J encoded source signals y_j(n, t) [...] the Ideal Ratio Mask separator computes the mask
-to be applied to the mixture encoding as M_j = |y_j| / Σ_j' |y_j'|" (seed 003, ch. 5). The true
+to be applied to the mixture encoding as M_j = |y_j| / Σ_j' |y_j'|" (thesis, ch. 5). The true
 sources are encoded with the same encoder as the mixture, the masks multiply the mixture latent and
 the decoder synthesises each source. With no TCN to train, an encoder/decoder pair can be trained
 (gradients reach it through both the masks and the latent) and judged on its own, as the thesis
@@ -170,7 +172,7 @@ class STFTOracle(SeparationModel):
 
 
 class IRM(STFTOracle):
-    """Ideal ratio mask ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (seed 003 eq. 4.1)."""
+    """Ideal ratio mask ``M_j = |Y_j|^α / Σ_j' |Y_j'|^α`` (thesis eq. 4.1)."""
 
     def masks(self, magnitudes: torch.Tensor) -> torch.Tensor:
         """Source magnitudes (B, S, ...) → masks (B, S, ...) summing to one over S."""

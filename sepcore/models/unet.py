@@ -1,9 +1,9 @@
-"""U-Net on magnitude spectrogram patches with soft time-frequency masking (seed 002's baseline).
+"""U-Net on magnitude spectrogram patches with soft time-frequency masking (Jansson et al.).
 
 Reads like the paper: Jansson et al., "Singing voice separation with deep U-Net convolutional
-networks", ISMIR 2017 (§3), as seed 002 (Li et al., "Monaural singing voice separation using
-Fusion-Net with time-frequency masking", §II, Fig. 1, eqs. (1)–(4)) uses it as its baseline
-(MODELS.md §4):
+networks", ISMIR 2017 (§3), as the Fusion-Net paper (Li, Qian, Hasegawa-Johnson and Akagi,
+"Monaural singing voice separation using Fusion-Net with time-frequency masking", §II, Fig. 1,
+eqs. (1)–(4)) uses it as its baseline:
 
 - front end: mono audio at 8192 Hz, STFT with a 1024-sample Hann window and hop 768 (513 bins; the
   top, Nyquist, bin is dropped to get 512), magnitude patches of 512 bins × 128 frames (≈ 11.9 s);
@@ -11,7 +11,7 @@ Fusion-Net with time-frequency masking", §II, Fig. 1, eqs. (1)–(4)) uses it a
   batch norm and leaky ReLU 0.2 (512×128×1 → 8×2×512);
 - decoder: 6 strided 5×5 transposed convs back to 512×128, batch norm, plain ReLU, dropout 0.5 on
   the first three; concatenation skips from the encoder layer of the same size; a sigmoid mask out;
-- seed 002's two estimates ŷ1 (voice), ŷ2 (music), one network each, combined by the soft
+- Li et al.'s two estimates ŷ1 (voice), ŷ2 (music), one network each, combined by the soft
   time-frequency mask ŷi / (ŷ1 + ŷ2) ⊙ X (eq. 2), and the mixture phase P = angle(X) put back
   before the iSTFT (eqs. 3–4).
 
@@ -19,7 +19,7 @@ The spectrogram glue (STFT, patches, masks, iSTFT) is :class:`SpectrogramMasker`
 Fusion-Net (``sepcore.models.fusionnet``), which swaps only the network; :class:`ConvBlock2d` is
 the conv/deconv + BN + activation unit both networks are made of.
 
-Choices where the papers are silent (written here as MODELS.md asks):
+Choices where the papers are silent:
 
 - Stereo input is separated channel by channel with the same (monaural) network, as the papers
   downmix to mono; ``audio_channels: 1`` is the paper setting.
@@ -36,14 +36,15 @@ Choices where the papers are silent (written here as MODELS.md asks):
   sources at every bin and the estimates sum to the mixture (as reconstructed by STFT → iSTFT).
 - ``mask: soft`` is eq. (2) with a small ε added to every ŷi (masks stay a partition of one when
   all ŷi vanish); ``mask: sigmoid`` uses each network's sigmoid mask alone (Jansson et al.).
-- ``shared_network: false`` builds one network per source (the seed's two); ``true`` one network
+- ``shared_network: false`` builds one network per source (Li et al.'s two); ``true`` one network
   whose last layer has one output channel per source.
 - Convolutions keep their biases (TensorFlow/Keras defaults of both reference implementations).
 - Training goes through sepcore's trainer, whose loss (``train.loss``, e.g. ``l1``) is on the
   waveforms after the iSTFT rather than on magnitudes as eq. (1): the call contract keeps the
   trainer domain-free; the iSTFT is linear, so the waveform L1 still drives ŷ1, ŷ2 to the targets.
 
-References: Jansson et al., ISMIR 2017, §3 and Fig. 1; seed 002, §II-A/B, eqs. (1)–(4), Table I.
+References: Jansson et al., ISMIR 2017, §3 and Fig. 1; Li et al. (Fusion-Net paper), §II-A/B,
+eqs. (1)–(4), Table I.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ _EPS = 1e-8
 
 @dataclass
 class STFTConfig:
-    """The magnitude-spectrogram front end (Jansson et al. 2017, §3; seed 002, Fig. 1)."""
+    """The magnitude-spectrogram front end (Jansson et al. 2017, §3; Li et al., Fig. 1)."""
 
     n_fft: int = 1024  # window length in samples; n_fft // 2 bins are kept (Nyquist dropped)
     hop: int = 768
@@ -74,7 +75,7 @@ class STFTConfig:
 
 @dataclass
 class UNetConfig:
-    """Jansson et al.'s U-Net (seed 002's baseline). Defaults are the paper's sizes."""
+    """Jansson et al.'s U-Net (the Fusion-Net paper's baseline). Defaults are the paper's sizes."""
 
     sources: list[str] = field(default_factory=lambda: ["vocals", "accompaniment"])
     audio_channels: int = 1
@@ -85,7 +86,7 @@ class UNetConfig:
     leakiness: float = 0.2  # encoder leaky ReLU slope
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers with dropout (never the last)
-    mask: str = "soft"  # soft (seed 002 eq. 2) | sigmoid (Jansson et al.)
+    mask: str = "soft"  # soft (Li et al. eq. 2) | sigmoid (Jansson et al.)
     shared_network: bool = False  # one network with S outputs instead of one per source
 
 
@@ -193,7 +194,7 @@ class SpectrogramMasker(SeparationModel):
     """STFT → magnitude patches → per-source networks → masks → mixture phase → iSTFT.
 
     Subclasses implement :meth:`build_network` (``(N, 1, F, K)`` magnitudes → ``(N, n, F, K)``
-    masks in (0, 1)); everything else (seed 002, Fig. 1 and eqs. (2)–(4)) lives here.
+    masks in (0, 1)); everything else (Li et al., Fig. 1 and eqs. (2)–(4)) lives here.
     """
 
     def __init__(self, cfg):
@@ -203,7 +204,7 @@ class SpectrogramMasker(SeparationModel):
         num_sources = len(cfg.sources)
         if cfg.shared_network:
             self.networks = nn.ModuleList([self.build_network(num_sources)])
-        else:  # seed 002: one network per estimate ŷ1, ŷ2
+        else:  # Li et al.: one network per estimate ŷ1, ŷ2
             self.networks = nn.ModuleList(self.build_network(1) for _ in range(num_sources))
         self.register_buffer("window", torch.hann_window(cfg.stft.n_fft), persistent=False)
 
@@ -222,7 +223,7 @@ class SpectrogramMasker(SeparationModel):
     def stft(self, audio: torch.Tensor) -> torch.Tensor:
         """(M, T) real → (M, n_fft/2 + 1, 1 + ceil(T / hop)) complex, centred, zero padded.
 
-        The end is zero padded to a multiple of ``hop`` first: with hop > n_fft / 2 (the seed's
+        The end is zero padded to a multiple of ``hop`` first: with hop > n_fft / 2 (the paper's
         768 > 512) the last centred frame would otherwise not reach the final samples.
         """
         st = self.cfg.stft
@@ -275,9 +276,9 @@ class SpectrogramMasker(SeparationModel):
 
 
 class UNet(SpectrogramMasker):
-    """Jansson et al.'s U-Net with seed 002's soft masking. ``forward``: (B, C, T) → (B, S, C, T).
+    """Jansson et al.'s U-Net with Li et al.'s soft masking. ``forward``: (B, C, T) → (B, S, C, T).
 
-    References: Jansson et al., ISMIR 2017, §3; seed 002, §II-B and Fig. 4 (the U-Net baseline).
+    References: Jansson et al., ISMIR 2017, §3; Li et al., §II-B and Fig. 4 (the U-Net baseline).
     """
 
     def __init__(self, cfg: UNetConfig):

@@ -7,17 +7,18 @@ Reads like the paper (Stoller et al. 2018, §3 and Fig. 1; the reference impleme
   LeakyReLU (slope 0.2, Stoller's ``Utils.LeakyReLU``); the block output is kept as a skip, then
   decimated by 2 (every other sample);
 - a bottleneck ``Conv1d(f_d)`` with ``F_c · (L + 1)`` filters + LeakyReLU (or, for HTMD-Net's
-  denoiser, seed 001, an LSTM, see :class:`UNet1dConfig`);
+  denoiser, Garoufis et al., EUSIPCO 2021, an LSTM, see :class:`UNet1dConfig`);
 - ``L`` up-sampling blocks: ×2 interpolation (``linear``, or ``learned``: Stoller §3.2.2, one weight
   in [0, 1] per feature), concatenation with the skip of the same level, ``Conv1d(f_u = 5)`` with
   ``F_c · (L − i)`` filters + LeakyReLU;
 - the input concatenated to the last features and a 1×1 conv per source with ``tanh`` output
-  (Stoller's default ``output_activation``; seed 001 does not say what its Wave-U-Net baseline used,
+  (Stoller's default ``output_activation``; the HTMD-Net paper does not say what its baseline used,
   so the reference default is kept; ``linear`` is the option).
 
-Seed 001 (HTMD-Net, results and runtime tables) compares against a Wave-U-Net of 10.3 M parameters
-on mono 22.05 kHz MUSDB18 vocals: ``L = 12``, ``F_c = 24`` (Stoller's M4/M5 size) gives 10,263,002
-parameters for one mono source, see ``configs/paper/waveunet.yaml``.
+The HTMD-Net paper (Garoufis, Zlatintsi & Maragos, EUSIPCO 2021; results and runtime tables)
+compares against a Wave-U-Net of 10.3 M parameters on mono 22.05 kHz MUSDB18 vocals: ``L = 12``,
+``F_c = 24`` (Stoller's M4/M5 size) gives 10,263,002 parameters for one mono source, see
+``configs/paper/waveunet.yaml``.
 
 Two paddings (``padding``):
 
@@ -30,7 +31,8 @@ Two paddings (``padding``):
 
 Choices where the paper is silent for a PyTorch form: the per-source 1×1 output convs are one conv
 with ``S · C`` outputs (identical parameters); Stoller's "difference" output layer (last source =
-mixture − the others) is not implemented since the seed's systems estimate one source (vocals).
+mixture − the others) is not implemented since the HTMD-Net paper's systems estimate one source
+(vocals).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class UNet1dConfig:
 
     ``bottleneck_lstm_layers > 0`` replaces the bottleneck conv by a bidirectional LSTM of that many
     layers whose output width (``2 × hidden``) equals the conv's ``F_c · (L + 1)`` (HTMD-Net's
-    denoiser, seed 001 "LSTM placed in bottleneck"); 0 is Stoller's conv bottleneck.
+    denoiser, Garoufis et al. 2021: "LSTM placed in bottleneck"); 0 is Stoller's conv bottleneck.
     """
 
     num_layers: int = 12  # L: down-sampling (and up-sampling) blocks
@@ -274,7 +276,7 @@ class UNet1d(nn.Module):
 class WaveUNet(SeparationModel):
     """Wave-U-Net separator: mixture (B, C, T) → sources (B, S, C, T).
 
-    References: Stoller, Ewert & Dixon, ISMIR 2018; seed 001's Wave-U-Net baseline (10.3 M).
+    References: Stoller, Ewert & Dixon, ISMIR 2018; the HTMD-Net paper's baseline (10.3 M).
     """
 
     def __init__(self, cfg: WaveUNetConfig):

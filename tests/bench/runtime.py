@@ -1,10 +1,12 @@
-"""Runtime of HTMD-Net, Conv-TasNet* and Wave-U-Net on one song (seed 001, runtime table).
+"""Runtime of HTMD-Net, Conv-TasNet* and Wave-U-Net on one song (HTMD-Net paper, runtime table).
 
 Builds the three models from their paper configs (``sepcore/configs/paper/{htmd,convtasnet_star,
 waveunet}.yaml``, untrained weights), separates the same ``--seconds`` of mono 22.05 kHz noise with
 :func:`sepcore.separate.apply_model` under ``torch.no_grad`` (one warm-up, median of ``--runs``),
-and prints seconds and ratios to HTMD-Net beside seed 001's table. The seed states neither the
-units nor the audio length of its "CPU-time"/"GPU-time" columns; only the ratios compare.
+and prints seconds and ratios to HTMD-Net beside the runtime table of the HTMD-Net paper (Garoufis,
+Zlatintsi & Maragos, "HTMD-Net: A Hybrid Masking-Denoising Approach to Time-Domain Monaural Singing
+Voice Separation", EUSIPCO 2021). The paper states neither the units nor the audio length of its
+"CPU-time"/"GPU-time" columns; only the ratios compare.
 
 Usage: ``python tests/bench/runtime.py [--device cuda] [--seconds 30] [--runs 3]``
 """
@@ -22,8 +24,8 @@ from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sepcore.separate import apply_model
 
-# seed 001, runtime table: (CPU-time, GPU-time, # params)
-SEED = {
+# the HTMD-Net paper, runtime table: (CPU-time, GPU-time, # params)
+PAPER = {
     "HTMD-Net": ("htmd", 50.5, 0.14, "4.5M"),
     "Conv-TasNet*": ("convtasnet_star", 130.7, 0.65, "5.5M"),
     "Wave-U-Net": ("waveunet", 13.6, 0.07, "10.3M"),
@@ -62,20 +64,20 @@ def main() -> None:
     torch.manual_seed(0)
     mixture = 0.1 * torch.randn(1, int(args.seconds * 22050))  # (C=1, T) mono 22.05 kHz
     results = {name: time_model(paper, mixture, device, args.runs, args.segment)
-               for name, (paper, *_) in SEED.items()}
+               for name, (paper, *_) in PAPER.items()}
     column = 1 if device.type == "cpu" else 2
-    ref_ours, ref_seed = results["HTMD-Net"][1], SEED["HTMD-Net"][column]
+    ref_ours, ref_paper = results["HTMD-Net"][1], PAPER["HTMD-Net"][column]
     print(f"{args.seconds:g} s of mono 22.05 kHz audio on {device}, segment {args.segment:g} s, "
           f"median of {args.runs} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    seed_label = "seed " + ("CPU" if column == 1 else "GPU")
+    paper_label = "paper " + ("CPU" if column == 1 else "GPU")
     header = (f"{'model':<14}{'params':>12}{'seconds':>10}{'ratio':>8}   "
-              f"{seed_label:>9}{'seed ratio':>12}{'seed params':>13}")
+              f"{paper_label:>9}{'paper ratio':>12}{'paper params':>13}")
     print(header)
     print("-" * len(header))
     for name, (params, seconds) in results.items():
-        seed_time, seed_params = SEED[name][column], SEED[name][3]
+        paper_time, paper_params = PAPER[name][column], PAPER[name][3]
         print(f"{name:<14}{params:>12,}{seconds:>10.2f}{seconds / ref_ours:>8.2f}   "
-              f"{seed_time:>9g}{seed_time / ref_seed:>12.2f}{seed_params:>13}")
+              f"{paper_time:>9g}{paper_time / ref_paper:>12.2f}{paper_params:>13}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def test_evaluate_reports_pes_and_vad(synth_root, cache_dir, tmp_path):
 
 
 def test_single_source_models_are_scored_with_the_residual(synth_root, cache_dir, tmp_path):
-    """A vocals-only model (seed 001) gets BSSEval scores: accompaniment = mixture − vocals."""
+    """A vocals-only model (as HTMD-Net) gets BSSEval scores: accompaniment = mixture − vocals."""
     import dataclasses
 
     import torch

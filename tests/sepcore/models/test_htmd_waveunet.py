@@ -1,4 +1,9 @@
-"""HTMD-Net and Wave-U-Net (seed 001): sizes, contract, checkpoints, deep supervision, training."""
+"""HTMD-Net and Wave-U-Net: sizes, contract, checkpoints, deep supervision, training.
+
+The paper configurations are those of the HTMD-Net paper (Garoufis, Zlatintsi & Maragos,
+"HTMD-Net: A Hybrid Masking-Denoising Approach to Time-Domain Monaural Singing Voice Separation",
+EUSIPCO 2021).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from sepcore.models.htmd import HTMDNet
 from sepcore.separate import apply_model
 from sepcore.train import _training_loss, fit
 
-SEED_RATE = 22050  # seed 001: MUSDB18 downmixed to mono, resampled to 22.05 kHz
+PAPER_RATE = 22050  # the paper: MUSDB18 downmixed to mono, resampled to 22.05 kHz
 SMALL_UNET = {"num_layers": 4, "num_filters": 4}
 SMALL_HTMD = {
     "encoder": {"N": 32, "L": 16, "stride": 8},
@@ -47,7 +52,7 @@ def paper_models():
     return models
 
 
-# --- paper configurations (seed 001, runtime/parameter table) ----------------------------------
+# --- paper configurations (HTMD-Net paper, runtime/parameter table) ---------------------------
 
 
 @pytest.mark.parametrize("paper,target", [("htmd", 4.5e6), ("convtasnet_star", 5.5e6),
@@ -56,13 +61,13 @@ def test_paper_parameter_counts(paper, target, paper_models):
     cfg, model = paper_models[paper]
     params = count_parameters(model)
     assert abs(params - target) / target <= 0.03, (paper, params, target)
-    assert model.sample_rate == SEED_RATE and model.audio_channels == 1
+    assert model.sample_rate == PAPER_RATE and model.audio_channels == 1
     assert model.sources == ["vocals"] and cfg.data.targets == ["vocals"]
 
 
 def test_htmd_paper_structure(paper_models):
-    """Seed 001 "Network Parameters": R=1, X=9, BN, LeakyReLU; halved Wave-U-Net with 12 blocks
-    and an LSTM in the bottleneck; the loss weights of the chosen table row."""
+    """The HTMD-Net paper's "Network Parameters": R=1, X=9, BN, LeakyReLU; halved Wave-U-Net with
+    12 blocks and an LSTM in the bottleneck; the loss weights of the chosen table row."""
     cfg, model = paper_models["htmd"]
     masker = model.cfg.masker
     assert (masker.R, masker.X, masker.norm, masker.activation) == (1, 9, "BN", "leakyrelu")
@@ -75,10 +80,10 @@ def test_htmd_paper_structure(paper_models):
 
 
 @pytest.mark.parametrize("paper", ["htmd", "convtasnet_star", "waveunet"])
-def test_paper_models_shapes_at_seed_input(paper, paper_models):
-    """One second of mono 22.05 kHz audio (the seed gives no chunk size)."""
+def test_paper_models_shapes_at_paper_input(paper, paper_models):
+    """One second of mono 22.05 kHz audio (the paper gives no chunk size)."""
     _, model = paper_models[paper]
-    length = SEED_RATE
+    length = PAPER_RATE
     with torch.no_grad():
         out = model(torch.randn(1, 1, length))
     assert out.shape == (1, 1, 1, length)
@@ -88,7 +93,7 @@ def test_paper_models_shapes_at_seed_input(paper, paper_models):
 @pytest.mark.parametrize("paper", ["htmd", "waveunet"])
 def test_paper_models_any_length(paper, paper_models):
     _, model = paper_models[paper]
-    for length in (1, 1000, 3 * SEED_RATE + 17):
+    for length in (1, 1000, 3 * PAPER_RATE + 17):
         with torch.no_grad():
             out = model(torch.randn(1, 1, length))
         assert out.shape == (1, 1, 1, length), (paper, length)
@@ -187,7 +192,7 @@ def test_save_load_roundtrip_same_output(name, tmp_path):
     assert loaded_cfg.model == model.cfg
 
 
-# --- deep supervision (seed 001: β·L_a + α·L_d) ---------------------------------------------------
+# --- deep supervision (HTMD-Net paper: β·L_a + α·L_d) ---------------------------------------------
 
 
 def _masking_grads(model, mixture, targets, tc) -> list[torch.Tensor]:

@@ -1,5 +1,5 @@
-"""MaD (seed 004): shapes, any length, residual accompaniment, training, parameter counts,
-recurrent inference, and the generalised KL loss against its closed form."""
+"""MaD (Mimilakis et al., ICASSP 2018): shapes, any length, residual accompaniment, training,
+parameter counts, recurrent inference, and the generalised KL loss against its closed form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""U-Net (Jansson et al. 2017) and Fusion-Net (seed 002): Table I shapes, any length, soft masks,
+"""U-Net (Jansson et al. 2017) and Fusion-Net (Li et al.): Table I shapes, any length, soft masks,
 save/load, parameter counts and one training step."""
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from sepcore.models.unet import UNet2d, UNetConfig
 
 NAMES = ("unet", "fusionnet")
 RATE = 8192
-SEED_STFT = {"n_fft": 1024, "hop": 768, "patch_frames": 128}
+PAPER_STFT = {"n_fft": 1024, "hop": 768, "patch_frames": 128}
 SMALL_STFT = {"n_fft": 256, "hop": 192, "patch_frames": 16}
 CONFIGS = Path(sepcore.__file__).parent / "configs" / "paper"
 
-# Seed 002, Table I (H × W × D = bins × frames × channels): block -> (input size, output size)
+# The Fusion-Net paper (Li, Qian, Hasegawa-Johnson & Akagi), Table I
+# (H × W × D = bins × frames × channels): block -> (input size, output size)
 TABLE_I = {
     "DS1": ((512, 128, 1), (256, 64, 16)),
     "DS2": ((256, 64, 16), (128, 32, 32)),
@@ -72,8 +73,8 @@ def test_fusionnet_every_block_matches_table_1():
     assert out.shape == (1, 1, 512, 128) and 0 <= out.min() and out.max() <= 1
 
 
-def test_unet_layers_at_seed_size():
-    """Jansson et al. (and seed 002's Table I sizes): 512×128×1 → … → 8×2×512 → … → 512×128×1."""
+def test_unet_layers_at_paper_size():
+    """Jansson et al. (and Li et al.'s Table I sizes): 512×128×1 → … → 8×2×512 → … → 512×128×1."""
     net = UNet2d(UNetConfig(), out_channels=1).eval()
     seen: list[tuple] = []
     for block in [*net.encoder, *net.decoder]:
@@ -90,7 +91,7 @@ def test_unet_layers_at_seed_size():
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_any_length_gives_exactly_t_samples(name, channels):
-    model = small(name, stft=SEED_STFT, audio_channels=channels).eval()
+    model = small(name, stft=PAPER_STFT, audio_channels=channels).eval()
     for length in (1, 1000, 3 * RATE + 17):
         with torch.no_grad():
             out = model(torch.randn(2, channels, length))
@@ -111,7 +112,7 @@ def test_paper_unet_any_length():
 @pytest.mark.parametrize("stft,length", [
     (SMALL_STFT, 5000),  # tail 5000 % 192 = 8 samples after the last hop
     (SMALL_STFT, 3990),  # tail 150 > n_fft / 2: beyond the reach of the last centred frame
-    (SEED_STFT, 3 * 768 + 700),  # the seed's hop 768 > n_fft / 2 = 512
+    (PAPER_STFT, 3 * 768 + 700),  # the paper's hop 768 > n_fft / 2 = 512
 ])
 def test_soft_masks_sum_to_the_mixture(name, train, stft, length):
     """Eq. (2)'s masks sum to one, so the estimates sum to the mixture's own STFT → iSTFT."""
