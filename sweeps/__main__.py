@@ -74,10 +74,12 @@ def _cmd_submit(args) -> int:
 
     load_sweep(args.file, profile=args.profile, overrides=args.overrides)  # fail before submitting
     env_vars = {}
-    for item in args.env or []:
+    for number, item in enumerate(args.env or [], 1):
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SweepError(f"--env {item!r} is not of the form KEY=VALUE", key="--env")
+        if not sep or not key.strip():
+            # the item is not echoed: it may hold a secret (a token pasted without its KEY=)
+            raise SweepError(f"--env number {number} is not of the form KEY=VALUE (its text is "
+                             f"not shown: it may hold a secret)", key="--env")
         env_vars[key] = value
     job_id = submit(args.file, address=args.address, profile=args.profile,
                     overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars)

@@ -217,8 +217,9 @@ def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | 
     state_file = folder / SWEEP_STATE
     if sweep_file is None:
         if not state_file.is_file():
-            raise SweepError(f"{experiment} holds no {SWEEP_STATE}; pass the sweep file with "
-                             f"--file", key="experiment", file=str(experiment))
+            raise SweepError(f"not found (is {experiment} a folder printed by `sweeps run`?); "
+                             f"pass the sweep file with --file", key="experiment",
+                             file=str(state_file))
         state = json.loads(state_file.read_text())
         sweep_file, profile = state["file"], state["profile"]
         overrides = state["overrides"]

@@ -32,11 +32,14 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """Config value, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns.db``; local sqlite
-    paths are made absolute so that trials (in other working directories) write the same file."""
+    files and plain folder paths are made absolute so that trials (which Tune runs in their own
+    working directories) write the same store. Server URIs (``http://…``) are left as they are."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    elif ":" not in uri and uri != "databricks":  # a folder (MLflow's file store): ``mlruns``
+        uri = str(Path(uri).resolve())
     return uri
 
 
@@ -60,7 +63,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 def find_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str) -> str | None:
     runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{SWEEP_TAG}` = '{_quote(sweep_key)}' and tags.`{KIND_TAG}` = 'sweep'"),
+        f"tags.`{SWEEP_TAG}` = {_literal(sweep_key)} and tags.`{KIND_TAG}` = 'sweep'"),
         max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
 
@@ -83,8 +86,17 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"), max_results=5000)
 
 
-def _quote(value: str) -> str:
-    return value.replace("'", "\\'")
+def _literal(value: str) -> str:
+    """``value`` as a string literal of MLflow's search syntax (which has no escapes: a value
+    with a single quote is written in double quotes)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    from sweeps.errors import SweepError
+
+    raise SweepError(f"{value!r} holds both kinds of quotes: MLflow cannot search for it",
+                     key="tracking")
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,7 +124,7 @@ class TrialRun:
              run_name: str, params: dict[str, Any], tags: dict[str, str]) -> TrialRun:
         client = MlflowClient(tracking_uri)
         runs = client.search_runs([experiment_id], filter_string=(
-            f"tags.`{TRIAL_TAG}` = '{_quote(trial_id)}' and "
+            f"tags.`{TRIAL_TAG}` = {_literal(trial_id)} and "
             f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"), max_results=2)
         if runs:
             client.update_run(runs[0].info.run_id, status="RUNNING")
@@ -156,18 +168,23 @@ def terminate(client: MlflowClient, run_id: str, status: str = "FINISHED") -> No
 
 
 def find_sweep_run(client: MlflowClient, sweep: str):
-    """A sweep's parent run by run id or by run name (any experiment)."""
+    """A sweep's parent run by run id or by run name (any experiment; the newest of that name)."""
     from mlflow.exceptions import MlflowException
 
     from sweeps.errors import SweepError
 
     try:
-        return client.get_run(sweep)
+        run = client.get_run(sweep)
     except MlflowException:
         pass
+    else:
+        if run.data.tags.get(KIND_TAG) != "sweep":
+            raise SweepError(f"run {sweep} is not a sweep's parent run (its {KIND_TAG} tag is "
+                             f"{run.data.tags.get(KIND_TAG)!r})", key="sweep")
+        return run
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, filter_string=(
-        f"tags.`{KIND_TAG}` = 'sweep' and attributes.run_name = '{_quote(sweep)}'"),
+        f"tags.`{KIND_TAG}` = 'sweep' and attributes.run_name = {_literal(sweep)}"),
         max_results=1, order_by=["attributes.start_time DESC"])
     if not runs:
         raise SweepError(f"no sweep run named {sweep!r} in the tracking store", key="sweep")

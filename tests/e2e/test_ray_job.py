@@ -7,31 +7,29 @@ import hashlib
 import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from sweeps.tracking import child_runs
+from tests.procs import BIN, run_group, start_ray_head
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """`ray start --head` on loopback with token authentication; yields (address, env)."""
+    """`ray start --head` on loopback with token authentication; yields (address, env).
+
+    The head has its own temp folder and process group; the finalizer ends exactly that group
+    (also when a test fails) and checks that no Ray process of that folder is left.
+    """
     import ray
 
     if ray.is_initialized():
@@ -39,27 +37,17 @@ def ray_head(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray-head")
     token = folder / "auth_token"
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    port, dashboard = _free_port(), _free_port()
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                    str(dashboard), "--num-cpus", "2", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    address = f"http://127.0.0.1:{dashboard}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    head = start_ray_head(env, num_cpus=2, ready_codes=(200, 401))
     try:
         # token authentication is on: a request without the token is refused
-        import urllib.error
-        import urllib.request
-
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{address}/api/jobs/", timeout=10)
+            urllib.request.urlopen(f"{head.address}/api/jobs/", timeout=10)
         assert err.value.code == 401
-        yield address, env
+        yield head.address, head.env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)
+        strays = head.stop()
+        assert not strays, f"Ray processes outlived the head's process group: {strays}"
 
 
 def _overrides(tmp: Path, root: Path, cache: Path) -> list[str]:
@@ -94,7 +82,7 @@ def test_ray_job_submit_cli(ray_head, synth_root, cache_dir, tmp_path):
            "--runtime-env-json", runtime_env, "--submission-id", "sepcore-e2e-cli", "--",
            "python", "-m", "sweeps", "run", "sweeps/demo.yaml", "--profile", "smoke",
            *_overrides(tmp_path, synth_root, cache_dir)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
+    done = run_group(cmd, timeout=500, cwd=REPO, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr
     _check_mlflow(uri, trials=2, submission_id="sepcore-e2e-cli")
@@ -104,18 +92,17 @@ def test_sweeps_submit_sdk(ray_head, synth_root, cache_dir, tmp_path):
     """`python -m sweeps submit` (Job Submission SDK), followed with `ray job status`."""
     address, env = ray_head
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    done = subprocess.run(
+    done = run_group(
         [sys.executable, "-m", "sweeps", "submit", "sweeps/demo.yaml", "--address", address,
          "--profile", "smoke", *_overrides(tmp_path, synth_root, cache_dir)],
-        cwd=REPO, env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True,
-        timeout=120)
+        timeout=120, cwd=REPO, env={**env, "MLFLOW_TRACKING_URI": uri})
     assert done.returncode == 0, done.stderr[-3000:]
     job_id = done.stdout.split("submitted job ", 1)[1].split()[0]
     assert f"ray job logs --address {address} --follow {job_id}" in done.stdout
     deadline = time.time() + 400
     while True:
-        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, job_id],
-                                env=env, capture_output=True, text=True, timeout=60)
+        status = run_group([str(BIN / "ray"), "job", "status", "--address", address, job_id],
+                           timeout=60, env=env)
         text = status.stdout + status.stderr
         if "SUCCEEDED" in text or "succeeded" in text:
             break

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import textwrap
 
 import pytest
@@ -57,11 +60,83 @@ def tiny_sweep(synth_root, cache_dir, tmp_path, monkeypatch):
     return make
 
 
+class LocalRay:
+    """The test process's own local Ray: private temp folder, loopback, 2 CPUs.
+
+    ``isolated(env_vars)`` runs a block on a separate instance whose workers get ``env_vars``
+    (the job's runtime_env: nothing is set in this process's environment) and then brings back a
+    clean instance, checked to carry none of those variables.
+    """
+
+    def __init__(self):
+        self.temp_dir = None
+
+    def start(self, env_vars: dict[str, str] | None = None) -> None:
+        import ray
+
+        from tests.procs import short_tmpdir
+
+        if ray.is_initialized():
+            ray.shutdown()
+        self.temp_dir = short_tmpdir()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=str(self.temp_dir),
+                 runtime_env={"env_vars": dict(env_vars)} if env_vars else None)
+
+    def stop(self) -> None:
+        import ray
+
+        from tests.procs import kill_strays
+
+        ray.shutdown()
+        if self.temp_dir is not None:
+            strays = kill_strays(str(self.temp_dir))
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
+            assert not strays, f"Ray processes outlived ray.shutdown(): {strays}"
+
+    def worker_env(self, names: list[str]) -> dict[str, str | None]:
+        """What a fresh Ray worker of the current instance sees for ``names``."""
+        import ray
+
+        @ray.remote(num_cpus=0)
+        def read(keys):
+            return {k: os.environ.get(k) for k in keys}
+
+        return ray.get(read.remote(names), timeout=120)
+
+    @contextlib.contextmanager
+    def isolated(self, env_vars: dict[str, str]):
+        self.stop()
+        try:
+            self.start(env_vars)
+            yield
+        finally:
+            self.stop()
+            self.start()
+            leaked = {k: v for k, v in self.worker_env(list(env_vars)).items() if v is not None}
+            assert not leaked, f"the shared Ray's workers inherited {leaked}"
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for a test module (2 CPUs), shut down afterwards."""
+    """One local Ray for a test module, on 127.0.0.1 in its own temp folder; stopped (and
+    checked for stray processes) afterwards."""
     import ray
+    import ray._private.ray_constants as ray_constants
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    from tests.procs import LOOPBACK_RAY_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        # Ray's single-node mode: it otherwise binds the host's network address
+        mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        for key, value in LOOPBACK_RAY_ENV.items():
+            mp.setenv(key, value)
+        if ray.is_initialized():
+            ray.shutdown()
+        handle = LocalRay()
+        handle.start()
+        try:
+            yield handle
+        finally:
+            handle.stop()

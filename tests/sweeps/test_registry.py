@@ -129,7 +129,8 @@ def test_promote_by_version_and_run(client: MlflowClient, name: str, register) -
 
     assert promote(client, name, version=third.version, alias="staging") == third.version
     assert _aliases(client, name)["champion"] == first.version  # other aliases leave champion
-    assert second_run != first_run
+    assert promote(client, name, run_id=second_run) == second.version  # by run: its own version
+    assert _aliases(client, name)["champion"] == second.version
 
 
 def test_promote_unknown_targets_raise(client: MlflowClient, name: str, register) -> None:

@@ -1,0 +1,235 @@
+"""Processes and ports for the tests: servers on 127.0.0.1, each stopped by the pids it started.
+
+One place for what the orchestration tests share:
+
+* ``short_tmpdir``: a private temp folder short enough for Ray's unix sockets (~107 characters).
+* ``LOOPBACK_RAY_ENV``: Ray's single-node mode. Ray replaces ``--node-ip-address 127.0.0.1`` by the
+  host's network address; with this variable every Ray process binds 127.0.0.1.
+* ``free_port``: only a *candidate* (another process may take it before the server binds it);
+  callers start the server, check that it is serving and retry with new ports when it is not.
+* ``start_ray_head``: ``ray start --head --block`` in its own process group and ``--temp-dir``,
+  GCS and dashboard on port 0 (Ray picks, the test reads the dashboard's port back from its log),
+  retried with fresh ports when the head does not come up.
+* ``stop_group`` / ``run_group``: end a process group the test started; ``pids_mentioning`` /
+  ``kill_strays``: find what is left of it by its temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def short_tmpdir(prefix: str = "r") -> Path:
+    """A fresh folder under /tmp with a short path (Ray's socket paths must fit 107 bytes)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (a candidate: retry if the bind fails)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (e.g. a private temp folder)."""
+    found = []
+    for pid in _pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in cmdline and state != "Z":
+            found.append(pid)
+    return found
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    found = []
+    for pid in _pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(pid)
+    return found
+
+
+def _wait_gone(pids_of, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := pids_of()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """End the process group led by ``proc`` (started with ``start_new_session``): SIGTERM to
+    the leader (``ray start --block`` then stops its children in order), after ``grace`` seconds
+    SIGTERM to the group, then SIGKILL to what is left of it; reaps ``proc``."""
+    pgid = proc.pid
+    steps = ((lambda sig: os.kill(pgid, sig), signal.SIGTERM, grace),
+             (lambda sig: os.killpg(pgid, sig), signal.SIGTERM, min(grace, 5.0)),
+             (lambda sig: os.killpg(pgid, sig), signal.SIGKILL, 10.0))
+    if proc.poll() is not None:
+        steps = steps[1:]  # the leader has ended: only its group is left
+    for send, sig, wait in steps:
+        if not pids_in_group(pgid):
+            break
+        try:
+            send(sig)
+        except ProcessLookupError:
+            pass
+        if not _wait_gone(lambda: pids_in_group(pgid), wait):
+            break
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def kill_strays(text: str, grace: float = 10.0) -> list[int]:
+    """Processes still mentioning ``text`` after ``grace`` seconds, SIGKILLed one by one by pid.
+
+    Returns their pids: a test asserts the list is empty (its processes all ended cleanly).
+    """
+    left = _wait_gone(lambda: pids_mentioning(text), grace)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def run_group(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new process group that is always ended afterwards (on success,
+    on timeout, on failure): whatever the command started dies with it. Its output goes through
+    files, so a child that keeps the output open cannot make the call wait."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True,
+                                **kwargs)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            timed_out = proc.poll() is None
+            if timed_out or pids_in_group(proc.pid):
+                stop_group(proc, grace=5.0)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        raise AssertionError(f"{cmd[:4]} ran past {timeout} s:\n{stdout[-3000:]}\n"
+                             f"{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+# --- a Ray head on loopback -----------------------------------------------------------------------
+
+
+@dataclass
+class RayHead:
+    """A running ``ray start --head --block`` (its own process group and temp folder)."""
+
+    proc: subprocess.Popen
+    temp_dir: Path
+    address: str  # the dashboard / Job Submission API, http://127.0.0.1:PORT
+    env: dict[str, str]
+
+    def stop(self) -> list[int]:
+        """End the head's process group; returns the pids of strays (killed) that mention its
+        temp folder: a clean stop returns []."""
+        stop_group(self.proc)
+        strays = kill_strays(str(self.temp_dir))
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return strays
+
+
+_DASHBOARD_LINE = re.compile(r"Dashboard head http address: (\S+):(\d+)")
+
+
+def _dashboard_port(temp_dir: Path) -> int | None:
+    log = temp_dir / "session_latest" / "logs" / "dashboard.log"
+    try:
+        found = _DASHBOARD_LINE.findall(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found[-1][1]) if found else None
+
+
+def _serving(address: str, ready_codes: tuple[int, ...]) -> bool:
+    try:
+        urllib.request.urlopen(f"{address}/api/jobs/", timeout=5)
+        return 200 in ready_codes
+    except urllib.error.HTTPError as err:
+        return err.code in ready_codes
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def start_ray_head(env: dict[str, str], num_cpus: int = 2, attempts: int = 3,
+                   timeout: float = 240.0, ready_codes: tuple[int, ...] = (200,)) -> RayHead:
+    """Start a Ray head on 127.0.0.1 and wait until its Job API answers with ``ready_codes``.
+
+    GCS, dashboard and dashboard agent take port 0 (chosen by the process that binds it; the
+    dashboard's is read back from its log); the Ray Client server cannot, so it gets a candidate
+    port, and a head that dies or does not serve within ``timeout`` is stopped and started again
+    with new ports and a new temp folder.
+    """
+    env = {**env, **LOOPBACK_RAY_ENV, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    failures = []
+    for _ in range(attempts):
+        temp_dir = short_tmpdir()
+        client_port = free_port()
+        cmd = [str(BIN / "ray"), "start", "--head", "--block", "--temp-dir", str(temp_dir),
+               "--node-ip-address", "127.0.0.1", "--port", "0", "--dashboard-host", "127.0.0.1",
+               "--dashboard-port", "0", "--dashboard-agent-listen-port", "0",
+               "--ray-client-server-port", str(client_port), "--num-cpus", str(num_cpus),
+               "--disable-usage-stats"]
+        with open(temp_dir / "ray-start.log", "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        head = RayHead(proc, temp_dir, "", env)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            port = _dashboard_port(temp_dir)
+            if port and is_listening(client_port):
+                head.address = f"http://127.0.0.1:{port}"
+                if _serving(head.address, ready_codes):
+                    return head
+            time.sleep(0.5)
+        text = (temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+        failures.append(f"exit code {proc.poll()}, client port {client_port}:\n{text}")
+        strays = head.stop()
+        assert not strays, f"processes of a failed Ray head outlived it: {strays}"
+    raise AssertionError("the Ray head did not come up:\n" + "\n---\n".join(failures))

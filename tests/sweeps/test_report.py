@@ -1,0 +1,115 @@
+"""The sweep comparison: child runs grouped by configuration (seeds pooled into mean ± std),
+best configuration first for ``mode=max`` and ``mode=min``, written as text, CSV and PNG.
+
+The runs are written by hand into a sqlite MLflow store with values whose mean and sample
+standard deviation are exact in binary floating point, so every number is checked exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from sweeps.report import collect_rows, format_rows, sweep_report
+
+# configuration (searched num_bands, lr) -> {seed: (best_valid_sisdr, test_vocals_SDR)}
+RUNS = {
+    ("1", "0.001"): {42: (1.0, 0.0), 43: (2.0, 6.0), 44: (3.0, 12.0)},  # 2 ± 1,  6 ± 6
+    ("2", "0.001"): {42: (6.0, 1.0), 43: (8.0, 1.0), 44: (4.0, 1.0)},  # 6 ± 2,  1 ± 0
+    ("4", "0.01"): {42: (5.0, math.nan)},  # one seed, never tested: 5 ± 0, no test column
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A parent run and its 7 child runs; returns (client, experiment id, parent run id)."""
+    folder = tmp_path_factory.mktemp("report")
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    experiment = client.create_experiment("report", artifact_location=folder.as_uri())
+    parent = client.create_run(experiment, tags={"sepcore.kind": "sweep"}).info.run_id
+    for (bands, lr), seeds in RUNS.items():
+        for seed, (valid, vocals) in seeds.items():
+            run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+            params = {"search.model.num_bands": bands, "search.train.lr": lr,
+                      "search.train.seed": str(seed), "model.num_bands": bands,
+                      "train.seed": str(seed)}
+            metrics = {"best_valid_sisdr": valid, "params": 1.5e6 * int(bands),
+                       "epoch": 3.0 if lr == "0.001" else 1.0}
+            if not math.isnan(vocals):
+                metrics["test_vocals_SDR"] = vocals
+            client.log_batch(run, params=[Param(k, v) for k, v in params.items()],
+                             metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    client.create_run(experiment)  # a run of another sweep is not counted
+    return client, experiment, parent
+
+
+def test_rows_group_seeds_per_configuration(sweep):
+    client, experiment, parent = sweep
+    rows, columns = collect_rows(client, experiment, parent, "valid_sisdr", "max")
+    assert columns == ["best_valid_sisdr", "test_vocals_SDR"]
+    by_config = {r["config"]: r for r in rows}
+    assert set(by_config) == {"model.num_bands=1, train.lr=0.001",
+                              "model.num_bands=2, train.lr=0.001",
+                              "model.num_bands=4, train.lr=0.01"}  # the seed is not a config
+    one, two, four = (by_config[f"model.num_bands={b}, train.lr={lr}"]
+                      for b, lr in RUNS)
+    assert (one["runs"], two["runs"], four["runs"]) == (3, 3, 1)
+    assert one["best_valid_sisdr"] == (2.0, 1.0)  # mean, sample standard deviation
+    assert one["test_vocals_SDR"] == (6.0, 6.0)
+    assert two["best_valid_sisdr"] == (6.0, 2.0) and two["test_vocals_SDR"] == (1.0, 0.0)
+    assert four["best_valid_sisdr"] == (5.0, 0.0)
+    assert all(math.isnan(v) for v in four["test_vocals_SDR"])
+    assert (one["params"], four["params"]) == (1.5e6, 6e6)
+    assert (one["epochs"], four["epochs"]) == (3.0, 1.0)
+
+
+def test_best_configuration_first_for_max_and_min(sweep):
+    client, experiment, parent = sweep
+    rows, _ = collect_rows(client, experiment, parent, "valid_sisdr", "max")
+    assert [r["best_valid_sisdr"][0] for r in rows] == [6.0, 5.0, 2.0]
+    rows, _ = collect_rows(client, experiment, parent, "valid_sisdr", "min")
+    assert [r["best_valid_sisdr"][0] for r in rows] == [2.0, 5.0, 6.0]  # the minimum is best
+
+
+def test_a_configuration_without_the_metric_goes_last(sweep, tmp_path):
+    client, experiment, parent = sweep
+    run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+    client.log_param(run, "search.model.num_bands", "8")  # crashed before its first report
+    try:
+        for mode in ("max", "min"):
+            rows, _ = collect_rows(client, experiment, parent, "valid_sisdr", mode)
+            assert rows[-1]["config"] == "model.num_bands=8" and len(rows) == 4
+            assert math.isnan(rows[-1]["best_valid_sisdr"][0])
+    finally:
+        client.delete_run(run)
+
+
+def test_text_csv_and_png_are_written_and_logged(sweep, tmp_path):
+    client, experiment, parent = sweep
+    text = sweep_report(client, experiment, parent, "valid_sisdr", "min", tmp_path / "out")
+    lines = text.splitlines()
+    assert lines[0].split() == ["config", "runs", "best_valid_sisdr", "vocals_SDR", "params",
+                                "epochs"]
+    assert lines[2].split() == ["model.num_bands=1,", "train.lr=0.001", "3", "2.00±1.00",
+                                "6.00±6.00", "1.50M", "3"]
+    assert lines[3].split()[-4:] == ["5.00", "-", "6.00M", "1"]  # one seed: no spread shown
+    assert lines[4].split()[-4:] == ["6.00±2.00", "1.00", "3.00M", "3"]
+    assert format_rows([], ["best_valid_sisdr"]).splitlines()[0].startswith("config")
+
+    with open(tmp_path / "out" / "comparison.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["config", "runs", "best_valid_sisdr_mean", "best_valid_sisdr_std",
+                        "test_vocals_SDR_mean", "test_vocals_SDR_std", "params", "epochs"]
+    assert len(table) == 1 + len(RUNS)
+    first = table[1]
+    assert first[0] == "model.num_bands=1, train.lr=0.001" and first[1] == "3"
+    assert [float(v) for v in first[2:6]] == [2.0, 1.0, 6.0, 6.0]
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert logged == {"report/comparison.txt", "report/comparison.csv",
+                      "report/comparison.png"}

@@ -1,0 +1,176 @@
+"""MLflow bookkeeping on a temporary sqlite store: tracking URIs, parent runs found again on
+resume, a trial's child run continued (never duplicated) on retry, sweeps found by name or id."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from sweeps.errors import SweepError
+from sweeps.tracking import (
+    KIND_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    TrialRun,
+    child_runs,
+    ensure_experiment,
+    find_parent_run,
+    find_sweep_run,
+    flatten,
+    resolve_tracking_uri,
+    start_parent_run,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[str, MlflowClient]:
+    """One sqlite store for the module (creating its schema takes seconds)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('tracking')}/mlruns.db"
+    return uri, MlflowClient(uri)
+
+
+@pytest.fixture
+def experiment(store, request, tmp_path) -> str:
+    """A fresh experiment per test (artifacts under tmp_path)."""
+    return ensure_experiment(store[1], request.node.name, str(tmp_path / "artifacts"))
+
+
+# --- tracking URIs --------------------------------------------------------------------------------
+
+
+def test_tracking_uri_precedence_and_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # nothing set: a sqlite file in the working directory, as an absolute path
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"  # the environment
+    assert resolve_tracking_uri("http://127.0.0.1:5001") == "http://127.0.0.1:5001"  # the file
+
+
+@pytest.mark.parametrize("given,expected", [
+    # relative local stores become absolute: trials run in other working directories
+    ("sqlite:///mlruns.db", "sqlite:///{cwd}/mlruns.db"),
+    ("sqlite:///sub/dir/x.db", "sqlite:///{cwd}/sub/dir/x.db"),
+    ("mlruns", "{cwd}/mlruns"),
+    ("runs/mlflow", "{cwd}/runs/mlflow"),
+    # absolute stores and servers are left as they are
+    ("sqlite:////var/lib/mlflow/x.db", "sqlite:////var/lib/mlflow/x.db"),
+    ("/var/lib/mlruns", "/var/lib/mlruns"),
+    ("file:///var/lib/mlruns", "file:///var/lib/mlruns"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("https://mlflow.example.org/", "https://mlflow.example.org/"),
+    ("databricks", "databricks"),
+])
+def test_tracking_uri_normalisation(given, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(given) == expected.format(cwd=tmp_path.resolve())
+
+
+# --- parent runs ----------------------------------------------------------------------------------
+
+
+def test_ensure_experiment_creates_once(store, tmp_path):
+    client = store[1]
+    first = ensure_experiment(client, "ensure-once", str(tmp_path / "a"))
+    assert ensure_experiment(client, "ensure-once", str(tmp_path / "b")) == first
+    assert client.get_experiment(first).artifact_location == (tmp_path / "a").resolve().as_uri()
+
+
+def test_parent_run_is_found_again_on_resume(store, experiment):
+    client = store[1]
+    key_a, key_b = "/runs/sweeps/a-20260101-000000", "/home/o'neil/runs/b-20260101-000000"
+    assert find_parent_run(client, experiment, key_a) is None
+    a = start_parent_run(client, experiment, key_a, "a", {"sepcore.metric": "valid_sisdr"})
+    b = start_parent_run(client, experiment, key_b, "b", {})
+    run = client.get_run(a)
+    assert run.data.tags[SWEEP_TAG] == key_a and run.data.tags[KIND_TAG] == "sweep"
+    assert run.data.tags["sepcore.metric"] == "valid_sisdr"
+    client.set_terminated(a, status="KILLED")
+
+    assert find_parent_run(client, experiment, key_a) == a
+    assert find_parent_run(client, experiment, key_b) == b  # a quote in the path
+    assert start_parent_run(client, experiment, key_a, "a", {}, resume=True) == a
+    assert client.get_run(a).info.status == "RUNNING"
+    # resuming a sweep whose parent run is gone starts a new one; a new sweep always does
+    c = start_parent_run(client, experiment, "/runs/sweeps/c", "c", {}, resume=True)
+    assert c not in (a, b)
+    d = start_parent_run(client, experiment, key_a, "a", {})
+    assert d not in (a, b, c)
+    assert len(client.search_runs([experiment], f"tags.`{KIND_TAG}` = 'sweep'")) == 4
+
+
+# --- child runs -----------------------------------------------------------------------------------
+
+
+def test_a_retried_trial_continues_its_child_run(store, experiment):
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/runs/sweeps/retry", "retry", {})
+    other_parent = start_parent_run(client, experiment, "/runs/sweeps/other", "other", {})
+
+    def open_trial(trial_id: str, lr: float, under: str = parent) -> TrialRun:
+        return TrialRun.open(uri, experiment, under, trial_id, run_name=f"train_{trial_id}",
+                             params={"train.lr": lr, "model.N": 32}, tags={"k": "v"})
+
+    first = open_trial("t0001", 0.001)
+    assert first.created
+    first.log_metrics({"valid_sisdr": 3.5, "epoch": 1, "note": "text", "flag": True}, step=1)
+    first.finish("FAILED")  # the trial process died; Tune starts it again
+
+    again = open_trial("t0001", 0.5)  # the retry: same trial id, same parent
+    assert not again.created and again.run_id == first.run_id
+    assert client.get_run(again.run_id).info.status == "RUNNING"
+    again.log_metrics({"valid_sisdr": 4.0, "epoch": 2}, step=2)
+
+    other = open_trial("t0002", 0.01)
+    elsewhere = open_trial("t0001", 0.001, under=other_parent)  # same id in another sweep
+    assert other.created and elsewhere.created
+    assert len({first.run_id, other.run_id, elsewhere.run_id}) == 3
+
+    children = child_runs(client, experiment, parent)
+    assert sorted(c.data.tags[TRIAL_TAG] for c in children) == ["t0001", "t0002"]
+    run = client.get_run(first.run_id)
+    assert run.data.params["train.lr"] == "0.001"  # logged once, by the first attempt
+    assert run.data.params["model.N"] == "32"
+    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == parent and run.data.tags[KIND_TAG] == "trial"
+    assert run.data.tags["k"] == "v" and run.info.run_name == "train_t0001"
+    history = client.get_metric_history(first.run_id, "valid_sisdr")
+    assert sorted((m.step, m.value) for m in history) == [(1, 3.5), (2, 4.0)]
+    assert set(run.data.metrics) == {"valid_sisdr", "epoch"}  # text and booleans not logged
+
+
+def test_flatten_nested_config():
+    assert flatten({"model": {"masker": {"X": 8}, "N": 256}, "seed": 1}) == {
+        "model.masker.X": 8, "model.N": 256, "seed": 1}
+
+
+# --- finding a sweep for `sweeps report` ----------------------------------------------------------
+
+
+def test_find_sweep_run_by_name_or_id(store, experiment):
+    uri, client = store
+    old = start_parent_run(client, experiment, "/s/bands-1", "bands-20260101-000000", {})
+    quoted = start_parent_run(client, experiment, "/s/q", "it's-a-sweep", {})
+    child = TrialRun.open(uri, experiment, old, "t1", "train_t1", {}, {})
+
+    assert find_sweep_run(client, "bands-20260101-000000").info.run_id == old
+    assert find_sweep_run(client, old).info.run_id == old
+    assert find_sweep_run(client, "it's-a-sweep").info.run_id == quoted
+    # a run of the same name that is not a sweep's parent is not taken for one
+    client.create_run(experiment, run_name="bands-20260101-000000")
+    assert find_sweep_run(client, "bands-20260101-000000").info.run_id == old
+
+    with pytest.raises(SweepError, match="no sweep run named 'bands-2099'") as err:
+        find_sweep_run(client, "bands-2099")
+    assert err.value.key == "sweep"
+    with pytest.raises(SweepError, match=f"run {child.run_id} is not a sweep's parent run"):
+        find_sweep_run(client, child.run_id)
+
+
+def test_report_cli_names_a_missing_sweep(store, capsys):
+    from sweeps.__main__ import main
+
+    assert main(["report", "no-such-sweep", "--tracking-uri", store[0]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: no sweep run named 'no-such-sweep' in the tracking store"
