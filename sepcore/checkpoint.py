@@ -12,6 +12,10 @@ Layout of ``<name>.safetensors``:
 
 Files are written atomically (temporary file in the same folder, then ``os.replace``) so a crash
 never leaves a half checkpoint under the final name.
+
+Format versions: 2 (written now); 1 (read and upgraded on load: its model config still held
+``encoder.pretrained``/``encoder.frozen``, which became ``train.init_from``/``init_keys`` and
+``train.frozen``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from sepcore.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _META_KEY = "sepcore"
 
 
@@ -106,11 +111,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise CheckpointError(f"{path} is not a sepcore checkpoint (no '{_META_KEY}' metadata)")
     meta = json.loads(header[_META_KEY])
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: checkpoint format_version {version} is not supported "
-            f"(this sepcore reads version {FORMAT_VERSION})"
+            f"(this sepcore reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
+    if version == 1:
+        meta["config"] = _upgrade_v1_config(meta["config"])
     groups: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "rng.": {}}
     for key, value in tensors.items():
         for prefix, group in groups.items():
@@ -125,6 +132,22 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         rng_state=groups["rng."],
         metrics=meta.get("metrics", {}),
     )
+
+
+def _upgrade_v1_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 → 2: ``model.encoder.pretrained``/``frozen`` become train keys."""
+    config = json.loads(json.dumps(config))  # a deep copy
+    encoder = (config.get("model") or {}).get("encoder")
+    if isinstance(encoder, dict):
+        pretrained = encoder.pop("pretrained", None)
+        frozen = encoder.pop("frozen", False)
+        train = config.setdefault("train", {})
+        parts = ["encoder.*", "decoder.*"]
+        if pretrained and not train.get("init_from"):
+            train["init_from"], train["init_keys"] = pretrained, parts
+        if frozen and not train.get("frozen"):
+            train["frozen"] = parts
+    return config
 
 
 # --- optimizer state <-> flat tensors + JSON -------------------------------------------------

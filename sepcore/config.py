@@ -104,6 +104,7 @@ class TrainConfig:
     init_keys: list[str] | None = None  # load only the checkpoint tensors matching (None = all)
     init_strict: bool = True  # every (selected) tensor must exist in both with the same shape
     trainable: list[str] | None = None  # only matching parameters train (None = all)
+    frozen: list[str] | None = None  # matching parameters do not train (M5: encoder.*, decoder.*)
     reinit: list[str] | None = None  # re-initialise matching parameters after init_from
 
 
@@ -144,6 +145,28 @@ class ExperimentConfig:
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 
+# Keys that older configs used, and what replaces them (a one-line error instead of "unknown key").
+REMOVED_KEYS = {
+    "model.encoder.pretrained": "a model never reads a file; load a trained model's "
+                                "encoder/decoder with train.init_from=<checkpoint> and "
+                                "train.init_keys=[encoder.*, decoder.*]",
+    "model.encoder.frozen": "freeze the encoder/decoder with train.frozen=[encoder.*, decoder.*]",
+}
+
+
+def _has_key(node: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig | dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _check_removed_keys(node: DictConfig, file: str | None) -> None:
+    for key, hint in REMOVED_KEYS.items():
+        if _has_key(node, key):
+            raise ConfigError(f"key '{key}' is no longer supported: {hint}", key=key, file=file)
+
 
 def _typed_section(cls: type, values: Any, section: str, file: str | None):
     schema = OmegaConf.structured(cls)
@@ -169,6 +192,7 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
             key=str(unknown[0]),
             file=file,
         )
+    _check_removed_keys(node, file)
     if "model" not in node or "name" not in node.model:
         raise ConfigError("missing 'model.name' (a registry name, see `sep info`)",
                           key="model.name",

@@ -10,9 +10,19 @@ from sepcore.models.base import count_parameters
 
 
 def model_info(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Build the model of ``config`` (a YAML path) and describe it."""
+    """Build the model of ``config`` (a YAML path) and describe it.
+
+    ``trainable_params`` counts what ``train.trainable``/``train.frozen`` leave to train; no
+    checkpoint is read (``train.init_from`` only matters to training).
+    """
+    from sepcore.train import trainable_parameters
+
     cfg = load_config(config, overrides)
     model = build_model(cfg.model_name, cfg.model)
+    trainable = trainable_parameters(model, cfg.train)
+    if trainable is not None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trainable)
     rate = model.sample_rate
     rf = getattr(model, "conv_receptive_field", None) or model.receptive_field
     return {

@@ -13,10 +13,12 @@ these methods:
 - ``on_checkpoint(path: Path) -> None`` — after ``last.safetensors`` is written;
 - ``should_stop() -> bool`` — asked after each epoch (e.g. by a scheduler that prunes the trial).
 
-Transfer set-ups (thesis ch. 6: tl / retrain / finetune) come from ``train.init_from`` (a sepcore
-checkpoint; ``models:/`` registry URIs are resolved by the sweeps layer before ``fit``),
-``train.init_keys``/``init_strict``, ``train.reinit`` and ``train.trainable`` (fnmatch patterns over
-parameter names; the optimizer gets only the trainable parameters): see :func:`apply_transfer`.
+Transfer set-ups (thesis ch. 6: tl / retrain / finetune; the multi-band masking paper's M5/M6, a
+pre-trained encoder/decoder, frozen) come from ``train.init_from`` (a sepcore checkpoint;
+``models:/`` registry URIs are resolved by the sweeps layer before ``fit``),
+``train.init_keys``/``init_strict``, ``train.reinit``, ``train.trainable`` and ``train.frozen``
+(fnmatch patterns over parameter names; the optimizer gets only the trainable parameters): see
+:func:`apply_transfer`.
 
 A NaN/inf loss raises :class:`~sepcore.errors.TrainingDiverged` naming the epoch and step.
 """
@@ -119,7 +121,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     apply_transfer(model, tc, fresh=resume is None)
     loss_fn = build_loss(tc.loss, tc.source_weights)
     aux_fn = build_loss(tc.aux_loss or tc.loss, tc.source_weights)
-    params = (model.parameters() if tc.trainable is None
+    params = (model.parameters() if tc.trainable is None and not tc.frozen
               else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -214,15 +216,34 @@ def _select(names: list[str], patterns: list[str], key: str) -> set[str]:
     return selected
 
 
+def trainable_parameters(model: torch.nn.Module, tc) -> set[str] | None:
+    """Names of the parameters that train under ``train.trainable`` minus ``train.frozen``.
+
+    ``None`` when neither is set (everything trains). A pattern that matches no parameter is a
+    ConfigError naming the key, so this also validates the patterns against a model.
+    """
+    if tc.trainable is None and not tc.frozen:
+        return None
+    names = [n for n, _ in model.named_parameters()]
+    chosen = set(names) if tc.trainable is None else _select(names, tc.trainable,
+                                                             "train.trainable")
+    if tc.frozen:
+        chosen -= _select(names, tc.frozen, "train.frozen")
+    return chosen
+
+
 def apply_transfer(model: torch.nn.Module, tc, fresh: bool = True) -> None:
-    """Transfer set-ups of the thesis, ch. 6 (tl / retrain / finetune), from ``train.*``.
+    """Transfer set-ups from ``train.*``: thesis ch. 6 (tl / retrain / finetune), M5/M6.
 
     With ``fresh`` (not resuming): load ``init_from`` (a sepcore checkpoint; ``init_keys``
     selects tensors, ``init_strict`` demands matching names and shapes), then re-initialise the
-    parameters matching ``reinit`` (their module's ``reset_parameters``). Always: parameters
-    not matching ``trainable`` get ``requires_grad = False``. Patterns: see :func:`_matches`.
-    Note that freezing stops gradients only; norm layers of a frozen part still use batch
-    statistics in training mode (as the reference Open-Unmix code).
+    parameters matching ``reinit`` (their module's ``reset_parameters``), then call the model's
+    optional ``after_transfer(changed)`` with the state-dict names that changed (state derived
+    from weights, e.g. the multi-band model's sorted band order, follows the loaded encoder).
+    Always: parameters not matching ``trainable`` (default: all) or matching ``frozen`` get
+    ``requires_grad = False``. Patterns: see :func:`_matches`. Note that freezing stops gradients
+    only; norm layers of a frozen part still use batch statistics in training mode (as the
+    reference Open-Unmix code).
     """
     if tc.init_from is not None and tc.init_from.startswith("models:/"):
         raise ConfigError(
@@ -230,21 +251,26 @@ def apply_transfer(model: torch.nn.Module, tc, fresh: bool = True) -> None:
             "files only; run through `python -m sweeps` (which resolves models:/ URIs before "
             "fit) or download the checkpoint first and pass its path", key="train.init_from")
     names = [n for n, _ in model.named_parameters()]
-    trainable = None if tc.trainable is None else _select(names, tc.trainable, "train.trainable")
+    trainable = trainable_parameters(model, tc)
     reinit = set() if not tc.reinit else _select(names, tc.reinit, "train.reinit")
+    changed: set[str] = set()
     if fresh and tc.init_from is not None:
-        _load_init(model, tc.init_from, tc.init_keys, tc.init_strict)
+        changed |= _load_init(model, tc.init_from, tc.init_keys, tc.init_strict)
     if fresh and reinit:
         _reinit(model, reinit)
+        changed |= reinit
+    if changed and hasattr(model, "after_transfer"):
+        model.after_transfer(changed)
     if trainable is not None:
         for name, param in model.named_parameters():
             param.requires_grad_(name in trainable)
-        log.info("train.trainable: %d of %d parameter tensors train (%s of %s values)",
+        log.info("train.trainable/frozen: %d of %d parameter tensors train (%s of %s values)",
                  len(trainable), len(names), f"{count_parameters(model, True):,}",
                  f"{count_parameters(model):,}")
 
 
-def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> None:
+def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> set[str]:
+    """Load ``path``'s (selected) tensors into ``model``; returns the names it loaded."""
     if not Path(path).is_file():
         raise ConfigError(f"train.init_from={path!r}: no such checkpoint file",
                           key="train.init_from")
@@ -265,6 +291,7 @@ def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> None:
     loaded = {k: source[k] for k in chosen if k in target and source[k].shape == target[k].shape}
     model.load_state_dict({**target, **loaded})
     log.info("train.init_from: loaded %d of %d tensors from %s", len(loaded), len(target), path)
+    return set(loaded)
 
 
 def _reinit(model: torch.nn.Module, chosen: set[str]) -> None:

@@ -442,15 +442,25 @@ def validate(sweep: Sweep) -> None:
             except ConfigError as exc:
                 raise SweepError(f"'search.{param.path}' = {value!r} gives a config that does not "
                                  f"build: {exc}", key=f"search.{param.path}", file=file) from None
-            if param.path.startswith("model."):
+            if param.path == "train" or param.path.startswith(_MODEL_PATHS):
                 _build_model(cfg, f"search.{param.path}", file)
     _build_model(base_cfg, "base", file)
 
 
+# searched paths that need the model built: its config, or patterns over its parameter names
+_MODEL_PATHS = ("model", "train.trainable", "train.frozen")
+
+
 def _build_model(cfg: ExperimentConfig, key: str, file: str) -> None:
+    """Build the model and match ``train.trainable``/``train.frozen`` against its parameters."""
     from sepcore.models import build_model
+    from sepcore.train import trainable_parameters
 
     try:
-        build_model(cfg.model_name, cfg.model)
+        model = build_model(cfg.model_name, cfg.model)
     except ConfigError as exc:
         raise SweepError(f"'{key}': the model does not build: {exc}", key=key, file=file) from None
+    try:
+        trainable_parameters(model, cfg.train)
+    except ConfigError as exc:
+        raise SweepError(f"'{key}': {exc}", key=key, file=file) from None

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sepcore.checkpoint import (
+    FORMAT_VERSION,
     Checkpoint,
     flatten_optimizer_state,
     load_checkpoint,
@@ -62,7 +63,7 @@ def test_no_pickle_and_metadata_is_json(tmp_path):
 
     with safetensors.safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["sepcore"])
-    assert meta["format_version"] == 1 and meta["model"] == "convtasnet"
+    assert meta["format_version"] == FORMAT_VERSION == 2 and meta["model"] == "convtasnet"
     assert "torch" in meta["versions"]
     assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
 
@@ -74,3 +75,30 @@ def test_corrupted_and_missing(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_checkpoint(bad)
+
+
+def _write_old(path, config, state, version=1):
+    """A checkpoint as an older sepcore (format ``version``) wrote it."""
+    from safetensors.torch import save_file
+
+    meta = {"format_version": version, "model": config["model"]["name"], "config": config,
+            "train_state": {}, "metrics": {}, "versions": {}}
+    save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, str(path),
+              metadata={"sepcore": json.dumps(meta)})
+    return path
+
+
+def test_version_1_checkpoints_load_with_their_encoder_keys_moved_to_train(tmp_path):
+    cfg = _cfg()
+    model = build_model(cfg.model_name, cfg.model).eval()
+    old = cfg.to_dict()
+    old["model"]["encoder"].update(pretrained="runs/m1/best.safetensors", frozen=True)
+    path = _write_old(tmp_path / "v1.safetensors", old, model.state_dict())
+    loaded, loaded_cfg = load_model(path)
+    x = torch.randn(1, 1, 999)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded_cfg.train.init_from == "runs/m1/best.safetensors"
+    assert loaded_cfg.train.init_keys == loaded_cfg.train.frozen == ["encoder.*", "decoder.*"]
+    path = _write_old(tmp_path / "v99.safetensors", old, model.state_dict(), version=99)
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        load_checkpoint(path)

@@ -45,25 +45,21 @@ def test_shipped_runnable_sweeps_parse(name, points):
 
 
 @pytest.mark.parametrize("profile", ["paper", "smoke"])
-def test_bands_profiles(profile, tmp_path):
-    overrides = []
-    if profile == "paper":  # the paper profile loads a trained M1's encoder/decoder
-        from sepcore.checkpoint import Checkpoint, save_checkpoint
-        from sepcore.config import load_config
-        from sepcore.models import build_model
-
-        m1 = load_config("paper/m1.yaml")
-        path = save_checkpoint(tmp_path / "m1.safetensors", Checkpoint(
-            config=m1.to_dict(), model_state=build_model(m1.model_name, m1.model).state_dict()))
-        overrides = [f"base.model.encoder.pretrained={path}"]
-    sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile, overrides=overrides)
+def test_bands_profiles(profile, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no trained M1 anywhere: the sweep validates without reading one
+    sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile)
     cfg = sweep.config_for({"model.num_bands": 4, "model.full_band": True})
+    frozen = sweep.config_for({"model.band_split": "sorted",
+                               "train.frozen": ["encoder.*", "decoder.*"]})
+    assert cfg.train.frozen in (None, []) and frozen.train.frozen == ["encoder.*", "decoder.*"]
     if profile == "smoke":
         assert cfg.model.sample_rate == 8000 and cfg.train.device == "cpu"
-        assert sweep.tune.resources.gpu == 0
-    else:
+        assert sweep.tune.resources.gpu == 0 and cfg.train.init_from is None
+    else:  # the paper profile starts from a trained M1's encoder/decoder
         assert cfg.model.sample_rate == 44100 and sweep.tune.resources.gpu == 1
         assert sweep.artifacts.uri.startswith("s3://")
+        assert cfg.train.init_from.endswith("m1/best.safetensors")
+        assert cfg.train.init_keys == ["encoder.*", "decoder.*"]
 
 
 def test_a_sweep_for_an_unbuilt_model_says_so(tmp_path):
@@ -149,6 +145,8 @@ BAD = [
     ("parameter twice", "search: {train.lr: {choice: [0.1]}, train: {lr: {choice: [0.2]}}}\n",
      "search.train.lr"),
     ("bad profile key", "profiles: {smoke: {search2: {}}}\n", "profiles.smoke.search2"),
+    ("frozen pattern matches nothing", "search: {train.frozen: {grid: [[], [masker.*]]}}\n",
+     "search.train.frozen"),
 ]
 
 
