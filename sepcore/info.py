@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sepcore.config import load_config
+from sepcore.errors import ConfigError
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 
@@ -18,7 +19,10 @@ def model_info(config: str, overrides: list[str] | None = None) -> dict[str, Any
     from sepcore.train import trainable_parameters
 
     cfg = load_config(config, overrides)
-    model = build_model(cfg.model_name, cfg.model)
+    try:
+        model = build_model(cfg.model_name, cfg.model)
+    except ConfigError as exc:  # the model's own limits (e.g. MaD estimates vocals only)
+        raise ConfigError(str(exc), key=exc.key, file=str(config)) from None
     trainable = trainable_parameters(model, cfg.train)
     if trainable is not None:
         for name, param in model.named_parameters():

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from sepcore.checkpoint import (
     Checkpoint,
     capture_rng_state,
+    checkpoint_config,
     flatten_optimizer_state,
     load_checkpoint,
     restore_rng_state,
@@ -422,7 +423,7 @@ def _save(path, cfg, model, optimizer, scheduler, state, metrics) -> Path:
         "scheduler": scheduler.state_dict(),
         "rng": rng_json,
     }
-    ckpt = Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(),
+    ckpt = Checkpoint(config=checkpoint_config(cfg), model_state=model.state_dict(),
                       train_state=train_state, optimizer_state=optim_tensors,
                       rng_state=rng_tensors, metrics=metrics)
     return save_checkpoint(path, ckpt)

@@ -421,7 +421,7 @@ def validate(sweep: Sweep) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise SweepError(f"'{key}' {msg}", key=key, file=file)
-    metrics = reported_metrics(list(base_cfg.data.targets))
+    metrics = reported_metrics(list(base_cfg.audio.sources))
     if t.metric not in metrics:
         raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "
                          f"reports {sorted(metrics)}", key="tune.metric", file=file)

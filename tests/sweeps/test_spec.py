@@ -17,11 +17,10 @@ base:
   model:
     name: multiband
     num_bands: 2
-    sample_rate: 8000
-    audio_channels: 1
     encoder: {N: 32, L: 16}
     masker: {B: 16, H: 32, X: 2, R: 1}
-  data: {root: data/x, sample_rate: 8000, channels: 1}
+  audio: {sample_rate: 8000, channels: 1}
+  data: {root: data/x}
   train: {epochs: 2}
 """
 

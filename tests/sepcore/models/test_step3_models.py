@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sepcore.checkpoint import Checkpoint, save_checkpoint
+from sepcore.checkpoint import save_model
 from sepcore.config import TrainConfig, config_from_dict, load_config
 from sepcore.errors import ConfigError
 from sepcore.models import build_model
@@ -23,12 +23,8 @@ SMALL_ENC = {"N": 32, "L": 16, "stride": 8}
 SMALL_TCN = {"B": 16, "H": 32, "X": 2, "R": 1}
 
 
-def _save(model, name, tmp_path, rate=8000, channels=1):
-    cfg = config_from_dict({"model": {"name": name, **dataclasses.asdict(model.cfg)},
-                            "data": {"sample_rate": rate, "channels": channels,
-                                     "targets": list(model.sources)}})
-    return save_checkpoint(tmp_path / f"{name}.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
+def _save(model, name, tmp_path):
+    return save_model(tmp_path / f"{name}.safetensors", name, model)
 
 
 @pytest.mark.parametrize("paper,target", [("m5", 6.56e6), ("m6", 6.56e6), ("s1", 7.32e6),
@@ -259,10 +255,11 @@ def test_fb_irm_trains_evaluates_and_refuses_plain_separation(synth_root, cache_
     from sepcore.train import fit
 
     cfg = config_from_dict({
-        "model": {"name": "fb_irm", "audio_channels": 1, "sample_rate": 8000,
+        "model": {"name": "fb_irm",
                   "encoder": {"N": 32, "L": 16, "encoding": "hybrid", "filterbank": "pmpgtf"}},
-        "data": {"root": str(synth_root), "sample_rate": 8000, "channels": 1, "segment": 1.0,
-                 "samples_per_track": 4, "valid_segment": 4.0, "cache_dir": str(cache_dir)},
+        "audio": {"sample_rate": 8000, "channels": 1},
+        "data": {"root": str(synth_root), "segment": 1.0, "samples_per_track": 4,
+                 "valid_segment": 4.0, "cache_dir": str(cache_dir)},
         "train": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "out_dir": str(tmp_path),
                   "progress": False, "lr": 1e-3},
         "eval": {"segment": 4.0},
