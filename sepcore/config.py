@@ -246,7 +246,7 @@ def _typed_section(cls: type, values: Any, section: str, file: str | None):
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
-        msg = getattr(exc, "msg", None) or str(exc)
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
         raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}",
                           file=file) from None
 

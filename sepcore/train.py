@@ -10,6 +10,8 @@ The trainer knows nothing about Ray or MLflow: it calls hooks. A hook is any obj
 these methods:
 
 - ``on_epoch_end(metrics: dict) -> None`` — after validation and checkpointing of each epoch;
+  ``metrics`` holds exactly :func:`epoch_metric_names` (the fields of :class:`EpochReport`, the
+  one definition that sweeps also validate ``tune.metric`` against);
 - ``on_checkpoint(path: Path) -> None`` — after ``last.safetensors`` is written;
 - ``should_stop() -> bool`` — asked after each epoch (e.g. by a scheduler that prunes the trial).
 
@@ -32,7 +34,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,40 @@ log = logging.getLogger(__name__)
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+
+
+@dataclass
+class EpochReport:
+    """What :func:`fit` reports after every epoch: hooks' ``on_epoch_end``, ``FitResult.history``
+    and the checkpoint's ``metrics`` all get :meth:`as_metrics` (flat names, see
+    :data:`EPOCH_METRICS` and :func:`epoch_metric_names`)."""
+
+    epoch: int
+    step: int  # optimizer steps so far (global, over all epochs)
+    train_loss: float  # mean training loss of the epoch
+    valid_loss: float
+    valid_sisdr: float  # dB, mean over sources
+    best_valid_loss: float
+    lr: float
+    epoch_time: float  # seconds for training + validation of the epoch
+    valid_sisdr_per_source: dict[str, float] = field(default_factory=dict)  # source -> dB
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {name: getattr(self, name) for name in EPOCH_METRICS}
+        for source, value in self.valid_sisdr_per_source.items():
+            metrics[SOURCE_METRIC.format(source=source)] = value
+        return metrics
+
+
+# the metric names of every epoch; per source also SOURCE_METRIC (valid_sisdr_<source>)
+EPOCH_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EpochReport)
+                                       if f.name != "valid_sisdr_per_source")
+SOURCE_METRIC = "valid_sisdr_{source}"
+
+
+def epoch_metric_names(sources: list[str]) -> tuple[str, ...]:
+    """Every metric name :func:`fit` reports each epoch for a model with these sources."""
+    return (*EPOCH_METRICS, *(SOURCE_METRIC.format(source=s) for s in sources))
 
 
 @dataclass
@@ -149,24 +185,20 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         t0 = time.perf_counter()
         train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
                                   device, epoch, state, use_amp)
-        valid = _validate(cfg, model, valid_set, loss_fn, device)
-        scheduler.step(valid["valid_loss"])
-        improved = valid["valid_loss"] < state["best_valid_loss"]
+        valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
+        scheduler.step(valid_loss)
+        improved = valid_loss < state["best_valid_loss"]
         if improved:
-            state["best_valid_loss"] = valid["valid_loss"]
+            state["best_valid_loss"] = valid_loss
             state["bad_epochs"] = 0
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        metrics = {
-            "epoch": epoch,
-            "step": state["global_step"],
-            "train_loss": train_loss,
-            **valid,
-            "best_valid_loss": state["best_valid_loss"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_time": time.perf_counter() - t0,
-        }
+        metrics = EpochReport(
+            epoch=epoch, step=state["global_step"], train_loss=train_loss, valid_loss=valid_loss,
+            valid_sisdr=valid_sisdr, best_valid_loss=state["best_valid_loss"],
+            lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - t0,
+            valid_sisdr_per_source=per_source).as_metrics()
         state["history"].append(metrics)
         last = _save(out_dir / LAST, cfg, model, optimizer, scheduler, state, metrics)
         if improved:
@@ -174,7 +206,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         if tc.keep_every:
             shutil.copyfile(last, out_dir / f"epoch_{epoch:03d}.safetensors")
         log.info("epoch %d: train %.4f valid %.4f sisdr %.2f dB lr %.2e", epoch, train_loss,
-                 valid["valid_loss"], valid["valid_sisdr"], metrics["lr"])
+                 valid_loss, valid_sisdr, metrics["lr"])
         _call_hooks(hooks, "on_checkpoint", last)
         _call_hooks(hooks, "on_epoch_end", metrics)
         if tc.early_stop and state["bad_epochs"] >= tc.early_stop:
@@ -374,12 +406,13 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epo
 
 
 @torch.no_grad()
-def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
-    """Validation loss and SI-SDR per source (chunked inference on long items)."""
+def _validate(cfg, model, valid_set, loss_fn, device) -> tuple[float, float, dict[str, float]]:
+    """Validation loss, mean SI-SDR and SI-SDR per source (chunked inference on long items);
+    NaN everywhere when there is nothing to validate on."""
     from sepcore.separate import apply_model
 
     model.eval()
-    sources = list(cfg.data.targets)
+    sources = list(cfg.audio.sources)
     losses, sdrs = [], []
     for index in range(len(valid_set)):
         mixture, targets = valid_set[index]
@@ -390,12 +423,10 @@ def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
         # (1, S, C, T) -> SI-SDR per source, mean over channels
         sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
     if not losses:
-        return {"valid_loss": float("nan"), "valid_sisdr": float("nan")}
+        return math.nan, math.nan, dict.fromkeys(sources, math.nan)
     per_source = torch.stack(sdrs).nanmean(dim=0)
-    result = {"valid_loss": float(np.mean(losses)), "valid_sisdr": float(per_source.mean())}
-    for name, value in zip(sources, per_source.tolist(), strict=True):
-        result[f"valid_sisdr_{name}"] = value
-    return result
+    return (float(np.mean(losses)), float(per_source.mean()),
+            dict(zip(sources, per_source.tolist(), strict=True)))
 
 
 def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:

@@ -251,7 +251,8 @@ def _typed(cls: type, values: Any, block: str, file: str):
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise SweepError(f"key '{block}.{key}': {getattr(exc, 'msg', None) or exc}",
+        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]  # one line
+        raise SweepError(f"key '{block}.{key}': {msg}",
                          key=f"{block}.{key}", file=file) from None
 
 
@@ -383,11 +384,10 @@ def _prune(point: dict[str, Any], params: list[Param]) -> dict[str, Any]:
 
 
 def reported_metrics(sources: list[str]) -> set[str]:
-    """Metric names the trainable reports every epoch (see sepcore.train.fit)."""
-    names = {"epoch", "train_loss", "valid_loss", "valid_sisdr", "best_valid_loss", "lr",
-             "global_step", "epoch_seconds"}
-    names |= {f"valid_sisdr_{s}" for s in sources}
-    return names
+    """Metric names the trainable reports every epoch: sepcore.train's one definition."""
+    from sepcore.train import epoch_metric_names
+
+    return set(epoch_metric_names(sources))
 
 
 def validate(sweep: Sweep) -> None:

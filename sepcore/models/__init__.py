@@ -50,7 +50,7 @@ def make_config(name: str, params: Mapping[str, Any] | None = None, source: str 
         merged = OmegaConf.merge(schema, OmegaConf.create(dict(params or {})))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        msg = getattr(exc, "msg", None) or str(exc)
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
         raise ConfigError(
             f"invalid model config for {name!r}: key '{source}.{key}': {msg}",
             key=f"{source}.{key}",

@@ -75,7 +75,16 @@ def test_overrides_reach_model_and_data_through_the_audio_block():
 def test_bad_audio_blocks_name_the_key(audio, key, match):
     with pytest.raises(ConfigError, match=match) as err:
         config_from_dict({**TINY, "audio": {**TINY["audio"], **audio}})
-    assert err.value.key == key
+    assert err.value.key == key and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("section,body,key", [
+    ("audio", {"rate": 1}, "audio.rate"), ("train", {"epoch": 1}, "train.epoch"),
+    ("model", {"name": "convtasnet", "encoder": {"Nx": 1}}, "model.encoder.Nx")])
+def test_unknown_keys_are_one_line_errors(section, body, key):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**TINY, section: body}, file="f.yaml")
+    assert err.value.key == key and "\n" not in str(err.value) and "f.yaml" in str(err.value)
 
 
 def test_a_models_own_audio_limits_point_at_the_audio_block():

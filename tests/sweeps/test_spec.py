@@ -131,6 +131,7 @@ BAD = [
      "search.model.num_bands.randint"),
     ("empty grid", "search: {model.num_bands: {grid: []}}\n", "search.model.num_bands.grid"),
     ("metric never reported", "tune: {metric: valid_sdr}\n", "tune.metric"),
+    ("metric under a name fit does not use", "tune: {metric: epoch_seconds}\n", "tune.metric"),
     ("bad mode", "tune: {mode: maximise}\n", "tune.mode"),
     ("bad scheduler", "tune: {scheduler: {type: hyperband}}\n", "tune.scheduler.type"),
     ("bad reduction factor", "tune: {scheduler: {reduction_factor: 1}}\n",
@@ -156,6 +157,7 @@ def test_bad_sweep_files_name_file_and_key(tmp_path, what, body, key):
         load_sweep(path, profile="smoke" if "profiles" in body else None)
     assert err.value.key == key, str(err.value)
     assert str(path) in str(err.value) and key in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_base_that_does_not_build(tmp_path):
@@ -183,3 +185,28 @@ def test_cli_reports_bad_file_in_one_line(tmp_path, capsys):
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "tune.metric" in err and str(path) in err
+
+
+def test_every_metric_the_validator_accepts_is_reported_by_fit(synth_root, cache_dir, tmp_path):
+    """tune.metric is checked against sepcore.train's one list of epoch metrics: a tiny run
+    reports exactly those names, each a finite number, and each validates as tune.metric."""
+    import math
+
+    from sepcore.train import fit
+    from sweeps.spec import reported_metrics
+    from tests.sepcore.helpers import tiny_config
+
+    cfg = tiny_config(synth_root, tmp_path / "run", cache_dir, epochs=1, steps_per_epoch=1)
+    seen: list[dict] = []
+
+    class Hook:
+        def on_epoch_end(self, metrics):
+            seen.append(dict(metrics))
+
+    result = fit(cfg, hooks=[Hook()])
+    accepted = reported_metrics(list(cfg.audio.sources))
+    assert len(seen) == 1 and set(seen[0]) == accepted == set(result.history[0])
+    assert {"epoch", "step", "epoch_time", "valid_sisdr_vocals"} <= accepted
+    assert all(isinstance(v, int | float) and math.isfinite(v) for v in seen[0].values()), seen
+    for metric in sorted(accepted):
+        assert load_sweep(write(tmp_path, f"tune: {{metric: {metric}}}\n")).tune.metric == metric
