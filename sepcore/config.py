@@ -278,8 +278,8 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
     except ConfigError as exc:
         raise ConfigError(str(exc), key=exc.key, file=file) from None
     sections["data"] = dataclasses.replace(
-        sections["data"], **{data_key: _copy(getattr(audio, name))
-                             for name, (_, data_key) in AUDIO_FIELDS.items()})
+        sections["data"], **{data_key: _copy(getattr(audio, audio_key))
+                             for audio_key, (_, data_key) in AUDIO_FIELDS.items()})
     return ExperimentConfig(model_name=name, model=model_cfg, **sections)
 
 
