@@ -6,16 +6,27 @@ Layout of ``<name>.safetensors``:
 - tensors ``optim.<index>.<key>`` — the optimizer's per-parameter state (Adam moments, step);
 - tensors ``rng.torch`` (and ``rng.cuda.<i>``) — the RNG states needed for an exact resume;
 - header metadata ``sepcore`` — a JSON object: ``format_version``, ``model`` (registry name),
-  ``config`` (the full experiment config), ``train_state`` (epoch, global step, best score,
-  counters, optimizer param groups, LR scheduler state, numpy/python RNG states), ``metrics``,
-  ``versions``.
+  ``config`` (see below), ``train_state`` (epoch, global step, best score, counters, optimizer
+  param groups, LR scheduler state, numpy/python RNG states), ``metrics``, ``versions``.
+
+``config`` is the experiment config (:func:`checkpoint_config`) whose ``model`` section is the
+model's *full* config, ``sample_rate``, ``audio_channels`` and ``sources`` included, and which
+has no ``audio`` block (the model section is its one statement). The model is rebuilt from that
+section alone (:func:`model_from_config`); ``data``/``train``/``eval`` are optional (a bare model,
+e.g. ``{"model": model_section(name, model.cfg)}``, loads too) and only feed
+:func:`experiment_config`.
 
 Files are written atomically (temporary file in the same folder, then ``os.replace``) so a crash
 never leaves a half checkpoint under the final name.
+
+Format versions: 2 (written now); 1 (read and upgraded on load: its ``data`` section repeated
+the model's rate, channels and sources, and its model config held ``encoder.pretrained``/
+``encoder.frozen``, which became ``train.init_from``/``init_keys`` and ``train.frozen``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -31,13 +42,14 @@ from safetensors.torch import load_file, save_file
 
 from sepcore.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _META_KEY = "sepcore"
 
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint file holds, in memory."""
+    """What a checkpoint file holds, in memory (``config``: see the module docstring)."""
 
     config: dict[str, Any]
     model_state: dict[str, torch.Tensor]
@@ -106,11 +118,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise CheckpointError(f"{path} is not a sepcore checkpoint (no '{_META_KEY}' metadata)")
     meta = json.loads(header[_META_KEY])
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: checkpoint format_version {version} is not supported "
-            f"(this sepcore reads version {FORMAT_VERSION})"
+            f"(this sepcore reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
+    if version == 1:
+        meta["config"] = _upgrade_v1_config(meta["config"])
     groups: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "rng.": {}}
     for key, value in tensors.items():
         for prefix, group in groups.items():
@@ -125,6 +139,27 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         rng_state=groups["rng."],
         metrics=meta.get("metrics", {}),
     )
+
+
+def _upgrade_v1_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 → 2: the data section's copies of the model's rate, channels and sources go
+    (they equalled the model's), ``model.encoder.pretrained``/``frozen`` become train keys."""
+    config = json.loads(json.dumps(config))  # a deep copy
+    data = config.get("data")
+    if isinstance(data, dict):
+        for key in ("sample_rate", "channels", "targets"):
+            data.pop(key, None)
+    encoder = (config.get("model") or {}).get("encoder")
+    if isinstance(encoder, dict):
+        pretrained = encoder.pop("pretrained", None)
+        frozen = encoder.pop("frozen", False)
+        train = config.setdefault("train", {})
+        parts = ["encoder.*", "decoder.*"]
+        if pretrained and not train.get("init_from"):
+            train["init_from"], train["init_keys"] = pretrained, parts
+        if frozen and not train.get("frozen"):
+            train["frozen"] = parts
+    return config
 
 
 # --- optimizer state <-> flat tensors + JSON -------------------------------------------------
@@ -189,19 +224,74 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], json_state: dict[str, An
         random.setstate((s[0], tuple(s[1]), s[2]))
 
 
+def model_section(name: str, model_cfg: Any) -> dict[str, Any]:
+    """A checkpoint's ``model`` section: the registry name and the model's full config."""
+    return {"name": name, **dataclasses.asdict(model_cfg)}
+
+
+def save_model(path: str | Path, name: str, model: torch.nn.Module) -> Path:
+    """Save a bare model (registry ``name``, its ``cfg`` and weights) as a checkpoint."""
+    return save_checkpoint(path, Checkpoint(config={"model": model_section(name, model.cfg)},
+                                            model_state=model.state_dict()))
+
+
+def checkpoint_config(cfg) -> dict[str, Any]:
+    """The config a checkpoint stores for ``cfg`` (an ExperimentConfig): its file form with the
+    model section complete and no ``audio`` block (see the module docstring)."""
+    config = cfg.to_dict()
+    del config["audio"]
+    config["model"] = model_section(cfg.model_name, cfg.model)
+    return config
+
+
+def model_from_config(config: dict[str, Any], file: str | None = None):
+    """``(name, typed model config)`` from a checkpoint config's ``model`` section alone (a config
+    in file form, whose ``audio`` block holds rate, channels and sources, is accepted too)."""
+    from sepcore.config import AUDIO_FIELDS
+    from sepcore.errors import ConfigError
+    from sepcore.models import make_config
+
+    section = dict(config.get("model") or {})
+    audio = config.get("audio") or {}
+    for audio_key, (model_key, _) in AUDIO_FIELDS.items():
+        if model_key not in section and audio_key in audio:
+            section[model_key] = audio[audio_key]
+    name = section.pop("name", None)
+    if name is None:
+        raise CheckpointError(f"{file or 'checkpoint'}: its config has no model.name")
+    try:
+        return name, make_config(name, section)
+    except ConfigError as exc:
+        raise CheckpointError(f"{file or 'checkpoint'}: the stored model config does not "
+                              f"build: {exc}") from None
+
+
+def experiment_config(config: dict[str, Any], file: str | None = None):
+    """The typed ExperimentConfig of a checkpoint config: its ``audio`` block is the model
+    section's rate, channels and sources; absent data/train/eval sections take defaults."""
+    from sepcore.config import AUDIO_FIELDS, audio_from_model, config_from_dict
+
+    config = json.loads(json.dumps(config))  # a deep copy
+    model = config.get("model") or {}
+    config["audio"] = {**(config.get("audio") or {}), **audio_from_model(model)}
+    for model_key, _ in AUDIO_FIELDS.values():
+        model.pop(model_key, None)
+    return config_from_dict(config, file=file)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Build the model stored in a checkpoint and load its weights (eval mode).
 
-    Returns ``(model, config)`` where ``config`` is the checkpoint's typed ExperimentConfig.
+    The model is built from the checkpoint's model section alone. Returns ``(model, config)``
+    where ``config`` is the checkpoint's typed ExperimentConfig.
     """
-    from sepcore.config import config_from_dict
     from sepcore.models import build_model
 
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt.config, file=str(path))
-    model = build_model(cfg.model_name, cfg.model)
+    name, model_cfg = model_from_config(ckpt.config, str(path))
+    model = build_model(name, model_cfg)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the stored config: {exc}") from None
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), experiment_config(ckpt.config, str(path))

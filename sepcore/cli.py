@@ -88,6 +88,8 @@ def _cmd_info(args) -> int:
             rf_text += " through the convolutions; gLN adds global context"
         print(f"model            {info['model']}")
         print(f"parameters       {info['params']:,} ({info['params'] / 1e6:.2f} M)")
+        if info["trainable_params"] != info["params"]:
+            print(f"trainable        {info['trainable_params']:,} (train.trainable/frozen)")
         print(f"sample rate      {info['sample_rate']} Hz, {info['audio_channels']} channel(s)")
         print(f"sources          {', '.join(info['sources'])}")
         print(f"receptive field  {rf_text}")

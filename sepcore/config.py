@@ -1,4 +1,4 @@
-"""The one typed config tree: ``model``, ``data``, ``train``, ``eval``.
+"""The one typed config tree: ``model``, ``audio``, ``data``, ``train``, ``eval``.
 
 A config file (YAML) looks like::
 
@@ -6,14 +6,20 @@ A config file (YAML) looks like::
       name: multiband          # a registry name (sepcore.models)
       num_bands: 2             # the rest is that model's config dataclass
       ...
-    data: {root: data/synth-musdb, targets: [vocals, accompaniment], sample_rate: 44100, ...}
+    audio: {sample_rate: 44100, channels: 2, sources: [vocals, accompaniment]}
+    data: {root: data/synth-musdb, segment: 8.0, ...}
     train: {epochs: 150, lr: 1.0e-4, loss: l1, ...}
     eval: {subset: test, ...}
 
+``audio`` states the sample rate, the channel count and the sources once; :func:`config_from_dict`
+copies them into the model config (``sample_rate``, ``audio_channels``, ``sources``: a model is
+built from its own config alone) and the data config (``sample_rate``, ``channels``, ``targets``).
+Stating any of them under ``model:`` or ``data:`` is an error that names the ``audio`` key to use.
+
 ``load_config(path, overrides)`` merges the file with OmegaConf dotlist overrides
-(``train.epochs=3``), validates every section against its dataclass (unknown keys are errors that
-name the key and the file) and returns an :class:`ExperimentConfig` whose ``model`` is the typed
-model config (``model_name`` holds its registry name).
+(``train.epochs=3``, ``audio.sample_rate=8000``), validates every section against its dataclass
+(unknown keys are errors that name the key and the file) and returns an :class:`ExperimentConfig`
+whose ``model`` is the typed model config (``model_name`` holds its registry name).
 """
 
 from __future__ import annotations
@@ -33,6 +39,39 @@ ACCOMPANIMENT = "accompaniment"
 
 
 @dataclass
+class AudioConfig:
+    """What the model and the data share, stated once (see the module docstring)."""
+
+    sample_rate: int = 44100  # Hz; audio is resampled to it (8000, 16000, 22050, 44100)
+    channels: int = 2  # 1 = mono (channel mean), 2 = stereo
+    sources: list[str] = field(default_factory=lambda: ["vocals", ACCOMPANIMENT])  # output order
+
+
+# audio field -> (model config field, data config field) that it fills
+AUDIO_FIELDS = {
+    "sample_rate": ("sample_rate", "sample_rate"),
+    "channels": ("audio_channels", "channels"),
+    "sources": ("sources", "targets"),
+}
+
+
+def model_audio(audio: AudioConfig) -> dict[str, Any]:
+    """The model config fields that ``audio`` fills (``sample_rate``, ``audio_channels``, …)."""
+    return {model_key: _copy(getattr(audio, name))
+            for name, (model_key, _) in AUDIO_FIELDS.items()}
+
+
+def audio_from_model(model_fields: dict[str, Any]) -> dict[str, Any]:
+    """The ``audio`` block that a (full) model config's fields imply; absent fields are left out."""
+    return {name: _copy(model_fields[model_key])
+            for name, (model_key, _) in AUDIO_FIELDS.items() if model_key in model_fields}
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+@dataclass
 class AugmentConfig:
     """On-the-fly augmentations (Meta-TasNet, Samuel et al., ICASSP 2020; Défossez et al. 2019)."""
 
@@ -46,11 +85,15 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
+    """Where the songs come from and how they are cut. In an experiment config ``targets``,
+    ``sample_rate`` and ``channels`` are filled from the ``audio`` block (never written under
+    ``data:``); code that uses the data layer alone sets them directly."""
+
     root: str = "data/synth-musdb"  # MUSDB18(-HQ) root or any tree with the same layout
     is_wav: bool = True  # MUSDB18-HQ / WAV tree (True) or .stem.mp4 MUSDB18 (False)
-    targets: list[str] = field(default_factory=lambda: ["vocals", ACCOMPANIMENT])
-    sample_rate: int = 44100  # model rate; audio is resampled to it (8000, 16000, 22050, 44100)
-    channels: int = 2  # 1 = mono (channel mean), 2 = stereo
+    targets: list[str] = field(default_factory=lambda: ["vocals", ACCOMPANIMENT])  # audio.sources
+    sample_rate: int = 44100  # audio.sample_rate; audio is resampled to it
+    channels: int = 2  # audio.channels: 1 = mono (channel mean), 2 = stereo
     segment: float = 4.0  # seconds per training chunk
     samples_per_track: int = 64  # training chunks per track per epoch
     valid_segment: float | None = None  # seconds per validation chunk (None = whole tracks)
@@ -104,6 +147,7 @@ class TrainConfig:
     init_keys: list[str] | None = None  # load only the checkpoint tensors matching (None = all)
     init_strict: bool = True  # every (selected) tensor must exist in both with the same shape
     trainable: list[str] | None = None  # only matching parameters train (None = all)
+    frozen: list[str] | None = None  # matching parameters do not train (M5: encoder.*, decoder.*)
     reinit: list[str] | None = None  # re-initialise matching parameters after init_from
 
 
@@ -123,26 +167,76 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
+    """A validated config. ``audio`` is the one statement of rate, channels and sources; the
+    copies in ``model`` and ``data`` are filled from it by :func:`config_from_dict`."""
+
     model_name: str
     model: Any  # the typed config of model_name
+    audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict in file form (``model.name`` + model fields)."""
+        """Plain nested dict in file form: ``model.name`` + model fields, the ``audio`` block,
+        and ``data`` without the fields the audio block fills."""
+        self._check_audio_copies()
+        model = dataclasses.asdict(self.model)
+        data = dataclasses.asdict(self.data)
+        for model_key, data_key in AUDIO_FIELDS.values():
+            model.pop(model_key, None)
+            data.pop(data_key, None)
         return {
-            "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
-            "data": dataclasses.asdict(self.data),
+            "model": {"name": self.model_name, **model},
+            "audio": dataclasses.asdict(self.audio),
+            "data": data,
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
         }
+
+    def _check_audio_copies(self) -> None:
+        """The model's and the data's copies must still equal ``audio`` (set them through it)."""
+        for name, (model_key, data_key) in AUDIO_FIELDS.items():
+            want = _copy(getattr(self.audio, name))
+            for section, obj, key in (("model", self.model, model_key),
+                                      ("data", self.data, data_key)):
+                if hasattr(obj, key) and _copy(getattr(obj, key)) != want:
+                    raise ConfigError(f"{section}.{key} = {getattr(obj, key)!r} differs from "
+                                      f"audio.{name} = {want!r}; change audio.{name} and "
+                                      "rebuild the config with config_from_dict",
+                                      key=f"audio.{name}")
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
 
 
-_SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"audio": AudioConfig, "data": DataConfig, "train": TrainConfig,
+             "eval": EvalConfig}
+
+# Keys that older configs used, and what replaces them (a one-line error instead of "unknown key").
+REMOVED_KEYS = {
+    **{f"{section}.{key}": f"use audio.{name} (stated once, for the model and the data)"
+       for name, keys in AUDIO_FIELDS.items()
+       for section, key in zip(("model", "data"), keys, strict=True)},
+    "model.encoder.pretrained": "a model never reads a file; load a trained model's "
+                                "encoder/decoder with train.init_from=<checkpoint> and "
+                                "train.init_keys=[encoder.*, decoder.*]",
+    "model.encoder.frozen": "freeze the encoder/decoder with train.frozen=[encoder.*, decoder.*]",
+}
+
+
+def _has_key(node: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig | dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _check_removed_keys(node: DictConfig, file: str | None) -> None:
+    for key, hint in REMOVED_KEYS.items():
+        if _has_key(node, key):
+            raise ConfigError(f"key '{key}' is no longer supported: {hint}", key=key, file=file)
 
 
 def _typed_section(cls: type, values: Any, section: str, file: str | None):
@@ -152,7 +246,7 @@ def _typed_section(cls: type, values: Any, section: str, file: str | None):
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
-        msg = getattr(exc, "msg", None) or str(exc)
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
         raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}",
                           file=file) from None
 
@@ -165,52 +259,54 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
     unknown = [k for k in node.keys() if k not in ("model", *_SECTIONS)]
     if unknown:
         raise ConfigError(
-            f"unknown top-level key '{unknown[0]}' (expected model, data, train, eval)",
+            f"unknown top-level key '{unknown[0]}' (expected model, audio, data, train, eval)",
             key=str(unknown[0]),
             file=file,
         )
+    _check_removed_keys(node, file)
     if "model" not in node or "name" not in node.model:
         raise ConfigError("missing 'model.name' (a registry name, see `sep info`)",
                           key="model.name",
                           file=file)
+    sections = {s: _typed_section(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
+    audio = sections["audio"]
+    _check_audio(audio, sections["data"], file)
     model_raw = OmegaConf.to_container(node.model, resolve=True)
     name = model_raw.pop("name")
     try:
-        model_cfg = make_config(name, model_raw)
+        model_cfg = make_config(name, {**model_raw, **model_audio(audio)})
     except ConfigError as exc:
         raise ConfigError(str(exc), key=exc.key, file=file) from None
-    sections = {s: _typed_section(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
-    cfg = ExperimentConfig(model_name=name, model=model_cfg, **sections)
-    _check_consistency(cfg, file)
-    return cfg
+    sections["data"] = dataclasses.replace(
+        sections["data"], **{data_key: _copy(getattr(audio, audio_key))
+                             for audio_key, (_, data_key) in AUDIO_FIELDS.items()})
+    return ExperimentConfig(model_name=name, model=model_cfg, **sections)
 
 
-def _check_consistency(cfg: ExperimentConfig, file: str | None) -> None:
-    """Cross-section checks: the model must agree with the data it is trained on."""
-    valid_targets = set(STEMS) | {ACCOMPANIMENT}
-    if cfg.data.layout not in ("musdb", "folders"):
-        raise ConfigError(f"data.layout must be 'musdb' or 'folders', got {cfg.data.layout!r}",
+def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None:
+    """The audio block on its own and against the data layout (model-specific limits, e.g. a
+    model that only estimates vocals, are checked when the model is built)."""
+    if data.layout not in ("musdb", "folders"):
+        raise ConfigError(f"data.layout must be 'musdb' or 'folders', got {data.layout!r}",
                           key="data.layout", file=file)
-    if cfg.data.layout == "folders" and not cfg.data.mapping:
+    if data.layout == "folders" and not data.mapping:
         raise ConfigError("data.layout='folders' needs data.mapping (a stem -> class YAML)",
                           key="data.mapping", file=file)
-    for t in cfg.data.targets:
-        if cfg.data.layout == "musdb" and t not in valid_targets:
-            raise ConfigError(f"unknown target {t!r} in data.targets; choose from "
-                              f"{sorted(valid_targets)}", key="data.targets", file=file)
-    m = cfg.model
-    if hasattr(m, "sources") and list(m.sources) != list(cfg.data.targets):
-        raise ConfigError(f"model.sources {list(m.sources)} differ from data.targets "
-                          f"{list(cfg.data.targets)}", key="model.sources", file=file)
-    if hasattr(m, "sample_rate") and m.sample_rate != cfg.data.sample_rate:
-        raise ConfigError(f"model.sample_rate {m.sample_rate} differs from data.sample_rate "
-                          f"{cfg.data.sample_rate}", key="model.sample_rate", file=file)
-    if hasattr(m, "audio_channels") and m.audio_channels != cfg.data.channels:
-        raise ConfigError(f"model.audio_channels {m.audio_channels} differs from data.channels "
-                          f"{cfg.data.channels}", key="model.audio_channels", file=file)
-    if cfg.data.channels not in (1, 2):
-        raise ConfigError(f"data.channels must be 1 or 2, got {cfg.data.channels}",
-                          key="data.channels", file=file)
+    if audio.channels not in (1, 2):
+        raise ConfigError(f"audio.channels must be 1 or 2, got {audio.channels}",
+                          key="audio.channels", file=file)
+    if audio.sample_rate <= 0:
+        raise ConfigError(f"audio.sample_rate must be positive, got {audio.sample_rate}",
+                          key="audio.sample_rate", file=file)
+    sources = list(audio.sources)
+    if not sources or len(set(sources)) != len(sources):
+        raise ConfigError(f"audio.sources = {sources} must name at least one source, each once",
+                          key="audio.sources", file=file)
+    valid_targets = set(STEMS) | {ACCOMPANIMENT}
+    for t in sources:  # a folder dataset's classes are only known once its mapping is read
+        if data.layout == "musdb" and t not in valid_targets:
+            raise ConfigError(f"unknown source {t!r} in audio.sources; choose from "
+                              f"{sorted(valid_targets)}", key="audio.sources", file=file)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -5,14 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from sepcore.config import load_config
+from sepcore.errors import ConfigError
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 
 
 def model_info(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Build the model of ``config`` (a YAML path) and describe it."""
+    """Build the model of ``config`` (a YAML path) and describe it.
+
+    ``trainable_params`` counts what ``train.trainable``/``train.frozen`` leave to train; no
+    checkpoint is read (``train.init_from`` only matters to training).
+    """
+    from sepcore.train import trainable_parameters
+
     cfg = load_config(config, overrides)
-    model = build_model(cfg.model_name, cfg.model)
+    try:
+        model = build_model(cfg.model_name, cfg.model)
+    except ConfigError as exc:  # the model's own limits (e.g. MaD estimates vocals only)
+        raise ConfigError(str(exc), key=exc.key, file=str(config)) from None
+    trainable = trainable_parameters(model, cfg.train)
+    if trainable is not None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trainable)
     rate = model.sample_rate
     rf = getattr(model, "conv_receptive_field", None) or model.receptive_field
     return {

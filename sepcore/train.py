@@ -10,13 +10,17 @@ The trainer knows nothing about Ray or MLflow: it calls hooks. A hook is any obj
 these methods:
 
 - ``on_epoch_end(metrics: dict) -> None`` — after validation and checkpointing of each epoch;
+  ``metrics`` holds exactly :func:`epoch_metric_names` (the fields of :class:`EpochReport`, the
+  one definition that sweeps also validate ``tune.metric`` against);
 - ``on_checkpoint(path: Path) -> None`` — after ``last.safetensors`` is written;
 - ``should_stop() -> bool`` — asked after each epoch (e.g. by a scheduler that prunes the trial).
 
-Transfer set-ups (thesis ch. 6: tl / retrain / finetune) come from ``train.init_from`` (a sepcore
-checkpoint; ``models:/`` registry URIs are resolved by the sweeps layer before ``fit``),
-``train.init_keys``/``init_strict``, ``train.reinit`` and ``train.trainable`` (fnmatch patterns over
-parameter names; the optimizer gets only the trainable parameters): see :func:`apply_transfer`.
+Transfer set-ups (thesis ch. 6: tl / retrain / finetune; the multi-band masking paper's M5/M6, a
+pre-trained encoder/decoder, frozen) come from ``train.init_from`` (a sepcore checkpoint;
+``models:/`` registry URIs are resolved by the sweeps layer before ``fit``),
+``train.init_keys``/``init_strict``, ``train.reinit``, ``train.trainable`` and ``train.frozen``
+(fnmatch patterns over parameter names; the optimizer gets only the trainable parameters): see
+:func:`apply_transfer`.
 
 A NaN/inf loss raises :class:`~sepcore.errors.TrainingDiverged` naming the epoch and step.
 """
@@ -30,7 +34,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from tqdm import tqdm
 from sepcore.checkpoint import (
     Checkpoint,
     capture_rng_state,
+    checkpoint_config,
     flatten_optimizer_state,
     load_checkpoint,
     restore_rng_state,
@@ -59,6 +64,40 @@ log = logging.getLogger(__name__)
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+
+
+@dataclass
+class EpochReport:
+    """What :func:`fit` reports after every epoch: hooks' ``on_epoch_end``, ``FitResult.history``
+    and the checkpoint's ``metrics`` all get :meth:`as_metrics` (flat names, see
+    :data:`EPOCH_METRICS` and :func:`epoch_metric_names`)."""
+
+    epoch: int
+    step: int  # optimizer steps so far (global, over all epochs)
+    train_loss: float  # mean training loss of the epoch
+    valid_loss: float
+    valid_sisdr: float  # dB, mean over sources
+    best_valid_loss: float
+    lr: float
+    epoch_time: float  # seconds for training + validation of the epoch
+    valid_sisdr_per_source: dict[str, float] = field(default_factory=dict)  # source -> dB
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {name: getattr(self, name) for name in EPOCH_METRICS}
+        for source, value in self.valid_sisdr_per_source.items():
+            metrics[SOURCE_METRIC.format(source=source)] = value
+        return metrics
+
+
+# the metric names of every epoch; per source also SOURCE_METRIC (valid_sisdr_<source>)
+EPOCH_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EpochReport)
+                                       if f.name != "valid_sisdr_per_source")
+SOURCE_METRIC = "valid_sisdr_{source}"
+
+
+def epoch_metric_names(sources: list[str]) -> tuple[str, ...]:
+    """Every metric name :func:`fit` reports each epoch for a model with these sources."""
+    return (*EPOCH_METRICS, *(SOURCE_METRIC.format(source=s) for s in sources))
 
 
 @dataclass
@@ -119,7 +158,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     apply_transfer(model, tc, fresh=resume is None)
     loss_fn = build_loss(tc.loss, tc.source_weights)
     aux_fn = build_loss(tc.aux_loss or tc.loss, tc.source_weights)
-    params = (model.parameters() if tc.trainable is None
+    params = (model.parameters() if tc.trainable is None and not tc.frozen
               else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -146,24 +185,20 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         t0 = time.perf_counter()
         train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
                                   device, epoch, state, use_amp)
-        valid = _validate(cfg, model, valid_set, loss_fn, device)
-        scheduler.step(valid["valid_loss"])
-        improved = valid["valid_loss"] < state["best_valid_loss"]
+        valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
+        scheduler.step(valid_loss)
+        improved = valid_loss < state["best_valid_loss"]
         if improved:
-            state["best_valid_loss"] = valid["valid_loss"]
+            state["best_valid_loss"] = valid_loss
             state["bad_epochs"] = 0
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        metrics = {
-            "epoch": epoch,
-            "step": state["global_step"],
-            "train_loss": train_loss,
-            **valid,
-            "best_valid_loss": state["best_valid_loss"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_time": time.perf_counter() - t0,
-        }
+        metrics = EpochReport(
+            epoch=epoch, step=state["global_step"], train_loss=train_loss, valid_loss=valid_loss,
+            valid_sisdr=valid_sisdr, best_valid_loss=state["best_valid_loss"],
+            lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - t0,
+            valid_sisdr_per_source=per_source).as_metrics()
         state["history"].append(metrics)
         last = _save(out_dir / LAST, cfg, model, optimizer, scheduler, state, metrics)
         if improved:
@@ -171,7 +206,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         if tc.keep_every:
             shutil.copyfile(last, out_dir / f"epoch_{epoch:03d}.safetensors")
         log.info("epoch %d: train %.4f valid %.4f sisdr %.2f dB lr %.2e", epoch, train_loss,
-                 valid["valid_loss"], valid["valid_sisdr"], metrics["lr"])
+                 valid_loss, valid_sisdr, metrics["lr"])
         _call_hooks(hooks, "on_checkpoint", last)
         _call_hooks(hooks, "on_epoch_end", metrics)
         if tc.early_stop and state["bad_epochs"] >= tc.early_stop:
@@ -214,15 +249,34 @@ def _select(names: list[str], patterns: list[str], key: str) -> set[str]:
     return selected
 
 
+def trainable_parameters(model: torch.nn.Module, tc) -> set[str] | None:
+    """Names of the parameters that train under ``train.trainable`` minus ``train.frozen``.
+
+    ``None`` when neither is set (everything trains). A pattern that matches no parameter is a
+    ConfigError naming the key, so this also validates the patterns against a model.
+    """
+    if tc.trainable is None and not tc.frozen:
+        return None
+    names = [n for n, _ in model.named_parameters()]
+    chosen = set(names) if tc.trainable is None else _select(names, tc.trainable,
+                                                             "train.trainable")
+    if tc.frozen:
+        chosen -= _select(names, tc.frozen, "train.frozen")
+    return chosen
+
+
 def apply_transfer(model: torch.nn.Module, tc, fresh: bool = True) -> None:
-    """Transfer set-ups of the thesis, ch. 6 (tl / retrain / finetune), from ``train.*``.
+    """Transfer set-ups from ``train.*``: thesis ch. 6 (tl / retrain / finetune), M5/M6.
 
     With ``fresh`` (not resuming): load ``init_from`` (a sepcore checkpoint; ``init_keys``
     selects tensors, ``init_strict`` demands matching names and shapes), then re-initialise the
-    parameters matching ``reinit`` (their module's ``reset_parameters``). Always: parameters
-    not matching ``trainable`` get ``requires_grad = False``. Patterns: see :func:`_matches`.
-    Note that freezing stops gradients only; norm layers of a frozen part still use batch
-    statistics in training mode (as the reference Open-Unmix code).
+    parameters matching ``reinit`` (their module's ``reset_parameters``), then call the model's
+    optional ``after_transfer(changed)`` with the state-dict names that changed (state derived
+    from weights, e.g. the multi-band model's sorted band order, follows the loaded encoder).
+    Always: parameters not matching ``trainable`` (default: all) or matching ``frozen`` get
+    ``requires_grad = False``. Patterns: see :func:`_matches`. Note that freezing stops gradients
+    only; norm layers of a frozen part still use batch statistics in training mode (as the
+    reference Open-Unmix code).
     """
     if tc.init_from is not None and tc.init_from.startswith("models:/"):
         raise ConfigError(
@@ -230,21 +284,26 @@ def apply_transfer(model: torch.nn.Module, tc, fresh: bool = True) -> None:
             "files only; run through `python -m sweeps` (which resolves models:/ URIs before "
             "fit) or download the checkpoint first and pass its path", key="train.init_from")
     names = [n for n, _ in model.named_parameters()]
-    trainable = None if tc.trainable is None else _select(names, tc.trainable, "train.trainable")
+    trainable = trainable_parameters(model, tc)
     reinit = set() if not tc.reinit else _select(names, tc.reinit, "train.reinit")
+    changed: set[str] = set()
     if fresh and tc.init_from is not None:
-        _load_init(model, tc.init_from, tc.init_keys, tc.init_strict)
+        changed |= _load_init(model, tc.init_from, tc.init_keys, tc.init_strict)
     if fresh and reinit:
         _reinit(model, reinit)
+        changed |= reinit
+    if changed and hasattr(model, "after_transfer"):
+        model.after_transfer(changed)
     if trainable is not None:
         for name, param in model.named_parameters():
             param.requires_grad_(name in trainable)
-        log.info("train.trainable: %d of %d parameter tensors train (%s of %s values)",
+        log.info("train.trainable/frozen: %d of %d parameter tensors train (%s of %s values)",
                  len(trainable), len(names), f"{count_parameters(model, True):,}",
                  f"{count_parameters(model):,}")
 
 
-def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> None:
+def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> set[str]:
+    """Load ``path``'s (selected) tensors into ``model``; returns the names it loaded."""
     if not Path(path).is_file():
         raise ConfigError(f"train.init_from={path!r}: no such checkpoint file",
                           key="train.init_from")
@@ -265,6 +324,7 @@ def _load_init(model, path: str, keys: list[str] | None, strict: bool) -> None:
     loaded = {k: source[k] for k in chosen if k in target and source[k].shape == target[k].shape}
     model.load_state_dict({**target, **loaded})
     log.info("train.init_from: loaded %d of %d tensors from %s", len(loaded), len(target), path)
+    return set(loaded)
 
 
 def _reinit(model: torch.nn.Module, chosen: set[str]) -> None:
@@ -346,12 +406,13 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epo
 
 
 @torch.no_grad()
-def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
-    """Validation loss and SI-SDR per source (chunked inference on long items)."""
+def _validate(cfg, model, valid_set, loss_fn, device) -> tuple[float, float, dict[str, float]]:
+    """Validation loss, mean SI-SDR and SI-SDR per source (chunked inference on long items);
+    NaN everywhere when there is nothing to validate on."""
     from sepcore.separate import apply_model
 
     model.eval()
-    sources = list(cfg.data.targets)
+    sources = list(cfg.audio.sources)
     losses, sdrs = [], []
     for index in range(len(valid_set)):
         mixture, targets = valid_set[index]
@@ -362,12 +423,10 @@ def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
         # (1, S, C, T) -> SI-SDR per source, mean over channels
         sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
     if not losses:
-        return {"valid_loss": float("nan"), "valid_sisdr": float("nan")}
+        return math.nan, math.nan, dict.fromkeys(sources, math.nan)
     per_source = torch.stack(sdrs).nanmean(dim=0)
-    result = {"valid_loss": float(np.mean(losses)), "valid_sisdr": float(per_source.mean())}
-    for name, value in zip(sources, per_source.tolist(), strict=True):
-        result[f"valid_sisdr_{name}"] = value
-    return result
+    return (float(np.mean(losses)), float(per_source.mean()),
+            dict(zip(sources, per_source.tolist(), strict=True)))
 
 
 def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
@@ -395,7 +454,7 @@ def _save(path, cfg, model, optimizer, scheduler, state, metrics) -> Path:
         "scheduler": scheduler.state_dict(),
         "rng": rng_json,
     }
-    ckpt = Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(),
+    ckpt = Checkpoint(config=checkpoint_config(cfg), model_state=model.state_dict(),
                       train_state=train_state, optimizer_state=optim_tensors,
                       rng_state=rng_tensors, metrics=metrics)
     return save_checkpoint(path, ckpt)

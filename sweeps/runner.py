@@ -48,6 +48,10 @@ def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
     if data.get("root") and "://" not in str(data["root"]):
         data["root"] = str(Path(data["root"]).resolve())
     data["cache_dir"] = str(Path(data.get("cache_dir") or ".cache/sepcore").resolve())
+    train = base.get("train") or {}
+    init_from = train.get("init_from")
+    if init_from and "://" not in str(init_from) and not str(init_from).startswith("models:/"):
+        train["init_from"] = str(Path(init_from).resolve())
     return base
 
 

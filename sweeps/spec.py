@@ -251,7 +251,8 @@ def _typed(cls: type, values: Any, block: str, file: str):
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise SweepError(f"key '{block}.{key}': {getattr(exc, 'msg', None) or exc}",
+        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]  # one line
+        raise SweepError(f"key '{block}.{key}': {msg}",
                          key=f"{block}.{key}", file=file) from None
 
 
@@ -383,11 +384,10 @@ def _prune(point: dict[str, Any], params: list[Param]) -> dict[str, Any]:
 
 
 def reported_metrics(sources: list[str]) -> set[str]:
-    """Metric names the trainable reports every epoch (see sepcore.train.fit)."""
-    names = {"epoch", "train_loss", "valid_loss", "valid_sisdr", "best_valid_loss", "lr",
-             "global_step", "epoch_seconds"}
-    names |= {f"valid_sisdr_{s}" for s in sources}
-    return names
+    """Metric names the trainable reports every epoch: sepcore.train's one definition."""
+    from sepcore.train import epoch_metric_names
+
+    return set(epoch_metric_names(sources))
 
 
 def validate(sweep: Sweep) -> None:
@@ -421,7 +421,7 @@ def validate(sweep: Sweep) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise SweepError(f"'{key}' {msg}", key=key, file=file)
-    metrics = reported_metrics(list(base_cfg.data.targets))
+    metrics = reported_metrics(list(base_cfg.audio.sources))
     if t.metric not in metrics:
         raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "
                          f"reports {sorted(metrics)}", key="tune.metric", file=file)
@@ -442,15 +442,25 @@ def validate(sweep: Sweep) -> None:
             except ConfigError as exc:
                 raise SweepError(f"'search.{param.path}' = {value!r} gives a config that does not "
                                  f"build: {exc}", key=f"search.{param.path}", file=file) from None
-            if param.path.startswith("model."):
+            if param.path == "train" or param.path.startswith(_MODEL_PATHS):
                 _build_model(cfg, f"search.{param.path}", file)
     _build_model(base_cfg, "base", file)
 
 
+# searched paths that need the model built: its config, or patterns over its parameter names
+_MODEL_PATHS = ("model", "train.trainable", "train.frozen")
+
+
 def _build_model(cfg: ExperimentConfig, key: str, file: str) -> None:
+    """Build the model and match ``train.trainable``/``train.frozen`` against its parameters."""
     from sepcore.models import build_model
+    from sepcore.train import trainable_parameters
 
     try:
-        build_model(cfg.model_name, cfg.model)
+        model = build_model(cfg.model_name, cfg.model)
     except ConfigError as exc:
         raise SweepError(f"'{key}': the model does not build: {exc}", key=key, file=file) from None
+    try:
+        trainable_parameters(model, cfg.train)
+    except ConfigError as exc:
+        raise SweepError(f"'{key}': {exc}", key=key, file=file) from None

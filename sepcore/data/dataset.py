@@ -97,11 +97,11 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[TrainChunks, ValidChunks
 
 def _check_audio_config(cfg: DataConfig) -> None:
     if cfg.channels not in (1, 2):
-        raise ConfigError(f"data.channels must be 1 or 2, got {cfg.channels}",
-                          key="data.channels")
+        raise ConfigError(f"audio.channels must be 1 or 2, got {cfg.channels}",
+                          key="audio.channels")
     if cfg.sample_rate <= 0:
-        raise ConfigError(f"data.sample_rate must be positive, got {cfg.sample_rate}",
-                          key="data.sample_rate")
+        raise ConfigError(f"audio.sample_rate must be positive, got {cfg.sample_rate}",
+                          key="audio.sample_rate")
 
 
 def _stem_names(songs: list[TrackAudio]) -> tuple[str, ...]:
@@ -116,8 +116,8 @@ def _check_names(cfg: DataConfig, stem_names: tuple[str, ...]) -> None:
         return
     unknown = [t for t in cfg.targets if t not in stem_names]
     if unknown or not cfg.targets:
-        raise ConfigError(f"data.targets {list(cfg.targets)}: {unknown} are not classes of the "
-                          f"mapping {cfg.mapping} ({list(stem_names)})", key="data.targets")
+        raise ConfigError(f"audio.sources {list(cfg.targets)}: {unknown} are not classes of the "
+                          f"mapping {cfg.mapping} ({list(stem_names)})", key="audio.sources")
 
 
 def _to_tensors(stems: np.ndarray | list[np.ndarray], names: list[str],

@@ -15,7 +15,7 @@ under ``<root>/<subset>/``. A mapping file (YAML) groups stems into classes::
     mixing: adaptive              # summing | averaging | scaling | adaptive (sepcore.data.mixing)
 
 Each song becomes a :class:`ClassTrack`, a :class:`~sepcore.data.track.TrackAudio` whose stems are
-the class stems, so ``data.targets`` are class names; its ``mixture`` is the one the mixing
+the class stems, so ``audio.sources`` are class names; its ``mixture`` is the one the mixing
 procedure gives (the sum of the class stems for summing and adaptive rescaling). A stem named in no
 class without a catch-all is a :class:`~sepcore.errors.DataError` naming the file; a song's
 ``mixture.wav``, if any, is ignored (the mixture is rebuilt from its stems).

@@ -18,13 +18,14 @@ TARGET_NAMES = (*STEMS, ACCOMPANIMENT)
 
 
 def check_targets(names: Sequence[str]) -> None:
-    """ConfigError (key ``data.targets``) unless every name is a stem or ``accompaniment``."""
+    """ConfigError (key ``audio.sources``, which fills ``data.targets``) unless every name is a
+    stem or ``accompaniment``."""
     if not names:
-        raise ConfigError("data.targets is empty", key="data.targets")
+        raise ConfigError("audio.sources is empty", key="audio.sources")
     for name in names:
         if name not in TARGET_NAMES:
-            raise ConfigError(f"unknown target {name!r} in data.targets; choose from "
-                              f"{list(TARGET_NAMES)}", key="data.targets")
+            raise ConfigError(f"unknown source {name!r} in audio.sources; choose from "
+                              f"{list(TARGET_NAMES)}", key="audio.sources")
 
 
 def targets_from_stems(stems: np.ndarray | Sequence[np.ndarray],

@@ -50,7 +50,7 @@ def make_config(name: str, params: Mapping[str, Any] | None = None, source: str 
         merged = OmegaConf.merge(schema, OmegaConf.create(dict(params or {})))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        msg = getattr(exc, "msg", None) or str(exc)
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
         raise ConfigError(
             f"invalid model config for {name!r}: key '{source}.{key}': {msg}",
             key=f"{source}.{key}",
@@ -58,11 +58,26 @@ def make_config(name: str, params: Mapping[str, Any] | None = None, source: str 
     return OmegaConf.to_object(merged)
 
 
+# model fields that an experiment config fills from its audio block (sepcore.config.AUDIO_FIELDS)
+_FROM_AUDIO = {"model.sample_rate": "audio.sample_rate", "model.audio_channels": "audio.channels",
+               "model.sources": "audio.sources"}
+
+
 def build_model(name: str, params: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build model ``name`` from ``params`` (a mapping or an instance of its config dataclass)."""
+    """Build model ``name`` from ``params`` (a mapping or an instance of its config dataclass).
+
+    A model that rejects its rate, channels or sources (e.g. MaD estimates vocals only) raises a
+    ConfigError keyed ``audio.<x>``: that is where a config file states them.
+    """
     config_cls, module_cls = get_model_classes(name)
     cfg = params if isinstance(params, config_cls) else make_config(name, params)
-    return module_cls(cfg)
+    try:
+        return module_cls(cfg)
+    except ConfigError as exc:
+        if exc.key not in _FROM_AUDIO or exc.file is not None:
+            raise
+        raise ConfigError(f"{exc} (set by {_FROM_AUDIO[exc.key]})",
+                          key=_FROM_AUDIO[exc.key]) from None
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

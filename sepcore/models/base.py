@@ -21,6 +21,13 @@ Garoufis et al., EUSIPCO 2021), with no case per model. Such a model may also de
 ``auxiliary_losses(separation, mixture, targets) -> dict[str, Tensor]``: model-specific terms
 (already weighted, e.g. Meta-TasNet's similarity/dissimilarity/reconstruction losses or the
 losses of its lower-rate stages) that the trainer adds to the training loss.
+
+A model never reads a file: pre-trained weights come from the trainer (``train.init_from``). A
+model that keeps state derived from its weights (the multi-band model's ``band_split: sorted``
+channel order) stores it in a buffer, so a checkpoint restores it with the weights, and may define
+``after_transfer(changed: set[str]) -> None``: the trainer calls it in a fresh run after
+``train.init_from``/``train.reinit`` changed the state-dict entries named in ``changed``, so that
+the derived state follows the new weights. It is never called on resume or ``load_state_dict``.
 """
 
 from __future__ import annotations

@@ -53,7 +53,10 @@ class EncoderConfig:
     follow the thesis's names (Mocanu, "Musical source separation", EPFL / Logitech, 2020, Table
     A.1; see ``sepcore.models.filterbanks``). The
     default (``simple`` + ``conv``) is Conv-TasNet's learned conv encoder and transposed-conv
-    decoder.
+    decoder. A pre-trained and/or frozen encoder/decoder (rows M5/M6 of Papantonakis et al.,
+    "Multi-band Masking for Waveform-based Singing Voice Separation", EUSIPCO 2022) is a training
+    set-up, not a model setting: ``train.init_from`` + ``train.init_keys`` + ``train.frozen``
+    (see ``sepcore.train.apply_transfer``); a model never reads a file.
     """
 
     N: int = 256  # number of latent channels
@@ -66,8 +69,6 @@ class EncoderConfig:
     depth: int = 2  # deep: stacked layers
     who_is_pinv: str | None = None  # enc | dec | None: that side is the other's pseudo-inverse
     init_type: str = "mel"  # mel | uniform: initial centre frequencies of parameterised filters
-    frozen: bool = False  # M5: encoder/decoder weights are not trained
-    pretrained: str | None = None  # M5: checkpoint whose encoder/decoder weights are loaded
 
 
 @dataclass
@@ -271,46 +272,6 @@ class EncoderMaskerDecoder(SeparationModel):
         # (B, C, T) -> (B, N, K) and (B*, N, K) -> (B*, C, (K-1)·stride + L); see filterbanks.py
         self.encoder, self.decoder = build_encoding(cfg.encoder, cfg.audio_channels,
                                                     cfg.sample_rate)
-        self._apply_pretrained_and_freeze()
-
-    def _apply_pretrained_and_freeze(self) -> None:
-        """M5 of the multi-band masking paper: load encoder/decoder weights and/or freeze them.
-
-        ``pretrained`` is a sepcore checkpoint; its ``encoder.*``/``decoder.*`` tensors must match
-        this model's encoder/decoder state exactly (names and shapes). ``frozen`` turns off
-        gradients of every encoder/decoder parameter.
-        """
-        enc = self.cfg.encoder
-        if enc.pretrained:
-            from sepcore.checkpoint import load_checkpoint  # checkpoint imports the models
-
-            key = "model.encoder.pretrained"
-            try:
-                state = load_checkpoint(enc.pretrained).model_state
-            except Exception as exc:
-                raise ConfigError(f"{key} = {enc.pretrained!r}: {exc}", key=key) from None
-            for part in ("encoder", "decoder"):
-                module = getattr(self, part)
-                own = module.state_dict()
-                theirs = {k[len(part) + 1:]: v for k, v in state.items()
-                          if k.startswith(part + ".")}
-                missing = sorted(set(own) - set(theirs))
-                unexpected = sorted(set(theirs) - set(own))
-                if missing or unexpected:
-                    raise ConfigError(
-                        f"{key} = {enc.pretrained!r}: {part} keys do not match this model's "
-                        f"(missing {[f'{part}.{k}' for k in missing]}, unexpected "
-                        f"{[f'{part}.{k}' for k in unexpected]})", key=key)
-                for name, tensor in theirs.items():
-                    if tensor.shape != own[name].shape:
-                        raise ConfigError(
-                            f"{key} = {enc.pretrained!r}: {part}.{name} has shape "
-                            f"{tuple(tensor.shape)}, this model needs {tuple(own[name].shape)}",
-                            key=key)
-                module.load_state_dict(theirs)
-        if enc.frozen:
-            self.encoder.requires_grad_(False)
-            self.decoder.requires_grad_(False)
 
     # contract ------------------------------------------------------------------------------------
     @property

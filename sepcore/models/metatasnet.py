@@ -154,9 +154,6 @@ def check_metatasnet_config(cfg: MetaTasNetConfig) -> None:
                           "generated per instrument; choose 'gLN' or 'cLN'",
                           key="model.masker.norm")
     encoder_stride(cfg.encoder)
-    if cfg.encoder.pretrained or cfg.encoder.frozen:
-        raise ConfigError("model.encoder.pretrained/frozen are not supported by Meta-TasNet "
-                          "(one encoder per stage)", key="model.encoder.pretrained")
     for name in ("embedding_dim", "generator_dim", "resample_width"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(cfg, name)}",

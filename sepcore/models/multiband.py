@@ -1,20 +1,25 @@
-"""Multi-band masking: one TCN separator per latent sub-band (the multi-band masking paper).
+"""Multi-band masking: one TCN separator per latent sub-band.
 
-Papantonakis, Garoufis & Maragos, "Multi-band Masking for Waveform-based Singing Voice Separation",
-EUSIPCO 2022 (Fig. 1 and Table 1):
-the N-dim encoder latent is split into Q sub-bands; Q separators each read their own sub-band and
-produce the masks of that sub-space; the masks are concatenated and multiplied with the latent.
-With ``full_band`` an extra separator reads the whole latent and writes full-size masks; the band
-masks and the full-band masks are concatenated (2N per source) and a linear layer restores the
-latent dimensionality N (models M3 / "Q bands + 1 full band").
+Papantonakis, Garoufis, Maragos, "Multi-band Masking for Waveform-based Singing Voice Separation"
+(EUSIPCO 2022), Fig. 1 and Table 1: the N-dim encoder latent is split into Q sub-bands; Q
+separators each read their own sub-band and produce the masks of that sub-space; the masks are
+concatenated and multiplied with the latent. With ``full_band`` an extra separator reads the whole
+latent and writes full-size masks; the band masks and the full-band masks are concatenated (2N per
+source) and a linear layer restores the latent dimensionality N (models M3 / "Q bands + 1 full
+band").
 
 Choices the paper leaves open: separators output mask *scores*; the concatenation, the optional
 linear layer (shared across sources, with bias) and then the mask non-linearity follow, so that a
 softmax mask still sums to one across sources. ``band_split = "contiguous"`` splits filters in
 encoder order (the paper's M2–M4); ``"sorted"`` (M6) first orders the latent channels by the
-centre frequency of their encoder filter, measured from each filter's magnitude spectrum when the
-model is built (after ``encoder.pretrained`` is loaded), so band 1 holds the lowest frequencies.
-The order is kept as a buffer (``band_order``), saved with the checkpoint and fixed thereafter.
+centre frequency of their encoder filter, measured from each filter's magnitude spectrum, so band
+1 holds the lowest frequencies.
+
+The order is a buffer (``band_order``) computed from the model's *current* encoder weights, never
+from a file: at construction from the initial filters (deterministic given the seed), and again by
+:meth:`MultiBand.after_transfer`, which the trainer calls once ``train.init_from`` has loaded
+pre-trained encoder weights (the paper's M6: the filters of a trained M1). It is saved with the
+checkpoint and fixed thereafter: loading a checkpoint uses the stored order, nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -66,17 +71,32 @@ class MultiBand(EncoderMaskerDecoder):
             self.full, self.restore = None, None
         if cfg.band_split == "sorted":
             order = self._order_by_centre_frequency()
-            self.register_buffer("band_order", order)
-            self.register_buffer("band_inverse", torch.argsort(order))
+            self.register_buffer("band_order", order)  # (N,) latent channel per band position
+            self.register_buffer("band_inverse", torch.argsort(order))  # (N,)
         else:
             self.band_order = None
+
+    def after_transfer(self, changed: set[str]) -> None:
+        """Re-measure the band order after the trainer replaced weights (``train.init_from``).
+
+        ``changed`` holds the state-dict names that ``init_from`` loaded or ``reinit`` reset. The
+        order follows the encoder's new filters unless the order itself was loaded (a checkpoint
+        of a sorted model keeps the order its separators were trained with).
+        """
+        if self.band_order is None or "band_order" in changed:
+            return
+        if not any(name.startswith("encoder.") for name in changed):
+            return
+        order = self._order_by_centre_frequency().to(self.band_order.device)
+        self.band_order.copy_(order)
+        self.band_inverse.copy_(torch.argsort(order))
 
     def _order_by_centre_frequency(self) -> torch.Tensor:
         from sepcore.models.filterbanks import centre_frequencies_and_bandwidths, filter_responses
 
         try:
             with torch.no_grad():
-                responses = filter_responses(self.encoder)  # (N, C, L)
+                responses = filter_responses(self.encoder).cpu()  # (N, C, L)
         except ConfigError as exc:
             raise ConfigError(f"model.band_split = 'sorted' needs a linear encoder whose filters "
                               f"can be measured: {exc}", key="model.band_split") from None

@@ -10,9 +10,6 @@ def tiny_config(root, out_dir, cache_dir, *, model="convtasnet", norm="gLN", rat
     """A config small enough to train in seconds on the CPU."""
     model_params = {
         "name": model,
-        "sources": list(targets),
-        "audio_channels": channels,
-        "sample_rate": rate,
         "encoder": {"N": 64, "L": 16},
         "masker": {"B": 64, "H": 128, "P": 3, "X": 4, "R": 2, "norm": norm},
     }
@@ -23,8 +20,8 @@ def tiny_config(root, out_dir, cache_dir, *, model="convtasnet", norm="gLN", rat
     train_params.update(train)
     return config_from_dict({
         "model": model_params,
-        "data": {"root": str(root), "targets": list(targets), "sample_rate": rate,
-                 "channels": channels, "segment": 1.0, "samples_per_track": 8,
+        "audio": {"sample_rate": rate, "channels": channels, "sources": list(targets)},
+        "data": {"root": str(root), "segment": 1.0, "samples_per_track": 8,
                  "valid_segment": 4.0, "cache_dir": str(cache_dir)},
         "train": train_params,
         "eval": {"segment": 4.0},

@@ -44,10 +44,11 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 def test_train_evaluate_separate_roundtrip(synth_root, cache_dir, tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(f"""
-model: {{name: multiband, num_bands: 2, sample_rate: 8000, audio_channels: 1,
-        encoder: {{N: 32, L: 16}}, masker: {{B: 32, H: 64, X: 2, R: 1}}}}
-data: {{root: {synth_root}, sample_rate: 8000, channels: 1, segment: 1.0, samples_per_track: 4,
-       valid_segment: 4.0, cache_dir: {cache_dir}}}
+model: {{name: multiband, num_bands: 2, encoder: {{N: 32, L: 16}},
+        masker: {{B: 32, H: 64, X: 2, R: 1}}}}
+audio: {{sample_rate: 8000, channels: 1}}
+data: {{root: {synth_root}, segment: 1.0, samples_per_track: 4, valid_segment: 4.0,
+       cache_dir: {cache_dir}}}
 train: {{epochs: 1, batch_size: 2, steps_per_epoch: 3, out_dir: {tmp_path / 'run'}, lr: 1.0e-3}}
 eval: {{segment: 4.0, max_tracks: 1}}
 """)

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sepcore.checkpoint import Checkpoint, save_checkpoint
+from sepcore.checkpoint import save_model
 from sepcore.config import config_from_dict
 from sepcore.data.audio import read_audio, resample, to_channels
 from sepcore.models import build_model
@@ -14,10 +14,9 @@ from sepcore.separate import apply_model, separate_files
 
 def _model_cfg(norm, rate=44100, channels=2):
     return config_from_dict({
-        "model": {"name": "convtasnet", "sample_rate": rate, "audio_channels": channels,
-                  "encoder": {"N": 32, "L": 16},
+        "model": {"name": "convtasnet", "encoder": {"N": 32, "L": 16},
                   "masker": {"B": 32, "H": 64, "P": 3, "X": 3, "R": 2, "norm": norm}},
-        "data": {"sample_rate": rate, "channels": channels},
+        "audio": {"sample_rate": rate, "channels": channels},
     })
 
 
@@ -25,8 +24,7 @@ def _checkpoint(tmp_path, norm, **kw):
     torch.manual_seed(0)
     cfg = _model_cfg(norm, **kw)
     model = build_model(cfg.model_name, cfg.model)
-    path = save_checkpoint(tmp_path / f"{norm}.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
+    path = save_model(tmp_path / f"{norm}.safetensors", cfg.model_name, model)
     return path, model.eval()
 
 

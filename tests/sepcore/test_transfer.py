@@ -14,8 +14,12 @@ from sepcore.models import build_model
 from sepcore.train import _matches, apply_transfer, fit
 
 TARGETS = ["vocals", "accompaniment"]
-MODEL = {"name": "openunmix", "sources": TARGETS, "audio_channels": 1, "sample_rate": 8000,
-         "n_fft": 256, "hop": 128, "bandwidth": 3000.0, "hidden_size": 8, "nb_layers": 1}
+AUDIO = {"sample_rate": 8000, "channels": 1, "sources": TARGETS}
+MODEL = {"name": "openunmix", "n_fft": 256, "hop": 128, "bandwidth": 3000.0, "hidden_size": 8,
+         "nb_layers": 1}
+# the same model's own config (build_model), with what the audio block fills
+UMX_PARAMS = {**{k: v for k, v in MODEL.items() if k != "name"}, "sample_rate": 8000,
+              "audio_channels": 1, "sources": TARGETS}
 
 
 def umx_config(root, out_dir, cache_dir, model=None, **train):
@@ -25,8 +29,8 @@ def umx_config(root, out_dir, cache_dir, model=None, **train):
     train_params.update(train)
     return config_from_dict({
         "model": {**MODEL, **(model or {})},
-        "data": {"root": str(root), "targets": TARGETS, "sample_rate": 8000, "channels": 1,
-                 "segment": 1.0, "samples_per_track": 2, "valid_segment": 2.0,
+        "audio": AUDIO,
+        "data": {"root": str(root), "segment": 1.0, "samples_per_track": 2, "valid_segment": 2.0,
                  "valid_ratio": 0.2, "cache_dir": str(cache_dir)},
         "train": train_params,
         "eval": {"segment": 2.0},
@@ -34,7 +38,7 @@ def umx_config(root, out_dir, cache_dir, model=None, **train):
 
 
 def _params(path) -> dict[str, torch.Tensor]:
-    model = build_model("openunmix", {k: v for k, v in MODEL.items() if k != "name"})
+    model = build_model("openunmix", UMX_PARAMS)
     state = load_checkpoint(path).model_state
     return {n: state[n] for n, _ in model.named_parameters()}
 
@@ -68,7 +72,7 @@ def test_tl_trains_exactly_the_matching_parameters(pretrained, synth_root, cache
 
 
 def test_init_from_loads_weights(pretrained):
-    model = build_model("openunmix", {k: v for k, v in MODEL.items() if k != "name"})
+    model = build_model("openunmix", UMX_PARAMS)
     state = load_checkpoint(pretrained).model_state
     assert not torch.equal(model.state_dict()["unmix.vocals.fc1.weight"],
                            state["unmix.vocals.fc1.weight"])
@@ -79,7 +83,7 @@ def test_init_from_loads_weights(pretrained):
 
 
 def test_reinit_resets_only_matching_parameters(pretrained):
-    model = build_model("openunmix", {k: v for k, v in MODEL.items() if k != "name"})
+    model = build_model("openunmix", UMX_PARAMS)
     torch.manual_seed(1)
     apply_transfer(model, TrainConfig(init_from=str(pretrained),
                                       reinit=["fc3.weight", "vocals.output_mean"]))
@@ -92,7 +96,7 @@ def test_reinit_resets_only_matching_parameters(pretrained):
 
 
 def test_strict_init_rejects_other_shapes_non_strict_loads_the_rest(pretrained):
-    other = {k: v for k, v in MODEL.items() if k != "name"} | {"hidden_size": 12}
+    other = UMX_PARAMS | {"hidden_size": 12}
     model = build_model("openunmix", other)
     with pytest.raises(ConfigError, match="shape mismatch") as info:
         apply_transfer(model, TrainConfig(init_from=str(pretrained)))
@@ -117,7 +121,7 @@ def test_registry_uri_must_be_resolved_first(synth_root, cache_dir, tmp_path):
 
 
 def test_missing_init_checkpoint_names_key(tmp_path):
-    model = build_model("openunmix", {k: v for k, v in MODEL.items() if k != "name"})
+    model = build_model("openunmix", UMX_PARAMS)
     with pytest.raises(ConfigError, match="no such checkpoint") as info:
         apply_transfer(model, TrainConfig(init_from=str(tmp_path / "nope.safetensors")))
     assert info.value.key == "train.init_from"

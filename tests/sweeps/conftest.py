@@ -16,12 +16,11 @@ def tiny_sweep_text(root, cache, storage, store, body: str = "") -> str:
           model:
             name: multiband
             num_bands: 2
-            sample_rate: 8000
-            audio_channels: 1
             encoder: {{N: 32, L: 16}}
             masker: {{B: 16, H: 32, X: 2, R: 1}}
-          data: {{root: {root}, sample_rate: 8000, channels: 1, segment: 1.0,
-                 samples_per_track: 4, valid_segment: 4.0, cache_dir: {cache}}}
+          audio: {{sample_rate: 8000, channels: 1}}
+          data: {{root: {root}, segment: 1.0, samples_per_track: 4, valid_segment: 4.0,
+                 cache_dir: {cache}}}
           train: {{epochs: 3, steps_per_epoch: 2, batch_size: 2, device: cpu, lr: 1.0e-3}}
           eval: {{segment: 4.0}}
         search:

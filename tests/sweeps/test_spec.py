@@ -17,11 +17,10 @@ base:
   model:
     name: multiband
     num_bands: 2
-    sample_rate: 8000
-    audio_channels: 1
     encoder: {N: 32, L: 16}
     masker: {B: 16, H: 32, X: 2, R: 1}
-  data: {root: data/x, sample_rate: 8000, channels: 1}
+  audio: {sample_rate: 8000, channels: 1}
+  data: {root: data/x}
   train: {epochs: 2}
 """
 
@@ -45,25 +44,21 @@ def test_shipped_runnable_sweeps_parse(name, points):
 
 
 @pytest.mark.parametrize("profile", ["paper", "smoke"])
-def test_bands_profiles(profile, tmp_path):
-    overrides = []
-    if profile == "paper":  # the paper profile loads a trained M1's encoder/decoder
-        from sepcore.checkpoint import Checkpoint, save_checkpoint
-        from sepcore.config import load_config
-        from sepcore.models import build_model
-
-        m1 = load_config("paper/m1.yaml")
-        path = save_checkpoint(tmp_path / "m1.safetensors", Checkpoint(
-            config=m1.to_dict(), model_state=build_model(m1.model_name, m1.model).state_dict()))
-        overrides = [f"base.model.encoder.pretrained={path}"]
-    sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile, overrides=overrides)
+def test_bands_profiles(profile, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no trained M1 anywhere: the sweep validates without reading one
+    sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile)
     cfg = sweep.config_for({"model.num_bands": 4, "model.full_band": True})
+    frozen = sweep.config_for({"model.band_split": "sorted",
+                               "train.frozen": ["encoder.*", "decoder.*"]})
+    assert cfg.train.frozen in (None, []) and frozen.train.frozen == ["encoder.*", "decoder.*"]
     if profile == "smoke":
         assert cfg.model.sample_rate == 8000 and cfg.train.device == "cpu"
-        assert sweep.tune.resources.gpu == 0
-    else:
+        assert sweep.tune.resources.gpu == 0 and cfg.train.init_from is None
+    else:  # the paper profile starts from a trained M1's encoder/decoder
         assert cfg.model.sample_rate == 44100 and sweep.tune.resources.gpu == 1
         assert sweep.artifacts.uri.startswith("s3://")
+        assert cfg.train.init_from.endswith("m1/best.safetensors")
+        assert cfg.train.init_keys == ["encoder.*", "decoder.*"]
 
 
 def test_a_sweep_for_an_unbuilt_model_says_so(tmp_path):
@@ -136,6 +131,7 @@ BAD = [
      "search.model.num_bands.randint"),
     ("empty grid", "search: {model.num_bands: {grid: []}}\n", "search.model.num_bands.grid"),
     ("metric never reported", "tune: {metric: valid_sdr}\n", "tune.metric"),
+    ("metric under a name fit does not use", "tune: {metric: epoch_seconds}\n", "tune.metric"),
     ("bad mode", "tune: {mode: maximise}\n", "tune.mode"),
     ("bad scheduler", "tune: {scheduler: {type: hyperband}}\n", "tune.scheduler.type"),
     ("bad reduction factor", "tune: {scheduler: {reduction_factor: 1}}\n",
@@ -149,6 +145,8 @@ BAD = [
     ("parameter twice", "search: {train.lr: {choice: [0.1]}, train: {lr: {choice: [0.2]}}}\n",
      "search.train.lr"),
     ("bad profile key", "profiles: {smoke: {search2: {}}}\n", "profiles.smoke.search2"),
+    ("frozen pattern matches nothing", "search: {train.frozen: {grid: [[], [masker.*]]}}\n",
+     "search.train.frozen"),
 ]
 
 
@@ -159,6 +157,7 @@ def test_bad_sweep_files_name_file_and_key(tmp_path, what, body, key):
         load_sweep(path, profile="smoke" if "profiles" in body else None)
     assert err.value.key == key, str(err.value)
     assert str(path) in str(err.value) and key in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_base_that_does_not_build(tmp_path):
@@ -186,3 +185,28 @@ def test_cli_reports_bad_file_in_one_line(tmp_path, capsys):
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "tune.metric" in err and str(path) in err
+
+
+def test_every_metric_the_validator_accepts_is_reported_by_fit(synth_root, cache_dir, tmp_path):
+    """tune.metric is checked against sepcore.train's one list of epoch metrics: a tiny run
+    reports exactly those names, each a finite number, and each validates as tune.metric."""
+    import math
+
+    from sepcore.train import fit
+    from sweeps.spec import reported_metrics
+    from tests.sepcore.helpers import tiny_config
+
+    cfg = tiny_config(synth_root, tmp_path / "run", cache_dir, epochs=1, steps_per_epoch=1)
+    seen: list[dict] = []
+
+    class Hook:
+        def on_epoch_end(self, metrics):
+            seen.append(dict(metrics))
+
+    result = fit(cfg, hooks=[Hook()])
+    accepted = reported_metrics(list(cfg.audio.sources))
+    assert len(seen) == 1 and set(seen[0]) == accepted == set(result.history[0])
+    assert {"epoch", "step", "epoch_time", "valid_sisdr_vocals"} <= accepted
+    assert all(isinstance(v, int | float) and math.isfinite(v) for v in seen[0].values()), seen
+    for metric in sorted(accepted):
+        assert load_sweep(write(tmp_path, f"tune: {{metric: {metric}}}\n")).tune.metric == metric

@@ -111,7 +111,7 @@ def test_unknown_target_is_an_error(synth_root, cache_dir):
     cfg = _cfg(synth_root, cache_dir, targets=["vocals", "piano"])
     with pytest.raises(ConfigError, match="piano") as info:
         build_datasets(cfg, seed=0)
-    assert info.value.key == "data.targets"
+    assert info.value.key == "audio.sources"
     song = load_subset(_cfg(synth_root, cache_dir), "test", max_tracks=1)[0]
     with pytest.raises(DataError, match="piano"):
         song.targets(["piano"])

@@ -162,12 +162,15 @@ def test_data_pipeline_trains_and_evaluates_on_class_targets(tmp_path):
     np.testing.assert_allclose(mixture.numpy(), song.mixture, atol=1e-6)
     assert [s.name for s in load_subset(cfg, "train", max_tracks=2)] == ["song0", "song1"]
     bad = DataConfig(**{**cfg.__dict__, "targets": ["kazoo"]})
-    with pytest.raises(ConfigError, match="not classes of the mapping"):
+    with pytest.raises(ConfigError, match="not classes of the mapping") as err:
         build_datasets(bad, seed=0)
-    # the experiment config accepts class names as targets for a folder layout only
-    model = {"name": "convtasnet", "sources": ["guitar", "vocals"], "sample_rate": RATE}
-    data = {"root": str(root), "layout": "folders", "mapping": str(mapping),
-            "targets": ["guitar", "vocals"], "sample_rate": RATE}
-    assert config_from_dict({"model": model, "data": data}).data.layout == "folders"
-    with pytest.raises(ConfigError, match="unknown target 'guitar'"):
-        config_from_dict({"model": model, "data": {**data, "layout": "musdb"}})
+    assert err.value.key == "audio.sources"
+    # the experiment config accepts class names as sources for a folder layout only
+    model = {"name": "convtasnet"}
+    audio = {"sources": ["guitar", "vocals"], "sample_rate": RATE}
+    data = {"root": str(root), "layout": "folders", "mapping": str(mapping)}
+    cfg = config_from_dict({"model": model, "audio": audio, "data": data})
+    assert cfg.data.layout == "folders" and cfg.data.targets == ["guitar", "vocals"]
+    with pytest.raises(ConfigError, match="unknown source 'guitar'") as err:
+        config_from_dict({"model": model, "audio": audio, "data": {**data, "layout": "musdb"}})
+    assert err.value.key == "audio.sources"

@@ -85,27 +85,23 @@ def test_nsdr_is_the_gain_over_the_mixture():
 
 def test_evaluate_reports_pes_and_vad(synth_root, cache_dir, tmp_path):
     """sep evaluate's second table: the oracle-like perfect estimate has VAD 100 %."""
-    import dataclasses
-
     import torch
 
-    from sepcore.checkpoint import Checkpoint, save_checkpoint
+    from sepcore.checkpoint import Checkpoint, checkpoint_config, save_checkpoint
     from sepcore.config import config_from_dict
     from sepcore.evaluate import evaluate_checkpoint
     from sepcore.models import build_model
 
     cfg = config_from_dict({
-        "model": {"name": "convtasnet", "audio_channels": 1, "sample_rate": 8000,
-                  "encoder": {"N": 16, "L": 16}, "masker": {"B": 8, "H": 16, "X": 1, "R": 1}},
-        "data": {"root": str(synth_root), "sample_rate": 8000, "channels": 1,
-                 "cache_dir": str(cache_dir)},
+        "model": {"name": "convtasnet", "encoder": {"N": 16, "L": 16},
+                  "masker": {"B": 8, "H": 16, "X": 1, "R": 1}},
+        "audio": {"sample_rate": 8000, "channels": 1},
+        "data": {"root": str(synth_root), "cache_dir": str(cache_dir)},
         "eval": {"segment": 4.0, "nsdr": True}})
     torch.manual_seed(0)
     model = build_model(cfg.model_name, cfg.model)
     path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(
-        config={**cfg.to_dict(), "model": {"name": "convtasnet",
-                                           **dataclasses.asdict(cfg.model)}},
-        model_state=model.state_dict()))
+        config=checkpoint_config(cfg), model_state=model.state_dict()))
     result = evaluate_checkpoint(path, max_tracks=1, out_dir=tmp_path / "eval", progress=False)
     vocals = result.extra["vocals"]
     assert vocals["silent_segments"] > 0  # the synthetic voice has rests
@@ -114,29 +110,24 @@ def test_evaluate_reports_pes_and_vad(synth_root, cache_dir, tmp_path):
 
 
 def test_single_source_models_are_scored_with_the_residual(synth_root, cache_dir, tmp_path):
-    """A vocals-only model (as HTMD-Net) gets BSSEval scores: accompaniment = mixture − vocals."""
-    import dataclasses
-
+    """A vocals-only model (as in the HTMD-Net paper) gets BSSEval scores: accompaniment = mixture − vocals."""
     import torch
 
-    from sepcore.checkpoint import Checkpoint, save_checkpoint
+    from sepcore.checkpoint import Checkpoint, checkpoint_config, save_checkpoint
     from sepcore.config import config_from_dict
     from sepcore.evaluate import evaluate_checkpoint
     from sepcore.models import build_model
 
     cfg = config_from_dict({
-        "model": {"name": "convtasnet", "audio_channels": 1, "sample_rate": 8000,
-                  "sources": ["vocals"], "encoder": {"N": 16, "L": 16},
+        "model": {"name": "convtasnet", "encoder": {"N": 16, "L": 16},
                   "masker": {"B": 8, "H": 16, "X": 1, "R": 1}},
-        "data": {"root": str(synth_root), "sample_rate": 8000, "channels": 1,
-                 "targets": ["vocals"], "cache_dir": str(cache_dir)},
+        "audio": {"sample_rate": 8000, "channels": 1, "sources": ["vocals"]},
+        "data": {"root": str(synth_root), "cache_dir": str(cache_dir)},
         "eval": {"segment": 4.0}})
     torch.manual_seed(0)
     model = build_model(cfg.model_name, cfg.model)
     path = save_checkpoint(tmp_path / "v.safetensors", Checkpoint(
-        config={**cfg.to_dict(), "model": {"name": "convtasnet",
-                                           **dataclasses.asdict(cfg.model)}},
-        model_state=model.state_dict()))
+        config=checkpoint_config(cfg), model_state=model.state_dict()))
     result = evaluate_checkpoint(path, max_tracks=1, out_dir=tmp_path / "eval", progress=False)
     assert set(result.scores) == {"vocals", "accompaniment"}
     assert math.isfinite(result.scores["vocals"]["SDR"])

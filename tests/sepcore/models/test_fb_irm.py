@@ -74,10 +74,11 @@ def test_fb_irm_trains_evaluates_and_refuses_plain_separation(synth_root, cache_
     from sepcore.train import fit
 
     cfg = config_from_dict({
-        "model": {"name": "fb_irm", "audio_channels": 1, "sample_rate": 8000,
+        "model": {"name": "fb_irm",
                   "encoder": {"N": 32, "L": 16, "encoding": "hybrid", "filterbank": "pmpgtf"}},
-        "data": {"root": str(synth_root), "sample_rate": 8000, "channels": 1, "segment": 1.0,
-                 "samples_per_track": 4, "valid_segment": 4.0, "cache_dir": str(cache_dir)},
+        "audio": {"sample_rate": 8000, "channels": 1},
+        "data": {"root": str(synth_root), "segment": 1.0, "samples_per_track": 4,
+                 "valid_segment": 4.0, "cache_dir": str(cache_dir)},
         "train": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "out_dir": str(tmp_path),
                   "progress": False, "lr": 1e-3},
         "eval": {"segment": 4.0},
@@ -89,3 +90,5 @@ def test_fb_irm_trains_evaluates_and_refuses_plain_separation(synth_root, cache_
     song = next((synth_root / "test").iterdir()) / "mixture.wav"
     with pytest.raises(DataError, match="oracle"):
         separate_files([song], result.last_checkpoint, tmp_path / "sep", progress=False)
+
+

@@ -260,22 +260,30 @@ def test_bad_values_name_the_key(field, value):
     assert err.value.key == f"model.encoder.{field}" and repr(value) in str(err.value)
 
 
-def test_pretrained_and_frozen_encoder(tmp_path):
+def test_encoder_from_a_checkpoint_and_frozen_through_train_keys(tmp_path):
+    """The encoder/decoder of another model come in through train.init_from (+ init_keys) and
+    stay fixed through train.frozen; the model config has no file paths."""
+    from sepcore.config import TrainConfig
+    from sepcore.train import apply_transfer
+
     small = {"encoder": {"N": 16, "L": 8}, "masker": MASKER, "audio_channels": 2}
     source = build_model("convtasnet", small)
     path = save_checkpoint(tmp_path / "m.safetensors",
                            Checkpoint(config={"model": {"name": "convtasnet"}},
                                       model_state=source.state_dict()))
-    model = build_model("convtasnet", {**small, "encoder": {**small["encoder"],
-                                                            "pretrained": str(path),
-                                                            "frozen": True}})
+    parts = ["encoder.*", "decoder.*"]
+    model = build_model("convtasnet", small)
+    apply_transfer(model, TrainConfig(init_from=str(path), init_keys=parts, frozen=parts))
     assert torch.equal(model.encoder.weight, source.encoder.weight)
     assert torch.equal(model.decoder.weight, source.decoder.weight)
+    assert not torch.equal(model.masker.bottleneck.weight, source.masker.bottleneck.weight)
     assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert not any(p.requires_grad for p in model.decoder.parameters())
     assert all(p.requires_grad for p in model.masker.parameters())
     with pytest.raises(ConfigError) as err:  # N = 32 does not fit the checkpoint's N = 16
-        build_model("convtasnet", {**small, "encoder": {"N": 32, "L": 8, "pretrained": str(path)}})
-    assert err.value.key == "model.encoder.pretrained" and "encoder.weight" in str(err.value)
+        apply_transfer(build_model("convtasnet", {**small, "encoder": {"N": 32, "L": 8}}),
+                       TrainConfig(init_from=str(path), init_keys=parts))
+    assert err.value.key == "train.init_from" and "encoder.weight" in str(err.value)
 
 
 # --- analysis helpers ---------------------------------------------------------------------------

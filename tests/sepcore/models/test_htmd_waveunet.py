@@ -7,12 +7,10 @@ EUSIPCO 2021).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from sepcore.checkpoint import Checkpoint, load_model, save_checkpoint
+from sepcore.checkpoint import load_model, save_model
 from sepcore.config import TrainConfig, config_from_dict, load_config
 from sepcore.errors import ConfigError
 from sepcore.losses import build_loss
@@ -181,10 +179,7 @@ def test_save_load_roundtrip_same_output(name, tmp_path):
     model.train()
     model(torch.randn(2, 1, 3000))  # moves BN running statistics away from their defaults
     model.eval()
-    cfg = config_from_dict({"model": {"name": name, **dataclasses.asdict(model.cfg)},
-                            "data": {"sample_rate": 8000, "channels": 1, "targets": ["vocals"]}})
-    path = save_checkpoint(tmp_path / "m.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
+    path = save_model(tmp_path / "m.safetensors", name, model)
     loaded, loaded_cfg = load_model(path)
     x = torch.randn(1, 1, 4000)
     with torch.no_grad():
@@ -235,11 +230,10 @@ def test_aux_weight_changes_the_masking_gradient_by_the_aux_term():
 
 def test_fit_trains_a_shrunk_htmd(synth_root, cache_dir, tmp_path):
     cfg = config_from_dict({
-        "model": {"name": "htmd", "sources": ["vocals"], "audio_channels": 1,
-                  "sample_rate": 8000, **SMALL_HTMD},
-        "data": {"root": str(synth_root), "targets": ["vocals"], "sample_rate": 8000,
-                 "channels": 1, "segment": 1.0, "samples_per_track": 4, "valid_segment": 4.0,
-                 "cache_dir": str(cache_dir)},
+        "model": {"name": "htmd", **SMALL_HTMD},
+        "audio": {"sample_rate": 8000, "channels": 1, "sources": ["vocals"]},
+        "data": {"root": str(synth_root), "segment": 1.0, "samples_per_track": 4,
+                 "valid_segment": 4.0, "cache_dir": str(cache_dir)},
         "train": {"epochs": 1, "batch_size": 2, "lr": 1e-3, "steps_per_epoch": 2,
                   "loss": "l1", "loss_weight": 0.1, "aux_loss": "mse", "aux_weight": 1.0,
                   "out_dir": str(tmp_path / "htmd"), "progress": False, "seed": 0,

@@ -3,7 +3,6 @@ save/load, parameter counts and one training step."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 import torch
 
 import sepcore
-from sepcore.checkpoint import Checkpoint, load_model, save_checkpoint
-from sepcore.config import config_from_dict
+from sepcore.checkpoint import load_model, save_model
 from sepcore.errors import ConfigError
 from sepcore.info import model_info
 from sepcore.models import available_models, build_model
@@ -143,10 +141,7 @@ def test_save_load_roundtrip_same_output(name, tmp_path):
     with torch.no_grad():
         model(torch.randn(2, 1, 4000))  # move BN running statistics off their defaults
     model.eval()
-    cfg = config_from_dict({"model": {"name": name, **dataclasses.asdict(model.cfg)},
-                            "data": {"sample_rate": RATE, "channels": 1}})
-    path = save_checkpoint(tmp_path / "m.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
+    path = save_model(tmp_path / "m.safetensors", name, model)
     loaded, loaded_cfg = load_model(path)
     x = torch.randn(1, 1, 6000)
     with torch.no_grad():
