@@ -54,6 +54,7 @@ from sepcore.losses import build_loss
 from sepcore.metrics.sisdr import si_sdr
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
+from sepcore.models.oracles import with_references
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +319,6 @@ def _reinit(model: torch.nn.Module, chosen: set[str]) -> None:
 
 def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor:
     """α·loss(final) [+ β·aux_loss(each intermediate)]; oracles also get the true sources."""
-    if getattr(model, "needs_references", False):  # oracles (FB-IRM) see the sources
-        return tc.loss_weight * loss_fn(model(mixture, references=targets).float(), targets)
     if getattr(model, "has_intermediate", False):
         separation = model.separate(mixture)
         loss = tc.loss_weight * loss_fn(separation.estimate.float(), targets)
@@ -331,7 +330,8 @@ def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor
             for term in extra(separation, mixture, targets).values():
                 loss = loss + term
         return loss
-    return tc.loss_weight * loss_fn(model(mixture).float(), targets)
+    runner, inputs = with_references(model, mixture, targets)  # oracles (FB-IRM) see the sources
+    return tc.loss_weight * loss_fn(runner(inputs).float(), targets)
 
 
 def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epoch,
@@ -387,9 +387,9 @@ def _validate(cfg, model, valid_set, loss_fn, device) -> dict[str, float]:
     losses, sdrs = [], []
     for index in range(len(valid_set)):
         mixture, targets = valid_set[index]
-        estimate = apply_model(model, mixture[None], segment=cfg.eval.segment,
-                               overlap=cfg.eval.overlap, device=device,
-                               references=targets[None])
+        runner, inputs = with_references(model, mixture[None], targets[None])
+        estimate = apply_model(runner, inputs, segment=cfg.eval.segment,
+                               overlap=cfg.eval.overlap, device=device)
         losses.append(loss_fn(estimate, targets[None]).item())
         # (1, S, C, T) -> SI-SDR per source, mean over channels
         sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
