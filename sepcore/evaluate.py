@@ -28,6 +28,7 @@ from sepcore.metrics.aggregate import aggregate, format_table
 from sepcore.metrics.bsseval import evaluate_track, save_track_json
 from sepcore.metrics.silence import nsdr, segment_statistics, silence_scores
 from sepcore.metrics.sisdr import si_sdr
+from sepcore.models.oracles import with_references
 from sepcore.separate import apply_model
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,10 @@ def evaluate_checkpoint(
         mix_np = np.ascontiguousarray(song.mixture)  # (C, T); a property that sums the stems
         mixture = torch.from_numpy(mix_np)
         reference = song.targets(model.sources)  # (S, C, T)
-        estimate = apply_model(model, mixture, segment=ev.segment, overlap=ev.overlap,
-                               device=dev, references=torch.from_numpy(
-                                   np.ascontiguousarray(reference))).numpy()  # (S, C, T)
+        runner, inputs = with_references(  # oracles (FB-IRM) see the true sources
+            model, mixture, torch.from_numpy(np.ascontiguousarray(reference)))
+        estimate = apply_model(runner, inputs, segment=ev.segment, overlap=ev.overlap,
+                               device=dev).numpy()  # (S, C, T)
         refs = {n: np.asarray(reference[i]).T for i, n in enumerate(model.sources)}
         ests = {n: estimate[i].T for i, n in enumerate(model.sources)}
         if len(model.sources) == 1:

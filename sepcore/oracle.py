@@ -34,6 +34,7 @@ from sepcore.errors import ConfigError, DataError
 from sepcore.metrics.bsseval import evaluate as bss_evaluate
 from sepcore.metrics.sisdr import si_sdr
 from sepcore.models import build_model
+from sepcore.models.oracles import with_references
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def oracle_scores(root: str | Path, classes: Sequence[str], oracle: str = "irm",
                                                              channels, alpha, n_fft, hop))
         refs = torch.from_numpy(np.ascontiguousarray(track.targets(names)))
         mix = torch.from_numpy(np.ascontiguousarray(track.mixture))
-        return apply_model(model, mix, segment=segment, references=refs).numpy()
+        return apply_model(*with_references(model, mix, refs), segment=segment).numpy()
 
     return score_tracks(tracks, classes, estimate, lambda t: partition(t.classes, classes),
                         sample_rate, chunk)
@@ -241,8 +242,8 @@ def score_model(model: torch.nn.Module, tracks: Sequence[TrackAudio],
     def estimate(track: ClassTrack, names: list[str]) -> np.ndarray:
         mix = torch.from_numpy(np.ascontiguousarray(track.mixture))
         refs = torch.from_numpy(np.ascontiguousarray(track.targets(names)))
-        return apply_model(model, mix, segment=segment, device=device,
-                           references=refs).numpy()
+        return apply_model(*with_references(model, mix, refs), segment=segment,
+                           device=device).numpy()
 
     return score_tracks(tracks, list(classes or sources), estimate, lambda _t: sources,
                         int(model.sample_rate), chunk)

@@ -57,7 +57,6 @@ def apply_model(
     overlap: float = 0.25,
     device: str | torch.device | None = None,
     progress: bool = False,
-    references: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Separate ``mixture`` with ``model`` chunk by chunk.
 
@@ -68,12 +67,14 @@ def apply_model(
         overlap: cross-fade share between chunks (blended regime only), in [0, 1).
         device: where chunks run (default: the model's device). The full track stays on the CPU.
         progress: show a tqdm bar over chunks (only on a TTY).
-        references: ``(S, C, T)`` or ``(B, S, C, T)`` true sources, chunked with the mixture and
-            passed as ``model(chunk, references=...)``; required by oracle models
-            (``model.needs_references``, e.g. FB-IRM), ignored otherwise.
 
     Returns:
-        ``(B, S, C, T)`` (or ``(S, C, T)`` for a 2-D input) on the CPU, float32.
+        ``(B, S, C', T)`` (or ``(S, C', T)`` for a 2-D input) on the CPU, float32, with ``C'`` the
+        model's output channels (``C`` for a plain model).
+
+    Oracles (``model.needs_references``, e.g. FB-IRM) are run through
+    ``sepcore.models.oracles.with_references(model, mixture, references)``, which gives the model
+    and the input to pass here (the true sources stacked onto the mixture's channels).
     """
     squeeze = mixture.dim() == 2
     if squeeze:
@@ -82,29 +83,25 @@ def apply_model(
         raise ValueError(f"mixture must be (C, T) or (B, C, T), got shape {tuple(mixture.shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if getattr(model, "needs_references", False):
+        raise ValueError(f"{type(model).__name__} is an oracle: run it through "
+                         "sepcore.models.oracles.with_references(model, mixture, references)")
     param = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (
         param.device if param is not None else torch.device("cpu"))
     mixture = mixture.to("cpu", torch.float32)
-    needs_refs = bool(getattr(model, "needs_references", False))
-    if needs_refs:
-        if references is None:
-            raise ValueError(f"{type(model).__name__} is an oracle: it needs the true sources "
-                             f"(references=...)")
-        references = references.to("cpu", torch.float32)
-        references = references[None] if references.dim() == 3 else references
     batch, channels, length = mixture.shape
-    num_sources = len(model.sources)
-    out = torch.zeros(batch, num_sources, channels, length)
+    # (B, S, C', T), allocated at the first chunk: C' are the model's output channels
+    out: torch.Tensor | None = None
     core = max(1, int(round(segment * model.sample_rate)))
     receptive_field = model.receptive_field
 
     def run(start: int, end: int) -> torch.Tensor:
-        chunk = mixture[..., start:end].to(device)
-        if needs_refs:
-            return model(chunk, references=references[..., start:end].to(device)).to(
-                "cpu", torch.float32)
-        return model(chunk).to("cpu", torch.float32)
+        nonlocal out
+        estimate = model(mixture[..., start:end].to(device)).to("cpu", torch.float32)
+        if out is None:
+            out = torch.zeros(*estimate.shape[:-1], length)
+        return estimate
 
     if receptive_field is not None:
         hop = _frame_hop(model)
@@ -127,9 +124,12 @@ def apply_model(
         for start in _progress(starts, len(starts), progress, "separate"):
             end = min(start + core, length)
             w = weight[: end - start]
-            out[..., start:end] += run(start, end) * w
+            estimate = run(start, end)
+            out[..., start:end] += estimate * w
             total[start:end] += w
         out /= total.clamp_min(1e-8)
+    if out is None:  # an empty song: no chunk was run
+        out = torch.zeros(batch, len(model.sources), getattr(model, "audio_channels", channels), 0)
     return out[0] if squeeze else out
 
 

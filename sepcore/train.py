@@ -59,6 +59,7 @@ from sepcore.losses import build_loss
 from sepcore.metrics.sisdr import si_sdr
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
+from sepcore.models.oracles import with_references
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,46 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class TrainState:
+    """The counters of a run that a checkpoint stores for an exact resume.
+
+    In a checkpoint they are the first keys of the ``train_state`` JSON (sepcore.checkpoint), next
+    to the optimizer, LR scheduler and RNG states that :func:`_save` adds.
+    """
+
+    epoch: int = 0  # the last finished epoch
+    global_step: int = 0  # optimizer steps taken
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since the validation loss last improved
+    history: list[dict[str, Any]] = field(default_factory=list)  # each epoch's metrics
+
+    def end_epoch(self, epoch: int, valid_loss: float) -> bool:
+        """Record that ``epoch`` finished with ``valid_loss``; True when it is a new best."""
+        improved = valid_loss < self.best_valid_loss
+        if improved:
+            self.best_valid_loss = valid_loss
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch
+        return improved
+
+    def as_checkpoint_dict(self) -> dict[str, Any]:
+        """The fields as the JSON-able dict a checkpoint's ``train_state`` starts with."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint_dict(cls, train_state: dict[str, Any], path: str | Path) -> TrainState:
+        """The state stored in the ``train_state`` of checkpoint ``path``."""
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in train_state]
+        if missing:
+            raise CheckpointError(f"{path}: train_state lacks {missing}; it was not written by "
+                                  "the sepcore trainer and cannot be resumed from")
+        return cls(**{name: train_state[name] for name in names})
+
+
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``."""
     if name == "auto":
@@ -167,39 +208,31 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     train_set, valid_set = build_datasets(cfg.data, seed=tc.seed)
-    state = {"epoch": 0, "global_step": 0, "best_valid_loss": math.inf, "bad_epochs": 0,
-             "history": []}
+    state = TrainState()
 
     if resume is not None:
-        _restore(resume, model, optimizer, scheduler, state, device)
-        log.info("resumed from %s at epoch %d (step %d)", resume, state["epoch"],
-                 state["global_step"])
+        state = _restore(resume, model, optimizer, scheduler, device)
+        log.info("resumed from %s at epoch %d (step %d)", resume, state.epoch, state.global_step)
     log.info("training %s (%s parameters) on %s", cfg.model_name,
              f"{count_parameters(model):,}", device)
 
     stopped_early = False
-    start_epoch = state["epoch"]
+    start_epoch = state.epoch
     for epoch in range(start_epoch + 1, tc.epochs + 1):
-        if tc.max_steps is not None and state["global_step"] >= tc.max_steps:
+        if tc.max_steps is not None and state.global_step >= tc.max_steps:
             break
         t0 = time.perf_counter()
         train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
                                   device, epoch, state, use_amp)
         valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
         scheduler.step(valid_loss)
-        improved = valid_loss < state["best_valid_loss"]
-        if improved:
-            state["best_valid_loss"] = valid_loss
-            state["bad_epochs"] = 0
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
+        improved = state.end_epoch(epoch, valid_loss)
         metrics = EpochReport(
-            epoch=epoch, step=state["global_step"], train_loss=train_loss, valid_loss=valid_loss,
-            valid_sisdr=valid_sisdr, best_valid_loss=state["best_valid_loss"],
+            epoch=epoch, step=state.global_step, train_loss=train_loss, valid_loss=valid_loss,
+            valid_sisdr=valid_sisdr, best_valid_loss=state.best_valid_loss,
             lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - t0,
             valid_sisdr_per_source=per_source).as_metrics()
-        state["history"].append(metrics)
+        state.history.append(metrics)
         last = _save(out_dir / LAST, cfg, model, optimizer, scheduler, state, metrics)
         if improved:
             shutil.copyfile(last, out_dir / BEST)
@@ -209,8 +242,8 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
                  valid_loss, valid_sisdr, metrics["lr"])
         _call_hooks(hooks, "on_checkpoint", last)
         _call_hooks(hooks, "on_epoch_end", metrics)
-        if tc.early_stop and state["bad_epochs"] >= tc.early_stop:
-            log.info("early stop: %d epochs without improvement", state["bad_epochs"])
+        if tc.early_stop and state.bad_epochs >= tc.early_stop:
+            log.info("early stop: %d epochs without improvement", state.bad_epochs)
             stopped_early = True
             break
         if any(_call_hooks(hooks, "should_stop")):
@@ -223,11 +256,11 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         out_dir=out_dir,
         best_checkpoint=best if best.exists() else None,
         last_checkpoint=last if last.exists() else None,
-        best_valid_loss=state["best_valid_loss"],
-        epochs_run=state["epoch"],
-        global_step=state["global_step"],
+        best_valid_loss=state.best_valid_loss,
+        epochs_run=state.epoch,
+        global_step=state.global_step,
         stopped_early=stopped_early,
-        history=state["history"],
+        history=state.history,
     )
 
 
@@ -346,8 +379,6 @@ def _reinit(model: torch.nn.Module, chosen: set[str]) -> None:
 
 def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor:
     """α·loss(final) [+ β·aux_loss(each intermediate)]; oracles also get the true sources."""
-    if getattr(model, "needs_references", False):  # oracles (FB-IRM) see the sources
-        return tc.loss_weight * loss_fn(model(mixture, references=targets).float(), targets)
     if getattr(model, "has_intermediate", False):
         separation = model.separate(mixture)
         loss = tc.loss_weight * loss_fn(separation.estimate.float(), targets)
@@ -359,11 +390,12 @@ def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor
             for term in extra(separation, mixture, targets).values():
                 loss = loss + term
         return loss
-    return tc.loss_weight * loss_fn(model(mixture).float(), targets)
+    runner, inputs = with_references(model, mixture, targets)  # oracles (FB-IRM) see the sources
+    return tc.loss_weight * loss_fn(runner(inputs).float(), targets)
 
 
-def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epoch, state,
-                 use_amp) -> float:
+def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epoch,
+                 state: TrainState, use_amp) -> float:
     tc = cfg.train
     loss_fn, aux_fn = loss_fns
     model.train()
@@ -375,7 +407,7 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epo
     if tc.steps_per_epoch is not None:
         steps = min(steps, tc.steps_per_epoch)
     if tc.max_steps is not None:
-        steps = min(steps, tc.max_steps - state["global_step"])
+        steps = min(steps, tc.max_steps - state.global_step)
     total, count = 0.0, 0
     bar = _bar(loader, steps, tc.progress, f"epoch {epoch}")
     for index, (mixture, targets) in enumerate(bar):
@@ -385,12 +417,12 @@ def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epo
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=use_amp):
             loss = _training_loss(model, mixture, targets, loss_fn, aux_fn, tc)
-        state["global_step"] += 1
+        state.global_step += 1
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch}, step {state['global_step']} "
+                f"loss is {loss.item()} at epoch {epoch}, step {state.global_step} "
                 f"(batch {index} of the epoch); lower train.lr or enable train.grad_clip",
-                epoch=epoch, step=state["global_step"])
+                epoch=epoch, step=state.global_step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if tc.grad_clip:
@@ -416,9 +448,9 @@ def _validate(cfg, model, valid_set, loss_fn, device) -> tuple[float, float, dic
     losses, sdrs = [], []
     for index in range(len(valid_set)):
         mixture, targets = valid_set[index]
-        estimate = apply_model(model, mixture[None], segment=cfg.eval.segment,
-                               overlap=cfg.eval.overlap, device=device,
-                               references=targets[None])
+        runner, inputs = with_references(model, mixture[None], targets[None])
+        estimate = apply_model(runner, inputs, segment=cfg.eval.segment,
+                               overlap=cfg.eval.overlap, device=device)
         losses.append(loss_fn(estimate, targets[None]).item())
         # (1, S, C, T) -> SI-SDR per source, mean over channels
         sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
@@ -441,15 +473,11 @@ def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     return path
 
 
-def _save(path, cfg, model, optimizer, scheduler, state, metrics) -> Path:
+def _save(path, cfg, model, optimizer, scheduler, state: TrainState, metrics) -> Path:
     optim_tensors, optim_rest = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_json = capture_rng_state()
     train_state = {
-        "epoch": state["epoch"],
-        "global_step": state["global_step"],
-        "best_valid_loss": state["best_valid_loss"],
-        "bad_epochs": state["bad_epochs"],
-        "history": state["history"],
+        **state.as_checkpoint_dict(),
         "optimizer": optim_rest,
         "scheduler": scheduler.state_dict(),
         "rng": rng_json,
@@ -460,14 +488,15 @@ def _save(path, cfg, model, optimizer, scheduler, state, metrics) -> Path:
     return save_checkpoint(path, ckpt)
 
 
-def _restore(path, model, optimizer, scheduler, state, device) -> None:
+def _restore(path, model, optimizer, scheduler, device) -> TrainState:
+    """Load weights, optimizer, scheduler and RNG states from ``path``; return its TrainState."""
     ckpt = load_checkpoint(path)
-    model.load_state_dict(ckpt.model_state)
     ts = ckpt.train_state
+    state = TrainState.from_checkpoint_dict(ts, path)
+    model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(unflatten_optimizer_state(
         {k: v.to(device) if v.dim() > 0 else v for k, v in ckpt.optimizer_state.items()},
         ts["optimizer"]))
     scheduler.load_state_dict(ts["scheduler"])
     restore_rng_state(ckpt.rng_state, ts.get("rng", {}))
-    for key in ("epoch", "global_step", "best_valid_loss", "bad_epochs", "history"):
-        state[key] = ts[key]
+    return state

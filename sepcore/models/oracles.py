@@ -22,8 +22,12 @@ masks always sum to one. ``power`` generalises the magnitude ratio (α = 1, the 
 to |y_j|^α (α = 2 is the Wiener-like IRM of SiSEC's oracle).
 
 Oracles break the plain call contract in one documented way: they read the true sources through
-``forward(mixture, references=...)`` and declare ``needs_references = True``; the trainer,
-``sepcore.separate.apply_model`` and ``sepcore.evaluate`` pass them.
+``forward(mixture, references=...)`` and declare ``needs_references = True``. Code that holds the
+true sources (the trainer, ``sepcore.evaluate``, ``sepcore.oracle``) binds them once with
+:func:`with_references`, which stacks them onto the mixture along the channel axis and wraps the
+oracle in :class:`WithReferences`, a plain-contract model of that stacked input. Chunked inference
+(``sepcore.separate.apply_model``) then cuts mixture and sources together and never sees
+``references=``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
@@ -191,3 +196,89 @@ class IBM(STFTOracle):
 
 register("irm", STFTOracleConfig, IRM)
 register("ibm", STFTOracleConfig, IBM)
+
+
+# --- oracles bound to their true sources --------------------------------------------------------
+
+
+class WithReferences(nn.Module):
+    """An oracle as a plain-contract model of the mixture with its true sources stacked on it.
+
+    The input is ``(B, C + S·C, T)``: the mixture's C channels, then source 0's C channels, source
+    1's, ... (what :func:`with_references` builds); the output is the oracle's ``(B, S, C, T)``.
+    Whatever chunking does to the time axis it does to mixture and sources alike, so chunked
+    inference needs no knowledge of oracles. ``sample_rate``, ``sources``, ``audio_channels`` (of
+    the mixture and of each estimate), ``frame_hop``, ``receptive_field`` and ``valid_length`` are
+    the oracle's; its parameters are this module's.
+    """
+
+    needs_references = False
+
+    def __init__(self, oracle: nn.Module):
+        super().__init__()
+        self.oracle = oracle
+
+    @property
+    def sample_rate(self) -> int:
+        return self.oracle.sample_rate
+
+    @property
+    def sources(self) -> list[str]:
+        return self.oracle.sources
+
+    @property
+    def audio_channels(self) -> int:
+        return self.oracle.audio_channels
+
+    @property
+    def frame_hop(self) -> int:
+        return getattr(self.oracle, "frame_hop", 1)
+
+    @property
+    def receptive_field(self) -> int | None:
+        return self.oracle.receptive_field
+
+    def valid_length(self, length: int) -> int:
+        return self.oracle.valid_length(length)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        sources = len(self.oracle.sources)
+        if stacked.dim() != 3 or stacked.shape[1] % (sources + 1):
+            raise ValueError(f"expected the mixture with its {sources} true sources stacked on the "
+                             f"channel axis, (batch, channels * {sources + 1}, time), got "
+                             f"{tuple(stacked.shape)}")
+        channels = stacked.shape[1] // (sources + 1)
+        mixture = stacked[:, :channels].contiguous()  # (B, C, T)
+        references = stacked[:, channels:].unflatten(1, (sources, channels)).contiguous()
+        return self.oracle(mixture, references=references)  # (B, S, C, T)
+
+
+def with_references(model: nn.Module, mixture: torch.Tensor,
+                    references: torch.Tensor | None) -> tuple[nn.Module, torch.Tensor]:
+    """What to run and on what, so that an oracle sees the true sources.
+
+    Args:
+        model: any sepcore model.
+        mixture: ``(C, T)`` or ``(B, C, T)``.
+        references: the true sources, ``(S, C, T)`` or ``(B, S, C, T)`` to match; ignored (may be
+            None) unless ``model.needs_references``.
+
+    Returns:
+        ``(model, mixture)`` unchanged for a plain model; for an oracle, ``WithReferences(model)``
+        and the stacked input ``(C + S·C, T)`` or ``(B, C + S·C, T)``. Either pair runs as
+        ``runner(input)`` or ``sepcore.separate.apply_model(runner, input)``.
+    """
+    if not getattr(model, "needs_references", False):
+        return model, mixture
+    name = type(model).__name__
+    if references is None:
+        raise ValueError(f"{name} is an oracle: it needs the true sources (references)")
+    sources = len(model.sources)
+    if references.dim() != mixture.dim() + 1 or references.shape[-3] != sources or \
+            references.shape[:-3] + references.shape[-2:] != mixture.shape:
+        raise ValueError(f"{name}: references must be the {sources} true sources of the mixture "
+                         f"{tuple(mixture.shape)}, i.e. {tuple(mixture.shape[:-2])} + "
+                         f"({sources}, {', '.join(map(str, mixture.shape[-2:]))}), got "
+                         f"{tuple(references.shape)}")
+    references = references.to(mixture.device, mixture.dtype).flatten(-3, -2)  # (.., S·C, T)
+    return WithReferences(model), torch.cat([mixture, references], dim=-2)
