@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from sepcore.config import config_from_dict
 
+# Conv-TasNet sizes: "tiny" learns something in a minute; "mini" (a few thousand parameters) is
+# for tests of the training loop's bookkeeping (resume, schedules, checkpoints), where what the
+# model learns does not matter and each step should cost milliseconds.
+SIZES = {
+    "tiny": ({"N": 64, "L": 16}, {"B": 64, "H": 128, "P": 3, "X": 4, "R": 2}),
+    "mini": ({"N": 16, "L": 16}, {"B": 16, "H": 32, "P": 3, "X": 2, "R": 1}),
+}
+
 
 def tiny_config(root, out_dir, cache_dir, *, model="convtasnet", norm="gLN", rate=8000,
-                channels=1, targets=("vocals", "accompaniment"), **train):
-    """A config small enough to train in seconds on the CPU."""
+                channels=1, targets=("vocals", "accompaniment"), size="tiny", **train):
+    """A config small enough to train in seconds on the CPU (``size``: see :data:`SIZES`)."""
+    encoder, masker = SIZES[size]
     model_params = {
         "name": model,
         "sources": list(targets),
         "audio_channels": channels,
         "sample_rate": rate,
-        "encoder": {"N": 64, "L": 16},
-        "masker": {"B": 64, "H": 128, "P": 3, "X": 4, "R": 2, "norm": norm},
+        "encoder": dict(encoder),
+        "masker": {**masker, "norm": norm},
     }
     if model == "multiband":
         model_params["num_bands"] = 2
