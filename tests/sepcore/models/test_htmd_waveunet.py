@@ -1,13 +1,11 @@
-"""HTMD-Net and Wave-U-Net (seed 001): sizes, contract, checkpoints, deep supervision, training."""
+"""HTMD-Net and Wave-U-Net (seed 001): sizes, contract, deep supervision, training."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
-from sepcore.checkpoint import Checkpoint, load_model, save_checkpoint
+from sepcore.checkpoint import load_model
 from sepcore.config import TrainConfig, config_from_dict, load_config
 from sepcore.errors import ConfigError
 from sepcore.losses import build_loss
@@ -164,27 +162,6 @@ def test_bad_configs_name_the_key(name, params, key):
     with pytest.raises(ConfigError) as err:
         small(name, **params)
     assert err.value.key == key
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["waveunet", "htmd"])
-def test_save_load_roundtrip_same_output(name, tmp_path):
-    torch.manual_seed(0)
-    model = small(name, unet={"upsampling": "learned"}) if name == "waveunet" else small(name)
-    model.train()
-    model(torch.randn(2, 1, 3000))  # moves BN running statistics away from their defaults
-    model.eval()
-    cfg = config_from_dict({"model": {"name": name, **dataclasses.asdict(model.cfg)},
-                            "data": {"sample_rate": 8000, "channels": 1, "targets": ["vocals"]}})
-    path = save_checkpoint(tmp_path / "m.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
-    loaded, loaded_cfg = load_model(path)
-    x = torch.randn(1, 1, 4000)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    assert loaded_cfg.model == model.cfg
 
 
 # --- deep supervision (seed 001: β·L_a + α·L_d) ---------------------------------------------------

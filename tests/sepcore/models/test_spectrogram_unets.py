@@ -1,9 +1,8 @@
 """U-Net (Jansson et al. 2017) and Fusion-Net (seed 002): Table I shapes, any length, soft masks,
-save/load, parameter counts and one training step."""
+parameter counts and one training step."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 import torch
 
 import sepcore
-from sepcore.checkpoint import Checkpoint, load_model, save_checkpoint
-from sepcore.config import config_from_dict
 from sepcore.errors import ConfigError
 from sepcore.info import model_info
 from sepcore.models import available_models, build_model
@@ -133,24 +130,6 @@ def test_sigmoid_masks_do_not_partition(name):
     x = torch.randn(1, 1, 5000)
     with torch.no_grad():
         assert not torch.allclose(model(x).sum(dim=1), x, atol=1e-2)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_save_load_roundtrip_same_output(name, tmp_path):
-    torch.manual_seed(0)
-    model = small(name)
-    with torch.no_grad():
-        model(torch.randn(2, 1, 4000))  # move BN running statistics off their defaults
-    model.eval()
-    cfg = config_from_dict({"model": {"name": name, **dataclasses.asdict(model.cfg)},
-                            "data": {"sample_rate": RATE, "channels": 1}})
-    path = save_checkpoint(tmp_path / "m.safetensors",
-                           Checkpoint(config=cfg.to_dict(), model_state=model.state_dict()))
-    loaded, loaded_cfg = load_model(path)
-    x = torch.randn(1, 1, 6000)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    assert loaded_cfg.model == model.cfg
 
 
 @pytest.mark.parametrize("name", NAMES)
