@@ -104,6 +104,7 @@ def test_sep_synth_bad_value_is_one_error_line(tmp_path, capsys):
     assert err.startswith("error:") and "tracks" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_sep_demo_on_a_tiny_budget(tmp_path, capsys):
     """The whole demo (synthetic songs, training, BSSEval) with a budget of two steps."""
     from sepcore.metrics.aggregate import aggregate, format_table
