@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh Debian machine with Python 3.11:
 #   make demo   creates .venv, installs, runs the main job on the embedded default
 #   make test   the same install, then the test suite
+#   (make test-fast: the same without the tests marked slow, for a quick edit loop)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean ffmpeg
+.PHONY: install demo test test-fast lint clean ffmpeg
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=python3)" >&2; exit 1; }
@@ -38,6 +39,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check sepcore sweeps services tests

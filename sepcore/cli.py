@@ -129,7 +129,7 @@ def _cmd_oracle(args) -> int:
 def _cmd_demo(args) -> int:
     from sepcore.demo import run_demo
 
-    print(run_demo(Path(args.workdir)))
+    print(run_demo(Path(args.workdir), overrides=args.overrides))
     return 0
 
 
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synth data, train a small multi-band model, evaluate")
     p.add_argument("--workdir", default=".", help="where data/ and runs/ are written")
+    p.add_argument("overrides", nargs="*",
+                   help="dotlist overrides of configs/demo.yaml, e.g. train.epochs=1")
     p.set_defaults(func=_cmd_demo)
     return parser
 

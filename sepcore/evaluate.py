@@ -102,7 +102,8 @@ def evaluate_checkpoint(
             silent[name].append(silence_scores(refs[name], ests[name], rate, ev.win, ev.hop,
                                                ev.silence_threshold_db))
         if ev.nsdr:
-            mix = dict.fromkeys(model.sources, np.ascontiguousarray(mix_np.T))
+            # the mixture as the estimate of every scored target (also a residual one)
+            mix = dict.fromkeys(refs, np.ascontiguousarray(mix_np.T))
             mix_sdr = _song_sdr(evaluate_track(refs, mix, track_name=song.name, rate=rate,
                                                win=ev.win, hop=ev.hop))
             est_sdr = _song_sdr(store)

@@ -156,12 +156,24 @@ class TrainState:
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``."""
+    """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``.
+
+    A name torch does not know, CUDA on a machine without it, or a CUDA index past the last GPU
+    is a :class:`~sepcore.errors.ConfigError` naming ``train.device``.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"train.device={name!r} is not a device (use auto, cpu, cuda or "
+                          "cuda:N)", key="train.device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available", key="train.device")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name!r} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)", key="train.device")
     return device
 
 

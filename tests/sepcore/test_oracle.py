@@ -1,4 +1,8 @@
-"""STFT IRM/IBM oracles (thesis eq. 4.1) and ``sep oracle`` per-class scores (Tables 4.1–4.3)."""
+"""STFT IRM/IBM oracles (thesis eq. 4.1) and ``sep oracle`` per-class scores (Tables 4.1–4.3).
+
+Score floors sit 1 dB below the values measured on the synthetic songs (written next to each), so
+a regression of the oracles shows while another CPU's rounding does not.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,10 @@ def test_oracle_separates_disjoint_tones(name):
     refs = _tones()
     est = _oracle(name, alpha=2.0)(refs.sum(1), references=refs)
     assert est.shape == refs.shape
-    assert si_sdr(est, refs).min() > 30  # the spectra do not overlap: near-perfect masks
+    # the spectra barely overlap (Hann window leakage only): near-perfect masks. Measured:
+    # IRM 49.77 / 39.31 dB, IBM 50.12 / 39.67 dB (the quiet 2.5 kHz tone suffers the leakage)
+    low, high = si_sdr(est, refs).flatten().tolist()
+    assert low > 48.7 and high > 38.3, (low, high)
 
 
 @pytest.mark.parametrize("name,alpha", [("irm", 2.0), ("irm", 1.0), ("ibm", 2.0)])
@@ -62,7 +69,8 @@ def test_oracle_needs_references_and_chunked_inference_is_exact():
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=0)
 
 
-def test_sep_oracle_prints_the_per_class_table(synth_root, capsys):
+def test_sep_oracle_prints_the_per_class_table(synth_root, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `sep oracle` caches decoded audio under <cwd>/.cache/sepcore
     code = main(["oracle", str(synth_root), "--classes", "vocals", "accompaniment",
                  "--rate", str(RATE), "--n-fft", "1024", "--hop", "256", "--max-tracks", "1"])
     out = capsys.readouterr().out
@@ -74,8 +82,11 @@ def test_sep_oracle_prints_the_per_class_table(synth_root, capsys):
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()
             if line.split() and line.split()[0] in ("vocals", "accompaniment")}
     assert set(rows) == {"vocals", "accompaniment"}
-    for songs, si_mean, si_median, sdr in rows.values():
-        assert songs == 1 and si_mean == si_median and si_mean > 5 and sdr > 5
+    # measured: vocals SI-SDR 15.24, SDR 15.34; accompaniment SI-SDR 14.62, SDR 14.71 dB
+    floors = {"vocals": (14.2, 14.3), "accompaniment": (13.6, 13.7)}
+    for name, (songs, si_mean, si_median, sdr) in rows.items():
+        assert songs == 1 and si_mean == si_median
+        assert si_mean > floors[name][0] and sdr > floors[name][1], (name, si_mean, sdr)
 
 
 def test_oracle_on_a_folder_dataset_with_a_mapping(tmp_path):
@@ -92,17 +103,20 @@ def test_oracle_on_a_folder_dataset_with_a_mapping(tmp_path):
     mapping.write_text("classes:\n  vocals: [voice]\n  drums: [kick, hat]\nmixing: adaptive\n")
     result = oracle_scores(tmp_path / "live", ["vocals", "drums", "accompaniment"],
                            subset=None, sample_rate=RATE, channels=1, mapping=mapping,
-                           n_fft=512, hop=128, chunk=1.0)
+                           n_fft=512, hop=128, chunk=1.0, cache_dir=tmp_path / "cache")
     assert set(result.sisdr) == {"one", "two"}
     assert result.summary["vocals"]["songs"] == 2
-    assert result.summary["vocals"]["SI-SDR median"] > 10
+    # measured: vocals SI-SDR median 25.23 dB, drums 23.79 dB
+    assert result.summary["vocals"]["SI-SDR median"] > 24.2
+    assert result.summary["drums"]["SI-SDR median"] > 22.8
     # vocals/drums partition: the derived accompaniment is the drums class
     np.testing.assert_allclose(result.summary["accompaniment"]["SI-SDR mean"],
                                result.summary["drums"]["SI-SDR mean"], atol=1e-3)
 
 
-def test_irm_oracle_beats_an_untrained_convtasnet_on_the_same_songs(synth_root):
-    tracks = load_tracks(synth_root, "test", sample_rate=RATE, channels=1, max_tracks=1)
+def test_irm_oracle_beats_an_untrained_convtasnet_on_the_same_songs(synth_root, cache_dir):
+    tracks = load_tracks(synth_root, "test", sample_rate=RATE, channels=1, max_tracks=1,
+                         cache_dir=cache_dir)
     classes = ["vocals", "accompaniment"]
     torch.manual_seed(0)
     tasnet = build_model("convtasnet", {
@@ -111,7 +125,12 @@ def test_irm_oracle_beats_an_untrained_convtasnet_on_the_same_songs(synth_root):
         "masker": {"B": 16, "H": 32, "P": 3, "X": 3, "R": 1}}).eval()
     learned = score_model(tasnet, tracks, chunk=6.0)
     oracle = oracle_scores(synth_root, classes, sample_rate=RATE, channels=1, n_fft=1024,
-                           hop=256, max_tracks=1)
+                           hop=256, max_tracks=1, cache_dir=cache_dir)
+    # measured: oracle SI-SDR 15.28 / 14.59 dB, SDR 15.37 / 14.73 dB (vocals / accompaniment);
+    # untrained Conv-TasNet (seed 0) SI-SDR -30.98 / -34.86 dB, SDR -0.36 / -0.36 dB
+    floors = {"vocals": (14.3, 14.4), "accompaniment": (13.6, 13.7)}
     for name in classes:
-        assert oracle.summary[name]["SI-SDR mean"] > learned.summary[name]["SI-SDR mean"] + 3
-        assert oracle.summary[name]["SDR median"] > learned.summary[name]["SDR median"] + 3
+        assert oracle.summary[name]["SI-SDR mean"] > floors[name][0]
+        assert oracle.summary[name]["SDR median"] > floors[name][1]
+        assert oracle.summary[name]["SI-SDR mean"] > learned.summary[name]["SI-SDR mean"] + 40
+        assert oracle.summary[name]["SDR median"] > learned.summary[name]["SDR median"] + 14

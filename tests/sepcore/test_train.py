@@ -1,4 +1,9 @@
-"""The training loop: learning, exact resume, divergence, hooks, early stopping."""
+"""The training loop: learning, exact resume, divergence, hooks, schedules, budgets, devices.
+
+The bookkeeping tests use the "mini" Conv-TasNet of ``tests.sepcore.helpers`` (milliseconds per
+step): what they check (which epochs run, when the LR drops, which checkpoints exist) does not
+depend on what the model learns.
+"""
 
 import math
 
@@ -7,10 +12,10 @@ import torch
 
 import sepcore.train as train_mod
 from sepcore.checkpoint import load_checkpoint, load_model
-from sepcore.errors import TrainingDiverged
+from sepcore.errors import CheckpointError, ConfigError, TrainingDiverged
 from sepcore.metrics.sisdr import si_sdr
 from sepcore.separate import apply_model
-from sepcore.train import fit
+from sepcore.train import fit, select_device
 from tests.sepcore.helpers import tiny_config
 
 
@@ -18,27 +23,105 @@ def _weights(path):
     return load_checkpoint(path).model_state
 
 
-def test_resume_gives_identical_weights(synth_root, cache_dir, tmp_path):
-    straight = fit(tiny_config(synth_root, tmp_path / "a", cache_dir, epochs=3))
-    first = fit(tiny_config(synth_root, tmp_path / "b", cache_dir, epochs=2))
-    assert first.epochs_run == 2
-    resumed = fit(tiny_config(synth_root, tmp_path / "b", cache_dir, epochs=3, resume="auto"))
-    assert resumed.epochs_run == 3 and resumed.global_step == straight.global_step == 15
-    a, b = _weights(straight.last_checkpoint), _weights(resumed.last_checkpoint)
+def _mini(root, out_dir, cache_dir, **train):
+    """Two steps of two items per epoch of the mini model; exact (deterministic) by default."""
+    params = {"size": "mini", "steps_per_epoch": 2, "batch_size": 2, "deterministic": True}
+    return tiny_config(root, out_dir, cache_dir, **{**params, **train})
+
+
+class EpochRecorder:
+    """A hook that records the epochs ``fit`` actually ran (and their metrics)."""
+
+    def __init__(self):
+        self.metrics = []
+
+    @property
+    def epochs(self):
+        return [m["epoch"] for m in self.metrics]
+
+    def on_epoch_end(self, metrics):
+        self.metrics.append(metrics)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_determinism():
+    """``train.deterministic`` switches torch's deterministic algorithms on for the process."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def _assert_same_weights(a_path, b_path):
+    a, b = _weights(a_path), _weights(b_path)
     assert a.keys() == b.keys()
-    for key in a:
+    for key in a:  # deterministic algorithms, same process and thread count: bit-identical
         assert torch.equal(a[key], b[key]), key
-    # and the trajectory is the same, not only the end point
-    assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
 
 
-def test_interrupted_run_differs_without_resume(synth_root, cache_dir, tmp_path):
-    """Guard against a resume test that cannot fail: a fresh start is not the same run."""
-    fit(tiny_config(synth_root, tmp_path / "c", cache_dir, epochs=1))
-    restarted = fit(tiny_config(synth_root, tmp_path / "c", cache_dir, epochs=2, seed=1))
-    straight = fit(tiny_config(synth_root, tmp_path / "d", cache_dir, epochs=2))
-    a, b = _weights(straight.last_checkpoint), _weights(restarted.last_checkpoint)
-    assert any(not torch.equal(a[k], b[k]) for k in a)
+@pytest.fixture(scope="module")
+def straight(synth_root, cache_dir, tmp_path_factory):
+    """Three epochs in one go, keeping one checkpoint per epoch; and the epochs its hook saw."""
+    recorder = EpochRecorder()
+    out = tmp_path_factory.mktemp("straight")
+    result = fit(_mini(synth_root, out, cache_dir, epochs=3, keep_every=True), hooks=[recorder])
+    return result, recorder.epochs
+
+
+def test_keep_every_keeps_one_checkpoint_per_epoch(straight):
+    result, epochs = straight
+    assert epochs == [1, 2, 3] and result.epochs_run == 3
+    kept = sorted(p.name for p in result.out_dir.glob("epoch_*.safetensors"))
+    assert kept == ["epoch_001.safetensors", "epoch_002.safetensors", "epoch_003.safetensors"]
+    steps = []
+    for epoch, name in enumerate(kept, start=1):
+        state = load_checkpoint(result.out_dir / name).train_state
+        assert state["epoch"] == epoch and len(state["history"]) == epoch
+        steps.append(state["global_step"])
+    assert steps == [2, 4, 6]
+    # the epochs differ (training happened between them) and the last one is last.safetensors
+    first, last = _weights(result.out_dir / kept[0]), _weights(result.out_dir / kept[-1])
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    _assert_same_weights(result.out_dir / kept[-1], result.last_checkpoint)
+
+
+def test_resume_auto_runs_only_the_remaining_epochs(straight, synth_root, cache_dir, tmp_path):
+    reference, _ = straight
+    first = fit(_mini(synth_root, tmp_path / "b", cache_dir, epochs=2))
+    assert first.epochs_run == 2 and not list((tmp_path / "b").glob("epoch_*"))  # no keep_every
+    recorder = EpochRecorder()
+    resumed = fit(_mini(synth_root, tmp_path / "b", cache_dir, epochs=3, resume="auto"),
+                  hooks=[recorder])
+    assert recorder.epochs == [3]  # a resume that restarted from scratch would report 1, 2, 3
+    assert resumed.epochs_run == 3 and resumed.global_step == reference.global_step == 6
+    _assert_same_weights(reference.last_checkpoint, resumed.last_checkpoint)
+    # and the trajectory is the same, not only the end point (the history comes from the file)
+    assert [h["train_loss"] for h in reference.history] == \
+        [h["train_loss"] for h in resumed.history]
+
+
+def test_resume_from_an_explicit_checkpoint(straight, synth_root, cache_dir, tmp_path):
+    """``train.resume=<path>`` continues that run's epoch 1 in a new folder: epochs 2 and 3."""
+    reference, _ = straight
+    recorder = EpochRecorder()
+    resumed = fit(_mini(synth_root, tmp_path / "c", cache_dir, epochs=3,
+                        resume=str(reference.out_dir / "epoch_001.safetensors")),
+                  hooks=[recorder])
+    assert recorder.epochs == [2, 3] and resumed.global_step == 6
+    _assert_same_weights(reference.last_checkpoint, resumed.last_checkpoint)
+
+
+def test_resume_from_a_missing_checkpoint_names_it(synth_root, cache_dir, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(CheckpointError, match=r"train\.resume=.*nope\.safetensors"):
+        fit(_mini(synth_root, tmp_path / "d", cache_dir, resume=str(missing)))
+
+
+def test_without_resume_an_existing_run_starts_over(synth_root, cache_dir, tmp_path):
+    fit(_mini(synth_root, tmp_path / "e", cache_dir, epochs=1))
+    recorder = EpochRecorder()
+    again = fit(_mini(synth_root, tmp_path / "e", cache_dir, epochs=2), hooks=[recorder])
+    assert recorder.epochs == [1, 2] and again.global_step == 4
 
 
 def test_nan_loss_raises_training_diverged(synth_root, cache_dir, tmp_path, monkeypatch):
@@ -56,11 +139,11 @@ def test_nan_loss_raises_training_diverged(synth_root, cache_dir, tmp_path, monk
 
     monkeypatch.setattr(train_mod, "build_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3") as info:
-        fit(tiny_config(synth_root, tmp_path / "nan", cache_dir))
+        fit(_mini(synth_root, tmp_path / "nan", cache_dir, steps_per_epoch=5))
     assert info.value.step == 3 and info.value.epoch == 1
 
 
-def test_hooks_checkpoints_and_early_stop(synth_root, cache_dir, tmp_path):
+def test_hooks_checkpoints_and_stop_request(synth_root, cache_dir, tmp_path):
     seen, paths = [], []
 
     class Hook:
@@ -73,7 +156,7 @@ def test_hooks_checkpoints_and_early_stop(synth_root, cache_dir, tmp_path):
         def should_stop(self):
             return len(seen) >= 2
 
-    result = fit(tiny_config(synth_root, tmp_path / "h", cache_dir, epochs=5), hooks=[Hook()])
+    result = fit(_mini(synth_root, tmp_path / "h", cache_dir, epochs=5), hooks=[Hook()])
     assert result.epochs_run == 2 and result.stopped_early
     assert [m["epoch"] for m in seen] == [1, 2]
     for m in seen:
@@ -86,8 +169,102 @@ def test_hooks_checkpoints_and_early_stop(synth_root, cache_dir, tmp_path):
 
 
 def test_max_steps_budget(synth_root, cache_dir, tmp_path):
-    result = fit(tiny_config(synth_root, tmp_path / "s", cache_dir, epochs=10, max_steps=7))
+    result = fit(_mini(synth_root, tmp_path / "s", cache_dir, epochs=10, steps_per_epoch=5,
+                       max_steps=7))
     assert result.global_step == 7 and result.epochs_run == 2
+
+
+# --- early stopping and the LR schedule, on a scripted validation loss ---------------------------
+
+# Epoch:          1    2     3     4    5     6     7     8     9
+SCRIPT = [1.0, 0.9, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85, 0.1]
+
+
+def _scripted_validation(monkeypatch, losses):
+    """Replace validation by the given loss sequence (one value per epoch)."""
+    remaining = list(losses)
+    monkeypatch.setattr(train_mod, "_validate",
+                        lambda *args: {"valid_loss": remaining.pop(0), "valid_sisdr": 0.0})
+
+
+def test_early_stop_after_n_epochs_without_improvement(synth_root, cache_dir, tmp_path,
+                                                       monkeypatch):
+    """early_stop=3: epochs 3-4 do not improve, 5 does (the count restarts), 6-8 do not: stop
+    after epoch 8. Without the restart it would stop after 6; never stopping would reach 9."""
+    _scripted_validation(monkeypatch, SCRIPT)
+    recorder = EpochRecorder()
+    result = fit(_mini(synth_root, tmp_path / "es", cache_dir, epochs=20, steps_per_epoch=1,
+                       early_stop=3, lr_patience=100), hooks=[recorder])
+    assert recorder.epochs == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert result.stopped_early and result.epochs_run == 8
+    assert result.best_valid_loss == 0.8
+    assert load_checkpoint(result.best_checkpoint).train_state["epoch"] == 5  # the best epoch
+    assert load_checkpoint(result.last_checkpoint).train_state["bad_epochs"] == 3
+
+
+def test_early_stop_zero_never_stops(synth_root, cache_dir, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [1.0] * 6)
+    result = fit(_mini(synth_root, tmp_path / "es0", cache_dir, epochs=6, steps_per_epoch=1,
+                       early_stop=0))
+    assert result.epochs_run == 6 and not result.stopped_early
+
+
+def test_lr_is_multiplied_by_lr_factor_after_patience_epochs(synth_root, cache_dir, tmp_path,
+                                                             monkeypatch):
+    """torch's ReduceLROnPlateau: ``lr_patience`` epochs without improvement are tolerated, the
+    next one multiplies the LR by ``lr_factor`` (and the count restarts).
+
+    lr_patience=1 on SCRIPT: epoch 3 is the 1st bad epoch, 4 the 2nd → LR × 0.5 after epoch 4;
+    5 improves; 6 is the 1st bad, 7 the 2nd → × 0.5 again after epoch 7. ``metrics["lr"]`` is the
+    LR after the epoch's scheduler step, i.e. the LR the next epoch trains with.
+    """
+    _scripted_validation(monkeypatch, SCRIPT[:8])
+    recorder = EpochRecorder()
+    result = fit(_mini(synth_root, tmp_path / "lr", cache_dir, epochs=8, steps_per_epoch=1,
+                       lr=1e-3, lr_patience=1, lr_factor=0.5), hooks=[recorder])
+    lrs = [m["lr"] for m in recorder.metrics]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rel=1e-12)
+    groups = load_checkpoint(result.last_checkpoint).train_state["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(2.5e-4, rel=1e-12)  # the optimizer's, not a label
+
+
+def test_flat_validation_loss_stops_training(synth_root, cache_dir, tmp_path):
+    """With lr = 0 the weights never move, so the (real) validation loss is the same every epoch:
+    epoch 1 sets the best, epochs 2 and 3 are not better, early_stop=2 stops after epoch 3."""
+    result = fit(_mini(synth_root, tmp_path / "flat", cache_dir, epochs=10, steps_per_epoch=1,
+                       lr=0.0, early_stop=2))
+    assert result.epochs_run == 3 and result.stopped_early
+    assert len({h["valid_loss"] for h in result.history}) == 1
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+def test_cuda_without_cuda_is_a_one_line_config_error(monkeypatch, synth_root, cache_dir,
+                                                      tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError) as info:
+            select_device(name)
+        assert info.value.key == "train.device"
+        assert "\n" not in str(info.value) and "CUDA is not available" in str(info.value)
+    with pytest.raises(ConfigError, match="train.device") as info:
+        fit(_mini(synth_root, tmp_path / "cuda", cache_dir, device="cuda"))
+    assert info.value.key == "train.device"
+    assert not (tmp_path / "cuda" / "last.safetensors").exists()
+
+
+def test_bad_device_names_are_config_errors(monkeypatch):
+    with pytest.raises(ConfigError, match="'gpu' is not a device") as info:
+        select_device("gpu")
+    assert info.value.key == "train.device"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="1 CUDA device") as info:
+        select_device("cuda:3")
+    assert info.value.key == "train.device"
+    assert select_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.slow

@@ -82,6 +82,28 @@ def test_init_from_loads_weights(pretrained):
     assert all(p.requires_grad for p in model.parameters())  # finetune: everything trains
 
 
+def test_init_keys_load_only_the_matching_tensors(pretrained):
+    """init_keys=["fc3.*"]: the fc3 tensors come from the checkpoint, all others keep the fresh
+    initialisation (compared with a second model built from the same seed)."""
+    params = {k: v for k, v in MODEL.items() if k != "name"}
+    torch.manual_seed(3)
+    fresh = build_model("openunmix", params).state_dict()
+    torch.manual_seed(3)
+    model = build_model("openunmix", params)
+    apply_transfer(model, TrainConfig(init_from=str(pretrained), init_keys=["fc3.*"]))
+    source = load_checkpoint(pretrained).model_state
+    loaded = {k for k, v in model.state_dict().items() if torch.equal(v, source[k])}
+    kept = {k for k, v in model.state_dict().items() if torch.equal(v, fresh[k])}
+    fc3 = {k for k in fresh if ".fc3." in k}
+    assert fc3 and {k for k in fc3 if not torch.equal(fresh[k], source[k])}  # visible change
+    differs = {k for k in fresh if not torch.equal(fresh[k], source[k])}
+    assert loaded >= fc3 and (loaded & differs) == (fc3 & differs)
+    assert kept >= set(fresh) - fc3
+    with pytest.raises(ConfigError, match=r"train\.init_keys.*fc9") as info:
+        apply_transfer(model, TrainConfig(init_from=str(pretrained), init_keys=["fc9.*"]))
+    assert info.value.key == "train.init_keys"
+
+
 def test_reinit_resets_only_matching_parameters(pretrained):
     model = build_model("openunmix", UMX_PARAMS)
     torch.manual_seed(1)

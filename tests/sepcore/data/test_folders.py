@@ -37,6 +37,12 @@ def _write_song(folder: Path, stems: dict[str, np.ndarray]) -> None:
         sf.write(folder / f"{name}.wav", audio.T, RATE, subtype="FLOAT")
 
 
+@pytest.fixture(autouse=True)
+def cache_in_tmp_path(tmp_path, monkeypatch):
+    """Calls without ``cache_dir`` cache decoded audio under <cwd>/.cache/sepcore: keep it here."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def dataset(tmp_path):
     root = tmp_path / "karaoke"

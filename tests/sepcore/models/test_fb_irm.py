@@ -41,6 +41,7 @@ def _two_tone_batch(n=8, length=2000):
     return torch.stack([low, high], dim=1)[:, :, None]
 
 
+@pytest.mark.slow
 def test_fb_irm_trains_an_encoder_decoder_pair_without_a_separator():
     """The thesis's use of FB-IRM: train only an encoder/decoder through the oracle masks."""
     from sepcore.losses import build_loss

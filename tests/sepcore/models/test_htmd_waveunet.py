@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sepcore.checkpoint import load_model, save_model
+from sepcore.checkpoint import load_model
 from sepcore.config import TrainConfig, config_from_dict, load_config
 from sepcore.errors import ConfigError
 from sepcore.losses import build_loss
@@ -169,25 +169,7 @@ def test_bad_configs_name_the_key(name, params, key):
     assert err.value.key == key
 
 
-# --- checkpoints ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["waveunet", "htmd"])
-def test_save_load_roundtrip_same_output(name, tmp_path):
-    torch.manual_seed(0)
-    model = small(name, unet={"upsampling": "learned"}) if name == "waveunet" else small(name)
-    model.train()
-    model(torch.randn(2, 1, 3000))  # moves BN running statistics away from their defaults
-    model.eval()
-    path = save_model(tmp_path / "m.safetensors", name, model)
-    loaded, loaded_cfg = load_model(path)
-    x = torch.randn(1, 1, 4000)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    assert loaded_cfg.model == model.cfg
-
-
-# --- deep supervision (HTMD-Net paper: β·L_a + α·L_d) ---------------------------------------------
+# --- deep supervision (HTMD-Net paper: β·L_a + α·L_d) ----------------------------------------
 
 
 def _masking_grads(model, mixture, targets, tc) -> list[torch.Tensor]:

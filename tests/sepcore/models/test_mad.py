@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import sepcore
-from sepcore.checkpoint import load_model, save_model
 from sepcore.errors import ConfigError
 from sepcore.info import model_info
 from sepcore.losses import GKL_STFT, build_loss, generalized_kl, gkl
@@ -83,17 +82,18 @@ def test_vocals_only_and_channels_are_independent():
     torch.testing.assert_close(both[:, :, :1], left)
 
 
-def test_save_load_roundtrip_and_chunked_inference(tmp_path):
+def test_chunked_inference():
+    """MaD has no finite receptive field (recurrent, stop per sequence): cross-faded chunks; one
+    chunk as long as the song is one pass. (Save/load: tests/sepcore/models/test_contract.py.)"""
     torch.manual_seed(0)
     model = small(iterations=3, tau=1e-4).eval()
-    path = save_model(tmp_path / "m.safetensors", "mad", model)
-    loaded, loaded_cfg = load_model(path)
     x = torch.randn(1, 1, 2000)
     with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-        chunked = apply_model(model, x, segment=0.125, overlap=0.25)
-    assert loaded_cfg.model == model.cfg
+        whole = model(x)
+    chunked = apply_model(model, x, segment=0.125, overlap=0.25)
     assert chunked.shape == (1, 2, 1, 2000) and torch.isfinite(chunked).all()
+    single = apply_model(model, x, segment=1.0)  # 8000 samples: one chunk
+    torch.testing.assert_close(single, whole, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -176,30 +176,46 @@ def test_recurrent_inference_by_hand():
 
 
 def test_recurrent_inference_stops_once_below_tau_with_the_model_decoder():
+    """The stopping rule on a random decoder: each sequence stops at the first i with
+    MSE(S_{i-1}, H_i) < tau and returns that H_i; more iterations never change it.
+
+    The iterates are recomputed here without stopping (S_0, H_1, H_2, ...). Which i that is
+    depends on the random weights and the CPU's rounding, so the test derives it from the MSEs it
+    measures (and checks they are not within round-off of tau, where either answer is right).
+    """
     torch.manual_seed(0)
     model = small(iterations=10)
     scale = torch.tensor([0.1, 1.0, 3.0])[:, None, None]  # sequences that settle at different i
     h = torch.randn(3, 4, 2 * SMALL["encoder_bins"]) * scale  # (N, K, 2F)
+    tau = 2e-4
     with torch.no_grad():
         states, errors = [model.decoder(h)], []  # S_0, then H_1, H_2, ... with no stopping
         for _ in range(10):
             states.append(model.decoder(states[-1]))
             errors.append((states[-1] - states[-2]).pow(2).mean(dim=(1, 2)))  # (N,)
         errors = torch.stack(errors)  # (iter, N)
-        tau = 2e-4
+        # well-posed: no MSE within 1e-3 (relative) of tau, far above float32 round-off
+        assert ((errors - tau).abs() > 1e-3 * tau).all(), errors
         later, _ = recurrent_inference(model.decoder, h, 10, tau)
+        stops = []
         for iterations in range(11):
             got, steps = recurrent_inference(model.decoder, h, iterations, tau)
             for n in range(3):
                 below = (errors[:iterations, n] < tau).nonzero()
                 stop = int(below[0]) + 1 if len(below) else iterations  # first i with MSE < tau
                 assert int(steps[n]) == stop
-                assert torch.equal(got[n], states[stop][n])  # the H at which it stopped
+                # the H at which it stopped (the batch is decoded as a whole in both, but not
+                # necessarily with the same kernels: float32 tolerance, far below |H_i - H_i+1|)
+                torch.testing.assert_close(got[n], states[stop][n], rtol=1e-5, atol=1e-6)
                 if len(below):  # more iterations never change it once tau is met
                     assert float(errors[stop - 1, n]) < tau
-                    assert torch.equal(later[n], got[n])
-        # each sequence stops at its own i (MSEs, seed 0: 7e-5 at i = 3, 1e-4 at 5, 4e-5 at 7)
-        assert recurrent_inference(model.decoder, h, 10, tau)[1].tolist() == [3, 5, 7]
+                    torch.testing.assert_close(later[n], got[n], rtol=1e-5, atol=1e-6)
+            stops = steps.tolist()
+    # the test exercises a per-sequence stop: with 10 iterations all three sequences met tau, and
+    # not all at the same i (else a batch-wide stop would pass too)
+    assert all(stop < 10 for stop in stops) and len(set(stops)) > 1, stops
+    for n, stop in enumerate(stops):  # H_stop is distinguishable from H_stop-1 at that tolerance
+        assert float((states[stop][n] - states[stop - 1][n]).abs().max()) > 1e-4
 
 
 def test_iter_zero_is_the_plain_decoder():

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import sepcore
-from sepcore.checkpoint import load_model, save_model
 from sepcore.errors import ConfigError
 from sepcore.info import model_info
 from sepcore.models import available_models, build_model
@@ -132,21 +131,6 @@ def test_sigmoid_masks_do_not_partition(name):
     x = torch.randn(1, 1, 5000)
     with torch.no_grad():
         assert not torch.allclose(model(x).sum(dim=1), x, atol=1e-2)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_save_load_roundtrip_same_output(name, tmp_path):
-    torch.manual_seed(0)
-    model = small(name)
-    with torch.no_grad():
-        model(torch.randn(2, 1, 4000))  # move BN running statistics off their defaults
-    model.eval()
-    path = save_model(tmp_path / "m.safetensors", name, model)
-    loaded, loaded_cfg = load_model(path)
-    x = torch.randn(1, 1, 6000)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    assert loaded_cfg.model == model.cfg
 
 
 @pytest.mark.parametrize("name", NAMES)
