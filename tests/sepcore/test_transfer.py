@@ -85,11 +85,10 @@ def test_init_from_loads_weights(pretrained):
 def test_init_keys_load_only_the_matching_tensors(pretrained):
     """init_keys=["fc3.*"]: the fc3 tensors come from the checkpoint, all others keep the fresh
     initialisation (compared with a second model built from the same seed)."""
-    params = {k: v for k, v in MODEL.items() if k != "name"}
     torch.manual_seed(3)
-    fresh = build_model("openunmix", params).state_dict()
+    fresh = build_model("openunmix", UMX_PARAMS).state_dict()
     torch.manual_seed(3)
-    model = build_model("openunmix", params)
+    model = build_model("openunmix", UMX_PARAMS)
     apply_transfer(model, TrainConfig(init_from=str(pretrained), init_keys=["fc3.*"]))
     source = load_checkpoint(pretrained).model_state
     loaded = {k for k, v in model.state_dict().items() if torch.equal(v, source[k])}
