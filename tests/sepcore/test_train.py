@@ -184,7 +184,7 @@ def _scripted_validation(monkeypatch, losses):
     """Replace validation by the given loss sequence (one value per epoch)."""
     remaining = list(losses)
     monkeypatch.setattr(train_mod, "_validate",
-                        lambda *args: {"valid_loss": remaining.pop(0), "valid_sisdr": 0.0})
+                        lambda *args: (remaining.pop(0), 0.0, {}))
 
 
 def test_early_stop_after_n_epochs_without_improvement(synth_root, cache_dir, tmp_path,

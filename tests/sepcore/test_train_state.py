@@ -20,9 +20,9 @@ KEYS = ["epoch", "global_step", "best_valid_loss", "bad_epochs", "history", "opt
 
 def _cfg():
     return config_from_dict({
-        "model": {"name": "convtasnet", "sample_rate": 8000, "audio_channels": 1,
+        "model": {"name": "convtasnet",
                   "encoder": {"N": 16, "L": 8}, "masker": {"B": 8, "H": 16, "X": 2, "R": 1}},
-        "data": {"sample_rate": 8000, "channels": 1},
+        "audio": {"sample_rate": 8000, "channels": 1},
     })
 
 
