@@ -54,13 +54,7 @@ MAX_DEFAULT_PARAMS = 100_000
 MODELS = available_models()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models run faster single-threaded on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build_small(name: str, channels: int):

@@ -35,13 +35,7 @@ SMALL = {
 WEIGHTS = ("stage_weight", "reconstruction_weight", "dissimilarity_weight", "similarity_weight")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convs run far faster single-threaded on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**over) -> MetaTasNet:
