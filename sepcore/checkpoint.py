@@ -266,32 +266,56 @@ def model_from_config(config: dict[str, Any], file: str | None = None):
                               f"build: {exc}") from None
 
 
-def experiment_config(config: dict[str, Any], file: str | None = None):
+# what a command running a trained model may override; its model and audio are the checkpoint's
+RUN_SECTIONS = ("data", "eval", "train")
+
+
+def experiment_config(config: dict[str, Any], file: str | None = None,
+                      overrides: list[str] | tuple[str, ...] = ()):
     """The typed ExperimentConfig of a checkpoint config: its ``audio`` block is the model
-    section's rate, channels and sources; absent data/train/eval sections take defaults."""
-    from sepcore.config import AUDIO_FIELDS, audio_from_model, config_from_dict
+    section's rate, channels and sources; absent data/train/eval sections take defaults.
+
+    ``overrides`` (``eval.segment=5``, ``data.root=…``) change the data, eval and train sections;
+    the model and its audio are fixed by the weights, so overriding them is an error.
+    """
+    from omegaconf import OmegaConf
+
+    from sepcore.config import AUDIO_FIELDS, apply_overrides, audio_from_model, config_from_dict
+    from sepcore.errors import ConfigError
 
     config = json.loads(json.dumps(config))  # a deep copy
     model = config.get("model") or {}
     config["audio"] = {**(config.get("audio") or {}), **audio_from_model(model)}
     for model_key, _ in AUDIO_FIELDS.values():
         model.pop(model_key, None)
-    return config_from_dict(config, file=file)
+    node = OmegaConf.create(config)
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.split(".")[0] in ("model", "audio"):
+            raise ConfigError(f"override {item!r}: the model and its audio block are fixed by "
+                              f"the trained weights (override {', '.join(RUN_SECTIONS)} keys)",
+                              key=key, file=file)
+    if overrides:
+        node = apply_overrides(node, overrides, file=file, sections=RUN_SECTIONS)
+    return config_from_dict(node, file=file)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               overrides: list[str] | tuple[str, ...] = ()):
     """Build the model stored in a checkpoint and load its weights (eval mode).
 
     The model is built from the checkpoint's model section alone. Returns ``(model, config)``
-    where ``config`` is the checkpoint's typed ExperimentConfig.
+    where ``config`` is the checkpoint's typed ExperimentConfig with ``overrides`` applied (see
+    :func:`experiment_config`).
     """
     from sepcore.models import build_model
 
     ckpt = load_checkpoint(path)
+    config = experiment_config(ckpt.config, str(path), overrides)  # bad overrides fail first
     name, model_cfg = model_from_config(ckpt.config, str(path))
     model = build_model(name, model_cfg)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the stored config: {exc}") from None
-    return model.to(device).eval(), experiment_config(ckpt.config, str(path))
+    return model.to(device).eval(), config

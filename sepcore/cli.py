@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sepcore.errors import SepcoreError
+from sepcore.errors import ConfigError, SepcoreError
 
 log = logging.getLogger("sepcore")
 
@@ -43,9 +43,7 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from sepcore.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, root=args.root, subset=args.subset,
-                                 out_dir=args.out, max_tracks=args.max_tracks,
-                                 device=args.device)
+    result = evaluate_checkpoint(args.checkpoint, args.overrides)
     print(result.table)
     print()
     print("segment-wise (all windows of all songs) and silent target segments (PES dB, VAD %):")
@@ -67,11 +65,31 @@ def _cmd_score(args) -> int:
 def _cmd_separate(args) -> int:
     from sepcore.separate import separate_files
 
-    written = separate_files(args.songs, args.checkpoint, args.out, segment=args.segment,
-                             overlap=args.overlap, device=args.device)
+    songs, overrides = split_overrides(args.inputs)
+    if not songs:
+        raise ConfigError("no song to separate (give audio files after the checkpoint)")
+    written = separate_files(songs, args.checkpoint, args.out, overrides)
     for path in written:
         print(path)
     return 0
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """Songs and ``section.key=value`` overrides, given in any order after the checkpoint.
+
+    An existing file is always a song; otherwise an item whose part before ``=`` is a dotted key
+    of a config section (``eval.segment=5``) is an override.
+    """
+    songs, overrides = [], []
+    for item in items:
+        key = item.split("=", 1)[0]
+        is_override = ("=" in item and not Path(item).exists()
+                       and key.split(".")[0] in _SECTIONS and "." in key)
+        (overrides if is_override else songs).append(item)
+    return songs, overrides
+
+
+_SECTIONS = ("model", "audio", "data", "train", "eval")
 
 
 def _cmd_info(args) -> int:
@@ -113,15 +131,15 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_oracle(args) -> int:
-    from sepcore.oracle import oracle_scores
+    from sepcore.config import load_config
+    from sepcore.oracle import oracle_from_config
 
-    result = oracle_scores(args.root, args.classes, oracle=args.oracle, alpha=args.alpha,
-                           subset=args.subset, sample_rate=args.rate, channels=args.channels,
-                           mapping=args.mapping, missing=args.missing, n_fft=args.n_fft,
-                           hop=args.hop, chunk=args.chunk, max_tracks=args.max_tracks)
-    what = f"{args.oracle.upper()}" + (f" (alpha={args.alpha:g})" if args.oracle == "irm" else "")
-    print(f"{what} oracle on {args.root} ({args.subset}): SI-SDR over whole songs, "
-          f"SDR = median over songs of the median over {args.chunk:g} s chunks (dB)")
+    cfg = load_config(args.config, args.overrides)
+    result = oracle_from_config(cfg)
+    name = cfg.model_name
+    what = name.upper() + (f" (alpha={cfg.model.alpha:g})" if name == "irm" else "")
+    print(f"{what} oracle on {cfg.data.root} ({cfg.eval.subset}): SI-SDR over whole songs, "
+          f"SDR = median over songs of the median over {cfg.eval.win:g} s chunks (dB)")
     print(result.table)
     return 0
 
@@ -150,13 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.epochs=3")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="BSSEval v4 (museval) on a MUSDB-layout subset")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--root", help="data root (default: the checkpoint's data.root)")
-    p.add_argument("--subset", default="test")
-    p.add_argument("--out", help="folder for per-track museval JSON")
-    p.add_argument("--max-tracks", type=int)
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("evaluate", help="BSSEval v4 (museval) on a MUSDB-layout subset",
+                       description="Score a checkpoint with its own config; overrides change "
+                                   "its data, eval and train sections.")
+    p.add_argument("checkpoint", help="a sepcore checkpoint (.safetensors)")
+    p.add_argument("overrides", nargs="*",
+                   help="dotlist overrides, e.g. data.root=/data/musdb18hq eval.subset=test "
+                        "eval.max_tracks=5 eval.out_dir=eval/ eval.device=cpu")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("score", help="BSSEval v4 of estimate folders against reference folders")
@@ -168,12 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("separate", help="separate songs of any length into one WAV per source")
-    p.add_argument("songs", nargs="+")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--segment", type=float, default=10.0, help="chunk length in seconds")
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--device", default="auto")
+    p.add_argument("checkpoint", help="a sepcore checkpoint (.safetensors)")
+    p.add_argument("inputs", nargs="+", metavar="SONG|OVERRIDE",
+                   help="audio files, and dotlist overrides of the checkpoint's config, e.g. "
+                        "eval.segment=5 eval.overlap=0.5 eval.device=cpu")
+    p.add_argument("--out", required=True, help="folder; one <song>/<source>.wav per song")
     p.set_defaults(func=_cmd_separate)
 
     p = sub.add_parser("info", help="parameter count, receptive field, latent frame rate")
@@ -188,21 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("oracle", help="IRM/IBM oracle score per class: how separable is each")
-    p.add_argument("root", help="MUSDB-layout tree, or a folder dataset with --mapping")
-    p.add_argument("--classes", nargs="+", required=True, help="classes to score")
-    p.add_argument("--oracle", choices=["irm", "ibm"], default="irm")
-    p.add_argument("--alpha", type=float, default=2.0, help="IRM exponent (2 Wiener-like)")
-    p.add_argument("--subset", default="test")
-    p.add_argument("--rate", type=int, default=44100, help="sample rate to score at")
-    p.add_argument("--channels", type=int, default=2)
-    p.add_argument("--mapping", help="stem -> class YAML of a folder dataset")
-    p.add_argument("--missing", choices=["filter", "silence"],
-                   help="songs lacking a class (default: the mapping's, else filter)")
-    p.add_argument("--n-fft", type=int, default=4096)
-    p.add_argument("--hop", type=int, default=1024)
-    p.add_argument("--chunk", type=float, default=6.0, help="BSSEval chunk in seconds")
-    p.add_argument("--max-tracks", type=int)
+    p = sub.add_parser("oracle", help="IRM/IBM oracle score per class: how separable is each",
+                       description="model.name irm|ibm; classes = audio.sources; songs = "
+                                   "eval.subset of data.root; BSSEval chunks of eval.win s.")
+    p.add_argument("config", help="YAML config with model.name irm or ibm (packaged: oracle.yaml)")
+    p.add_argument("overrides", nargs="*",
+                   help="dotlist overrides, e.g. data.root=/data/musdb18hq model.name=ibm "
+                        "'audio.sources=[vocals,accompaniment]' eval.max_tracks=5")
     p.set_defaults(func=_cmd_oracle)
 
     p = sub.add_parser("demo", help="synth data, train a small multi-band model, evaluate")

@@ -163,6 +163,7 @@ class EvalConfig:
     out_dir: str | None = None  # per-track museval JSON (None = <train.out_dir>/eval)
     silence_threshold_db: float = -60.0  # PES/VAD: a target segment below this level is silent
     nsdr: bool = False  # also score the mixture as the estimate and report NSDR (SDR gain)
+    device: str = "auto"  # where `sep evaluate` / `sep separate` run the model (auto | cpu | cuda)
 
 
 @dataclass
@@ -239,16 +240,23 @@ def _check_removed_keys(node: DictConfig, file: str | None) -> None:
             raise ConfigError(f"key '{key}' is no longer supported: {hint}", key=key, file=file)
 
 
-def _typed_section(cls: type, values: Any, section: str, file: str | None):
-    schema = OmegaConf.structured(cls)
+def typed(cls: type, values: Any, prefix: str, file: str | None = None,
+          error: type[ConfigError] = ConfigError, context: str = ""):
+    """An instance of dataclass ``cls`` from ``values`` (a mapping or DictConfig; None = the
+    defaults), checked by OmegaConf against the dataclass.
+
+    The one place where OmegaConf's merge errors become sepcore errors: an unknown key or a wrong
+    type raises ``error`` (ConfigError or a subclass) in one line naming ``<prefix>.<key>`` and
+    ``file``; ``context`` starts the message (e.g. which model's config it is).
+    """
     try:
-        merged = OmegaConf.merge(schema, values if values is not None else {})
+        merged = OmegaConf.merge(OmegaConf.structured(cls), values if values is not None else {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
-        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
-        raise ConfigError(f"key '{section}.{key}': {msg}", key=f"{section}.{key}",
-                          file=file) from None
+        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]  # one line
+        raise error(f"{context}key '{prefix}.{key}': {msg}", key=f"{prefix}.{key}",
+                    file=file) from None
 
 
 def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> ExperimentConfig:
@@ -268,7 +276,7 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
         raise ConfigError("missing 'model.name' (a registry name, see `sep info`)",
                           key="model.name",
                           file=file)
-    sections = {s: _typed_section(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
+    sections = {s: typed(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
     audio = sections["audio"]
     _check_audio(audio, sections["data"], file)
     model_raw = OmegaConf.to_container(node.model, resolve=True)
@@ -327,13 +335,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return config_from_dict(node, file=str(path))
 
 
-def apply_overrides(node: DictConfig, overrides: list[str], file: str | None = None) -> DictConfig:
-    """Apply ``key=value`` dotlist overrides; a key absent from the schema is reported later."""
+def apply_overrides(node: DictConfig, overrides: list[str] | tuple[str, ...],
+                    file: str | None = None, error: type[ConfigError] = ConfigError,
+                    sections: tuple[str, ...] | None = None) -> DictConfig:
+    """``node`` merged with ``key=value`` dotlist overrides (``train.epochs=3``).
+
+    Each override must have the form ``key=value`` and, when ``sections`` is given, start with
+    one of them; otherwise ``error`` names it. A key absent from the schema is reported when the
+    result is typed (:func:`typed`).
+    """
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value", key=item,
-                              file=file)
+            raise error(f"override {item!r} is not of the form key=value", key=item, file=file)
+        key = item.split("=", 1)[0]
+        if sections is not None and key.split(".")[0] not in sections:
+            raise error(f"override {item!r} must start with one of {list(sections)}", key=key,
+                        file=file)
     try:
         return OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad override: {exc}", file=file) from None
+        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+        raise error(f"bad override: {msg}", file=file) from None

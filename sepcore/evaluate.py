@@ -46,29 +46,38 @@ class EvalResult:
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
     root: str | None = None,
     subset: str | None = None,
     out_dir: str | Path | None = None,
     max_tracks: int | None = None,
     tracks: list[str] | None = None,
-    device: str = "auto",
+    device: str | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate ``checkpoint`` on ``subset`` of ``root`` (defaults from the checkpoint's config)."""
+    """Evaluate ``checkpoint`` with its own config (``sep evaluate CHECKPOINT [overrides…]``).
+
+    ``overrides`` are dotlist overrides of the checkpoint's data/eval/train sections
+    (``data.root=…``, ``eval.subset=train``, ``eval.max_tracks=2``, ``eval.device=cpu``); the
+    keyword arguments, when given, take precedence over both (for callers in Python).
+    """
     from sepcore.data import load_subset
     from sepcore.train import select_device
 
-    dev = select_device(device)
-    model, cfg = load_model(checkpoint, device=dev)
+    model, cfg = load_model(checkpoint, overrides=overrides)
+    given = {"subset": subset, "out_dir": out_dir, "max_tracks": max_tracks, "tracks": tracks,
+             "device": device}
+    ev = replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
     data_cfg = replace(cfg.data, root=root) if root else cfg.data
-    ev = cfg.eval
-    subset = subset or ev.subset
-    names = tracks or ev.tracks or None
-    songs = load_subset(data_cfg, subset=subset, names=names,
-                        max_tracks=max_tracks if max_tracks is not None else ev.max_tracks)
+    dev = select_device(ev.device)
+    model.to(dev)
+    subset = ev.subset
+    songs = load_subset(data_cfg, subset=subset, names=ev.tracks or None,
+                        max_tracks=ev.max_tracks)
     if not songs:
         raise DataError(f"no songs to evaluate in {data_cfg.root}/{subset}")
-    json_dir = Path(out_dir or ev.out_dir or Path(cfg.train.out_dir) / "eval")
+    json_dir = Path(ev.out_dir or Path(cfg.train.out_dir) / "eval")
     rate = model.sample_rate
     stores, sisdr = [], {}
     silent: dict[str, list] = {name: [] for name in model.sources}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sepcore.config import ACCOMPANIMENT, STEMS, DataConfig
+from sepcore.config import ACCOMPANIMENT, STEMS, DataConfig, ExperimentConfig
 from sepcore.data.folders import ClassTrack, as_class_track, load_folder_subset, noisy_copy
 from sepcore.data.track import TrackAudio
 from sepcore.errors import ConfigError, DataError
@@ -38,8 +38,8 @@ from sepcore.models.oracles import with_references
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassScores", "build_oracle", "live_protocol", "load_tracks", "oracle_scores",
-           "score_model", "score_tracks"]
+__all__ = ["ClassScores", "build_oracle", "live_protocol", "load_tracks", "oracle_from_config",
+           "oracle_scores", "score_model", "score_tracks"]
 
 ORACLES = ("irm", "ibm")
 Estimator = Callable[[ClassTrack, list[str]], np.ndarray]  # (track, sources) → (S, C, T)
@@ -229,6 +229,32 @@ def oracle_scores(root: str | Path, classes: Sequence[str], oracle: str = "irm",
 
     return score_tracks(tracks, classes, estimate, lambda t: partition(t.classes, classes),
                         sample_rate, chunk)
+
+
+def oracle_from_config(cfg: ExperimentConfig) -> ClassScores:
+    """``sep oracle CONFIG [overrides…]``: :func:`oracle_scores` with every setting from the config.
+
+    ``model.name`` is ``irm`` or ``ibm`` (its ``n_fft``, ``hop``, ``alpha``); the classes are
+    ``audio.sources``, scored at ``audio.sample_rate`` and ``audio.channels``; the songs are
+    ``eval.subset`` of ``data.root`` (a folder dataset with ``data.layout=folders`` and
+    ``data.mapping``), at most ``eval.max_tracks``; BSSEval chunks are ``eval.win`` seconds,
+    non-overlapping (``eval.hop`` must equal it), inference runs in ``eval.segment`` chunks.
+    """
+    if cfg.model_name not in ORACLES:
+        raise ConfigError(f"model.name must be one of {list(ORACLES)} for `sep oracle`, got "
+                          f"{cfg.model_name!r}", key="model.name")
+    ev = cfg.eval
+    if ev.hop != ev.win:
+        raise ConfigError(f"the oracle scores non-overlapping chunks: eval.hop = {ev.hop:g} must "
+                          f"equal eval.win = {ev.win:g}", key="eval.hop")
+    m = cfg.model
+    return oracle_scores(cfg.data.root, list(cfg.audio.sources), oracle=cfg.model_name,
+                         alpha=m.alpha, subset=ev.subset, sample_rate=cfg.audio.sample_rate,
+                         channels=cfg.audio.channels,
+                         mapping=cfg.data.mapping if cfg.data.layout == "folders" else None,
+                         missing=cfg.data.missing, n_fft=m.n_fft, hop=m.hop, chunk=ev.win,
+                         max_tracks=ev.max_tracks, segment=ev.segment,
+                         cache_dir=cfg.data.cache_dir)
 
 
 def score_model(model: torch.nn.Module, tracks: Sequence[TrackAudio],

@@ -137,16 +137,20 @@ def separate_files(
     songs: list[str | Path],
     checkpoint: str | Path,
     out_dir: str | Path,
-    segment: float = 10.0,
-    overlap: float = 0.25,
-    device: str = "auto",
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    segment: float | None = None,
+    overlap: float | None = None,
+    device: str | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Separate audio files with a checkpoint; writes ``out_dir/<song stem>/<source>.wav``.
 
-    Input of any rate and channel count is converted to the model's; the stems are written at the
-    model's rate as float WAV. A MUSDB-layout ``<song>/mixture.wav`` goes to ``out_dir/<song>/``.
-    Returns the written paths.
+    Chunking and device come from the checkpoint's ``eval`` section (``segment``, ``overlap``,
+    ``device``), changed by dotlist ``overrides`` (``eval.segment=5``) or, from Python, by the
+    keyword arguments. Input of any rate and channel count is converted to the model's; the stems
+    are written at the model's rate as float WAV. A MUSDB-layout ``<song>/mixture.wav`` goes to
+    ``out_dir/<song>/``. Returns the written paths.
     """
     import soundfile as sf
 
@@ -154,10 +158,14 @@ def separate_files(
     from sepcore.data.audio import read_audio, resample, to_channels
     from sepcore.train import select_device
 
-    dev = select_device(device)
-    model, _cfg = load_model(checkpoint, device=dev)
+    model, cfg = load_model(checkpoint, overrides=overrides)
+    ev = cfg.eval
+    segment = ev.segment if segment is None else segment
+    overlap = ev.overlap if overlap is None else overlap
+    dev = select_device(ev.device if device is None else device)
+    model.to(dev)
     if getattr(model, "needs_references", False):
-        raise DataError(f"{checkpoint} holds an oracle model ({_cfg.model_name}): it needs the "
+        raise DataError(f"{checkpoint} holds an oracle model ({cfg.model_name}): it needs the "
                         f"true sources, so it cannot separate plain songs; use `sep evaluate`")
     written: list[Path] = []
     for song in songs:

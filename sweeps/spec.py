@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from sepcore.config import ExperimentConfig, config_from_dict
+from sepcore.config import ExperimentConfig, apply_overrides, config_from_dict, typed
 from sepcore.errors import ConfigError
 from sweeps.errors import SweepError
 
@@ -181,17 +180,8 @@ def load_sweep(path: str | Path, profile: str | None = None,
         _check_keys(chosen, BLOCKS[1:-1], f"profiles.{profile}.", file)
         node = OmegaConf.merge(node, chosen)
     if overrides:
-        for item in overrides:
-            if "=" not in item:
-                raise SweepError(f"override {item!r} is not of the form key=value", key=item,
-                                 file=file)
-            if item.split("=", 1)[0].split(".")[0] not in BLOCKS:
-                raise SweepError(f"override {item!r} must start with one of {list(BLOCKS[1:-1])}",
-                                 key=item.split("=", 1)[0], file=file)
-        try:
-            node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
-        except OmegaConfBaseException as exc:
-            raise SweepError(f"bad override: {exc}", file=file) from None
+        node = apply_overrides(node, overrides, file=file, error=SweepError,
+                               sections=BLOCKS[1:-1])
 
     tune_spec = _typed(TuneSpec, node.get("tune"), "tune", file)
     sweep = Sweep(
@@ -246,14 +236,7 @@ def _resolve_base(base: Any, sweep_path: Path, file: str) -> DictConfig:
 
 
 def _typed(cls: type, values: Any, block: str, file: str):
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), values if values is not None else {})
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]  # one line
-        raise SweepError(f"key '{block}.{key}': {msg}",
-                         key=f"{block}.{key}", file=file) from None
+    return typed(cls, values, block, file, error=SweepError)
 
 
 def _parse_search(search: Any, file: str) -> list[Param]:

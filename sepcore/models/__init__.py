@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from sepcore.errors import ConfigError
@@ -44,18 +43,11 @@ def get_model_classes(name: str) -> tuple[type, type[nn.Module]]:
 
 def make_config(name: str, params: Mapping[str, Any] | None = None, source: str = "model"):
     """Typed config object of model ``name`` from a plain mapping (nested dicts allowed)."""
+    from sepcore.config import typed
+
     config_cls, _ = get_model_classes(name)
-    schema = OmegaConf.structured(config_cls)
-    try:
-        merged = OmegaConf.merge(schema, OmegaConf.create(dict(params or {})))
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]  # one line
-        raise ConfigError(
-            f"invalid model config for {name!r}: key '{source}.{key}': {msg}",
-            key=f"{source}.{key}",
-        ) from None
-    return OmegaConf.to_object(merged)
+    return typed(config_cls, OmegaConf.create(dict(params or {})), source,
+                 context=f"invalid model config for {name!r}: ")
 
 
 # model fields that an experiment config fills from its audio block (sepcore.config.AUDIO_FIELDS)

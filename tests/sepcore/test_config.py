@@ -111,3 +111,25 @@ def test_every_packaged_config_states_audio_once(path):
     assert "audio" in raw, path
     cfg = load_config(path)
     assert cfg.model.sample_rate == cfg.data.sample_rate == cfg.audio.sample_rate
+
+
+def test_typed_and_apply_overrides_raise_the_callers_error_class():
+    """One helper turns OmegaConf's merge errors into one-line errors for every layer."""
+    from sepcore.config import TrainConfig, apply_overrides, typed
+
+    class LayerError(ConfigError):
+        pass
+
+    assert typed(TrainConfig, {"epochs": 3}, "train").epochs == 3
+    with pytest.raises(LayerError, match=r"^f\.yaml: key 'train\.epochz'") as info:
+        typed(TrainConfig, {"epochz": 3}, "train", "f.yaml", error=LayerError)
+    assert info.value.key == "train.epochz" and info.value.file == "f.yaml"
+    with pytest.raises(LayerError, match="key 'train.lr'") as info:
+        typed(TrainConfig, {"lr": "fast"}, "train", error=LayerError)
+    assert len(str(info.value).splitlines()) == 1
+    node = OmegaConf.create({"train": {"epochs": 1}})
+    assert apply_overrides(node, ["train.epochs=5"]).train.epochs == 5
+    with pytest.raises(LayerError, match=r"'tune.x=1' must start with one of \['train'\]"):
+        apply_overrides(node, ["tune.x=1"], error=LayerError, sections=("train",))
+    with pytest.raises(LayerError, match="not of the form key=value"):
+        apply_overrides(node, ["train.epochs"], error=LayerError)

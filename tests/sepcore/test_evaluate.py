@@ -127,8 +127,8 @@ def _assert_sdr_closed_form(stores, arrays):
 def test_sep_evaluate_prints_and_writes_bsseval_of_the_estimates(leak, synth_root, cache_dir,
                                                                  tmp_path, capsys):
     path, cfg = _checkpoint(tmp_path / "oracle.safetensors", synth_root, cache_dir, leak=leak)
-    assert main(["evaluate", "--checkpoint", str(path), "--out", str(tmp_path / "ev"),
-                 "--device", "cpu"]) == 0
+    assert main(["evaluate", str(path), f"eval.out_dir={tmp_path / 'ev'}",
+                 "eval.device=cpu"]) == 0
     out = capsys.readouterr().out
     stores, arrays = _expected_stores(cfg, leak)
     assert len(stores) == 2  # both synthetic test songs

@@ -71,8 +71,9 @@ def test_oracle_needs_references_and_chunked_inference_is_exact():
 
 def test_sep_oracle_prints_the_per_class_table(synth_root, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # `sep oracle` caches decoded audio under <cwd>/.cache/sepcore
-    code = main(["oracle", str(synth_root), "--classes", "vocals", "accompaniment",
-                 "--rate", str(RATE), "--n-fft", "1024", "--hop", "256", "--max-tracks", "1"])
+    code = main(["oracle", "oracle.yaml", f"data.root={synth_root}",
+                 "audio.sources=[vocals,accompaniment]", f"audio.sample_rate={RATE}",
+                 "model.n_fft=1024", "model.hop=256", "eval.max_tracks=1"])
     out = capsys.readouterr().out
     assert code == 0
     assert "IRM (alpha=2) oracle" in out
@@ -87,6 +88,21 @@ def test_sep_oracle_prints_the_per_class_table(synth_root, capsys, tmp_path, mon
     for name, (songs, si_mean, si_median, sdr) in rows.items():
         assert songs == 1 and si_mean == si_median
         assert si_mean > floors[name][0] and sdr > floors[name][1], (name, si_mean, sdr)
+
+
+@pytest.mark.parametrize("override, key", [("eval.hop=1.0", "eval.hop"),
+                                           ("model.alpha=high", "model.alpha"),
+                                           ("audio.sources=[vocals,piano]", "audio.sources")])
+def test_sep_oracle_names_the_key_at_fault(override, key, capsys):
+    assert main(["oracle", "oracle.yaml", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err, err
+
+
+def test_sep_oracle_needs_an_oracle_model(capsys):
+    assert main(["oracle", "paper/m2.yaml"]) == 2  # a trainable model's config
+    err = capsys.readouterr().err
+    assert "model.name must be one of ['irm', 'ibm']" in err and "'multiband'" in err
 
 
 def test_oracle_on_a_folder_dataset_with_a_mapping(tmp_path):
