@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import tune
 
 from sepcore.models import build_model
@@ -124,6 +125,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         cfg.train.resume = str(out_dir / LAST)
         log.info("trial %s resumes from its Tune checkpoint", trial_id)
 
+    # Tune reuses a trial's worker process for the next trial (reuse_actors): process-wide
+    # torch state is set from this trial's config, never inherited from the previous trial
+    torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     device = select_device(cfg.train.device)
     model = build_model(cfg.model_name, cfg.model)
     run = TrialRun.open(

@@ -1,0 +1,193 @@
+"""Hundreds of trials: what the sweep machinery itself costs per trial, at 30 and at 300 trials.
+
+A trivial trainable (it sleeps ``--sleep`` seconds per epoch for ``--epochs`` epochs, reports a
+made-up ``valid_sisdr`` with a checkpoint each epoch) goes through the real paths of a sweep:
+Optuna (or random) search, Tune, one MLflow child run per trial opened by
+:class:`sweeps.tracking.TrialRun` (params, tags, per-epoch metrics), then the sweep-level step
+(:func:`sweeps.runner.finish_sweep`: tags and best metrics per trial, checkpoint push, registry,
+comparison report). Each size runs in its own driver process, on its own Ray and tracking store.
+For each it prints:
+
+- wall time, the ideal time (``ceil(trials / concurrency) * epochs * sleep``) and the driver's
+  overhead per trial, ``(wall - ideal) / trials``;
+- the sweep-level step's time (report + registry);
+- the driver's peak RSS;
+- the rows written to the tracking store (runs, params, tags, metrics, latest_metrics), read from
+  its database (sqlite by default; ``--backend-uri`` for a server's PostgreSQL).
+
+Usage::
+
+    python tests/bench/scale.py                       # 30 and 300 trials, local Ray + sqlite
+    python tests/bench/scale.py --trials 30 --sleep 0.2 --concurrency 16
+    MLFLOW_TRACKING_URI=http://… python tests/bench/scale.py --backend-uri postgresql://…
+
+(the last form logs through a tracking server, e.g. the one `make stack` starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 3
+SLEEP = 0.5
+
+
+def sleep_trial(config, context) -> None:
+    """The trivial trainable (defined in ``__main__``, so Ray ships it by value)."""
+    from ray import tune
+
+    from sepcore.train import LAST
+    from sweeps.space import trial_params
+    from sweeps.tracking import TrialRun, flatten
+
+    ctx = tune.get_context()
+    params = trial_params(config)
+    run = TrialRun.open(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                        ctx.get_trial_id(), run_name=ctx.get_trial_name(),
+                        params={**flatten(context.base),
+                                **{f"search.{k}": v for k, v in params.items()}},
+                        tags=dict(context.tags))
+    lr = float(params.get("train.lr", 1e-3))
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(SLEEP)
+        metrics = {"epoch": epoch, "valid_sisdr": -abs(math.log10(lr) + 3) + epoch,
+                   "valid_loss": 1.0 / epoch, "train_loss": 1.0 / epoch}
+        run.log_metrics(metrics, step=epoch)
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / LAST).write_bytes(b"a checkpoint of %d bytes" % epoch)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    run.finish("FINISHED")
+
+
+SWEEP = """
+base: demo.yaml
+search:
+  train.lr: {{loguniform: [1.0e-4, 1.0e-2]}}
+tune:
+  metric: valid_sisdr
+  mode: max
+  num_samples: {trials}
+  search_alg: {search_alg}
+  seed: 0
+  scheduler: {{type: fifo}}
+  max_concurrent: {concurrency}
+  resources: {{cpu: 1, gpu: 0}}
+  max_failures: 0
+  num_to_keep: 1
+  storage_path: {work}/ray-results
+  test_eval: false
+tracking: {{experiment: scale-{trials}}}
+artifacts: {{uri: {work}/store, top_k: 1}}
+registry: {{model_name: sepcore-scale-{trials}}}
+"""
+
+
+def one_size(args) -> dict:
+    """Run one sweep in this process (the driver) and return its figures."""
+    import ray
+
+    import sweeps.runner as runner
+    from sweeps.spec import load_sweep
+
+    global EPOCHS, SLEEP
+    EPOCHS, SLEEP = args.epochs, args.sleep
+    work = Path(args.work)
+    (work / "data").mkdir(exist_ok=True)  # the base's data root must exist (never read here)
+    path = work / "scale.yaml"
+    path.write_text(textwrap.dedent(SWEEP.format(
+        trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg, work=work)))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlruns.db")
+    sweep = load_sweep(path, overrides=[f"base.data.root={work / 'data'}"])
+    finish_time = []
+    real_finish = runner.finish_sweep
+
+    def timed_finish(*a, **k):
+        start = time.perf_counter()
+        try:
+            return real_finish(*a, **k)
+        finally:
+            finish_time.append(time.perf_counter() - start)
+
+    runner.finish_sweep = timed_finish
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=str(work / "ray"))
+    try:
+        start = time.perf_counter()
+        outcome = runner.run_sweep(sweep, trainable=sleep_trial)
+        wall = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    finished = sum(1 for t in outcome.trials if not t["error"])
+    return {"trials": args.one, "finished": finished, "wall_s": wall,
+            "finish_s": finish_time[0] if finish_time else float("nan"),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows": count_rows(args.backend_uri or os.environ["MLFLOW_TRACKING_URI"])}
+
+
+def count_rows(uri: str) -> dict[str, int] | None:
+    if not uri.startswith(("sqlite:", "postgresql:", "mysql:")):
+        return None
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as conn:
+        return {table: conn.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {table}")).scalar()
+                for table in ("runs", "params", "tags", "metrics", "latest_metrics")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[30, 300])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--sleep", type=float, default=0.5, help="seconds per epoch")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
+    parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
+    parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(one_size(args)), flush=True)
+        return
+    print(f"{'trials':>6} {'wall s':>8} {'ideal s':>8} {'overhead/trial s':>17} "
+          f"{'report+registry s':>18} {'driver peak RSS MB':>19}  MLflow rows")
+    for trials in args.trials:
+        with tempfile.TemporaryDirectory(prefix="scale-") as work:
+            cmd = [sys.executable, __file__, "--one", str(trials), "--work", work,
+                   "--epochs", str(args.epochs), "--sleep", str(args.sleep),
+                   "--concurrency", str(args.concurrency), "--search-alg", args.search_alg]
+            for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri)):
+                if value:
+                    cmd += [flag, value]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"the {trials}-trial sweep failed:\n{proc.stderr[-3000:]}")
+            r = json.loads(line[len("RESULT "):])
+        ideal = math.ceil(trials / args.concurrency) * args.epochs * args.sleep
+        rows = r["rows"]
+        rows_text = "n/a" if rows is None else ", ".join(f"{k} {v}" for k, v in rows.items())
+        print(f"{trials:>6} {r['wall_s']:>8.1f} {ideal:>8.1f} "
+              f"{(r['wall_s'] - ideal) / trials:>17.3f} {r['finish_s']:>18.1f} "
+              f"{r['peak_rss_mb']:>19.0f}  {rows_text}"
+              + ("" if r["finished"] == trials else f"  ({r['finished']} finished)"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
