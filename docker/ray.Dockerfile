@@ -23,7 +23,7 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users sepcore ./sepcore
 COPY --chown=ray:users sweeps ./sweeps
 COPY --chown=ray:users services ./services
-RUN pip install --no-cache-dir ".[sweeps,serve]" \
+RUN pip install --no-cache-dir ".[sweeps,serve]" "ray[default,serve,tune]==2.60.0" \
     && python -c "import sepcore, sweeps, services, ray; assert ray.__version__.startswith('2.60')"
 
 ENV PYTHONUNBUFFERED=1
