@@ -234,7 +234,7 @@ def _service_argv(name: str, service: dict, compose_dir: Path) -> list[str] | No
     entry = service.get("entrypoint")
     build = service.get("build")
     if entry is None and isinstance(build, dict):
-        entry = dockerfile_entrypoint((compose_dir / build["context"] / build["dockerfile"]))
+        entry = dockerfile_entrypoint(compose_dir / build["context"] / build["dockerfile"])
     if isinstance(entry, str):
         entry = shlex.split(entry)
     argv = list(entry or []) + list(command or [])
@@ -266,7 +266,7 @@ def compose_problems(compose: Path, env_example: Path, root: Path = ROOT) -> lis
     import jsonschema
 
     problems = []
-    text = compose.read_text()
+    raw = yaml.safe_load(compose.read_text())  # before interpolation: where ${…} stands
     env = read_env_file(env_example)
     used = {name for name, _, _ in compose_interpolations(compose)}
     for name in sorted(used - env.keys()):
@@ -318,8 +318,9 @@ def compose_problems(compose: Path, env_example: Path, root: Path = ROOT) -> lis
                                 f"repository")
         if argv and argv[0] == "ray":
             problems += [f"{where}: {p}" for p in cli_problems("ray", argv[1:])]
-        for key, value in (svc.get("environment") or {}).items():
-            if SECRET_NAME.search(key) and "${" not in _raw_environment(text, name, key):
+        raw_env = raw["services"][name].get("environment") or {}
+        for key in svc.get("environment") or {}:
+            if SECRET_NAME.search(key) and "${" not in str(raw_env.get(key, "")):
                 problems.append(f"{where}: environment {key} is written in the file; take it "
                                 f"from .env")
         # every http://SERVICE:PORT it is given must be a port that service listens on
@@ -329,18 +330,12 @@ def compose_problems(compose: Path, env_example: Path, root: Path = ROOT) -> lis
                 problems.append(f"{where}: talks to {host}:{port} but {host} listens on "
                                 f"{sorted(listening[host])}")
         test = (svc.get("healthcheck") or {}).get("test") or []
-        for host, port in re.findall(r"https?://(127\.0\.0\.1|localhost):(\d+)", " ".join(test)):
+        for port in re.findall(r"https?://(?:127\.0\.0\.1|localhost):(\d+)", " ".join(test)):
             own = listening[name] | ({52365} if argv and argv[:2] == ["ray", "start"] else set())
             if int(port) not in own:
                 problems.append(f"{where}: healthcheck probes port {port}, which it does not "
                                 f"listen on {sorted(listening[name])}")
     return problems
-
-
-def _raw_environment(text: str, service: str, key: str) -> str:
-    """The raw (uninterpolated) value of ``key`` in the service's environment or its anchors."""
-    svc = yaml.safe_load(text)["services"][service]
-    return str((svc.get("environment") or {}).get(key, ""))
 
 
 # --- command lines ------------------------------------------------------------------------------
@@ -450,7 +445,8 @@ def _cluster_spec_problems(where: str, spec: dict) -> list[str]:
     for group in spec.get("workerGroupSpecs") or []:
         name = group.get("groupName")
         low, high = group.get("minReplicas", 0), group.get("maxReplicas", 2**31)
-        if not low <= group.get("replicas", low) <= high:
+        counts = (low, group.get("replicas", low), high)
+        if all(isinstance(n, int) for n in counts) and not counts[0] <= counts[1] <= counts[2]:
             problems.append(f"{where}: worker group {name}: replicas outside "
                             f"[minReplicas, maxReplicas]")
         for c in group["template"]["spec"]["containers"]:
@@ -578,6 +574,10 @@ def serve_config_problems(where: str, text: str, root: Path = ROOT) -> list[str]
     return problems
 
 
+# ray-operator/apis/ray/v1/rayjob_types.go (the CRD leaves the field a free string)
+SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
+
+
 def rayjob_problems(where: str, spec: dict, clusters: set[str], root: Path = ROOT) -> list[str]:
     problems = []
     selector = spec.get("clusterSelector") or {}
@@ -586,6 +586,11 @@ def rayjob_problems(where: str, spec: dict, clusters: set[str], root: Path = ROO
     if selector and selector.get("ray.io/cluster") not in clusters:
         problems.append(f"{where}: clusterSelector names no RayCluster here "
                         f"({selector.get('ray.io/cluster')})")
+    mode = spec.get("submissionMode", "K8sJobMode")
+    if mode not in SUBMISSION_MODES:
+        problems.append(f"{where}: submissionMode {mode!r} is not one of {SUBMISSION_MODES}")
+    if selector and mode == "SidecarMode":
+        problems.append(f"{where}: clusterSelector is not supported in SidecarMode")
     if selector and spec.get("backoffLimit"):
         problems.append(f"{where}: backoffLimit is incompatible with clusterSelector")
     if spec.get("ttlSecondsAfterFinished", 0) > 0 and not spec.get("shutdownAfterJobFinishes"):
