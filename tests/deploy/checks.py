@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -48,12 +50,16 @@ def runnable_module_exists(module: str, root: Path = ROOT) -> bool:
     return (path / "__main__.py").is_file() or path.with_suffix(".py").is_file()
 
 
-def services_cli_commands(root: Path = ROOT) -> set[str]:
-    """Sub-commands ``python -m services`` declares (``add_parser("NAME"`` in its __main__)."""
-    main = root / "services" / "__main__.py"
-    if not main.is_file():
-        return set()
-    return set(re.findall(r"add_parser\(\s*[\"']([\w-]+)[\"']", main.read_text()))
+@functools.cache
+def services_cli_commands(root: Path = ROOT) -> frozenset[str]:
+    """Sub-commands of ``python -m services``, from its own ``--help`` ({a,b} in the usage)."""
+    if not (root / "services" / "__main__.py").is_file():
+        return frozenset()
+    out = subprocess.run([sys.executable, "-m", "services", "--help"], cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                         text=True, timeout=120)
+    match = re.search(r"\{([\w,-]+)\}", out.stdout)
+    return frozenset(match.group(1).split(",")) if out.returncode == 0 and match else frozenset()
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -148,8 +154,8 @@ def dockerfile_problems(path: Path, context: Path = ROOT) -> list[str]:
                 if re.match(r"https?://", src):
                     problems.append(f"{where}: {name} {src} downloads at build time")
                 elif not list(context.glob(src)):
-                    problems.append(f"{where}: {name} source {src} does not exist in "
-                                    f"{context.name}/")
+                    problems.append(f"{where}: {name} source {src} does not exist in the "
+                                    f"build context (the repository root)")
     if user is None or user in ROOT_USERS:
         problems.append(f"{path.name}: the final stage runs as root (add a non-root USER)")
     return problems
