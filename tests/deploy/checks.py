@@ -30,8 +30,8 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTI
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}; $$ escapes
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 ROOT_USERS = {"root", "0", "0:0", "root:root"}
-# entry points issue 13 specifies that other work adds: checked once the repository has them
-# ((module, sub-command) of `python -m module sub-command`)
+# (module, sub-command) of `python -m module sub-command` entry points that the separation service
+# adds (`python -m services serve`): checked as soon as the repository declares them
 PENDING_ENTRY_POINTS = {("services", "serve")}
 # ports the third-party images listen on without being told
 IMAGE_PORTS = {"postgres": {5432}, "minio/minio": {9000, 9001}}

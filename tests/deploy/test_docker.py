@@ -118,7 +118,7 @@ def test_cli_check_catches_a_bad_option():
 
 
 def test_separation_service_command():
-    """The compose service runs ``python -m services serve`` (issue 13's interface)."""
+    """The compose service runs the separation service's command, ``python -m services serve``."""
     doc = checks.load_compose(COMPOSE, ENV_EXAMPLE)
     argv = checks._service_argv("separation", doc["services"]["separation"], checks.DOCKER)
     assert argv[:4] == ["python", "-m", "services", "serve"]
