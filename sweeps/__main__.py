@@ -92,7 +92,7 @@ def _cmd_submit(args) -> int:
 def _cmd_promote(args) -> int:
     from mlflow import MlflowClient
 
-    from sweeps.registry import promote
+    from services.registry import promote
     from sweeps.tracking import resolve_tracking_uri
 
     client = MlflowClient(resolve_tracking_uri(args.tracking_uri))

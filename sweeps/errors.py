@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from sepcore.errors import ConfigError
+from services.errors import ArtifactError, RegistryError  # noqa: F401  (raised by the services the sweeps use)
 
 
 class SweepError(ConfigError):
     """A sweep file, profile or override is wrong (``file`` and ``key`` name the fault)."""
-
-
-class ArtifactError(SweepError):
-    """An upload/download to the artifact store failed or did not verify."""
-
-
-class RegistryError(SweepError):
-    """A registry operation (register, promote) cannot be done as asked."""

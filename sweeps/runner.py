@@ -170,7 +170,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     init_from = (base.get("train") or {}).get("init_from")
     if isinstance(init_from, str) and init_from.startswith("models:/"):
         # transfer set-ups start from a registry model: resolve it once, on the driver
-        from sweeps.registry import resolve_model_uri
+        from services.registry import resolve_model_uri
 
         base["train"]["init_from"] = str(resolve_model_uri(
             client, init_from, Path(".cache/sepcore/models").resolve()))
@@ -256,9 +256,9 @@ def _best_value(result, metric: str, mode: str) -> float:
 
 def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                  experiment_path: str, uri: str) -> SweepOutcome:
+    from services.registry import register_checkpoint
+    from services.store import open_store
     from sweeps import tracking
-    from sweeps.artifacts import open_store
-    from sweeps.registry import register_checkpoint
     from sweeps.report import sweep_report
 
     t = sweep.tune

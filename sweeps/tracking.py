@@ -43,11 +43,25 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def is_local_store(uri: str) -> bool:
+    """True for tracking stores that live in this machine's files (``sqlite:``, ``file:``, a
+    folder); False for a tracking server (``http(s)://…``, ``databricks``…)."""
+    return uri.startswith(("sqlite:", "file:")) or (":" not in uri and uri != "databricks")
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
-    """Experiment id of ``name``, created (artifacts under ``./mlartifacts``) when missing."""
+    """Experiment id of ``name``, created when missing.
+
+    With a local store (sqlite/file) the artifacts go to ``artifact_root`` (default
+    ``./mlartifacts``). With a tracking server the experiment takes the server's default artifact
+    root (``mlflow-artifacts:/…`` when it serves artifacts, else its ``--default-artifact-root``):
+    every node then uploads through the server, and no artifact is written to one node's disk.
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if not is_local_store(client.tracking_uri) and artifact_root is None:
+        return client.create_experiment(name)
     location = Path(artifact_root or "mlartifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 

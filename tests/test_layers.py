@@ -61,3 +61,19 @@ def test_core_dependencies_exclude_the_platform():
     for extra, needs in {"sweeps": ("ray", "optuna", "mlflow", "boto3"),
                          "serve": ("fastapi", "uvicorn")}.items():
         assert all(any(dep.startswith(n) for dep in extras[extra]) for n in needs), extra
+
+
+def test_services_never_import_sweeps():
+    """sweeps → services → sepcore: the registry and store clients stand without the sweeps."""
+    code = (
+        "import sys, importlib, pkgutil, services\n"
+        "for m in pkgutil.walk_packages(services.__path__, 'services.'):\n"
+        "    if m.name.split('.')[1] in ('__main__',):\n"
+        "        continue\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m == 'sweeps' or m.startswith('sweeps.'))\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

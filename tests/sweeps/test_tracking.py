@@ -18,6 +18,7 @@ from sweeps.tracking import (
     find_parent_run,
     find_sweep_run,
     flatten,
+    is_local_store,
     resolve_tracking_uri,
     start_parent_run,
 )
@@ -174,3 +175,31 @@ def test_report_cli_names_a_missing_sweep(store, capsys):
     assert main(["report", "no-such-sweep", "--tracking-uri", store[0]]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: no sweep run named 'no-such-sweep' in the tracking store"
+
+
+@pytest.mark.parametrize("uri, local", [
+    ("sqlite:////tmp/x.db", True), ("file:///var/lib/mlruns", True), ("/var/lib/mlruns", True),
+    ("http://127.0.0.1:5000", False), ("https://mlflow.example.org/", False),
+    ("databricks", False),
+])
+def test_is_local_store(uri, local):
+    assert is_local_store(uri) is local
+
+
+def test_experiment_on_a_tracking_server_takes_the_server_artifact_root():
+    """With a server, no file:// location of the driver's disk may be forced on the experiment."""
+
+    class ServerClient:
+        tracking_uri = "http://127.0.0.1:5000"
+        created: list = []
+
+        def get_experiment_by_name(self, name):
+            return None
+
+        def create_experiment(self, name, **kwargs):
+            self.created.append((name, kwargs))
+            return "7"
+
+    client = ServerClient()
+    assert ensure_experiment(client, "on-server") == "7"
+    assert client.created == [("on-server", {})]

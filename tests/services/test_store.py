@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sweeps.artifacts import LocalStore, S3Store, open_store
-from sweeps.errors import ArtifactError
+from services.errors import ArtifactError
+from services.store import LocalStore, S3Store, open_store
 
 MiB = 1024 * 1024
 BUCKET = "sepcore-artifacts"
@@ -199,7 +199,7 @@ def test_s3_failed_upload_is_retried(
             raise _injected("UploadPart")
 
     store.client.meta.events.register("before-call.s3", fail_first_part)
-    with caplog.at_level(logging.WARNING, logger="sweeps.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="services.store"):
         stored = store.put(src, "trial-r/big.bin")
 
     assert failures["left"] == 0

@@ -5,7 +5,7 @@ MLflow 3 deprecates stages, so the registry state is carried by aliases only:
 ``challenger`` (the latest registered version that did not beat the champion) and
 ``previous-champion`` (the champion a move displaced, kept reachable for rollback).
 
-A version's ``source`` is the checkpoint's URI in the artifact store (``sweeps.artifacts``),
+A version's ``source`` is the checkpoint's URI in the artifact store (``services.store``),
 already uploaded and verified; nothing is re-uploaded into MLflow. Each version carries the tags
 ``sepcore.metric``, ``sepcore.metric_value`` and ``sepcore.mode`` that the champion comparison
 reads.
@@ -28,7 +28,7 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
-from sweeps.errors import RegistryError
+from services.errors import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def resolve_model_uri(client: MlflowClient, uri: str, cache_dir: str | Path) -> 
     ``s3://``); S3 objects are downloaded to ``cache_dir``; the file's SHA-256 must equal the
     version's ``sepcore.checkpoint_sha256`` tag when it has one.
     """
-    from sweeps.artifacts import open_store, sha256_file
+    from services.store import open_store, sha256_file
 
     body = uri.removeprefix("models:/")
     try:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sweeps.errors import ArtifactError
+from services.errors import ArtifactError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from mlflow import MlflowClient
 
-from sweeps.errors import RegistryError
-from sweeps.registry import champion, promote, register_checkpoint
+from services.errors import RegistryError
+from services.registry import champion, promote, register_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +148,9 @@ def test_promote_unknown_targets_raise(client: MlflowClient, name: str, register
 def test_resolve_model_uri_by_alias_and_version(tmp_path):
     from mlflow import MlflowClient
 
-    from sweeps.artifacts import open_store
-    from sweeps.errors import RegistryError
-    from sweeps.registry import register_checkpoint, resolve_model_uri
+    from services.errors import RegistryError
+    from services.registry import register_checkpoint, resolve_model_uri
+    from services.store import open_store
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     run = client.create_run(client.create_experiment("x"))
