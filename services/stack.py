@@ -50,6 +50,16 @@ from typing import Any
 
 from sepcore.errors import SepcoreError
 from services import netns
+from services.processes import (
+    free_port,
+    group_alive,
+    kill,
+    pids_mentioning,
+    port_in_use,
+    spawn,
+    stop_group,
+    wait_gone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +155,7 @@ def ensure_secrets(paths: Paths) -> dict[str, str]:
     if paths.pg_data.exists():
         raise StackError(f"{paths.secrets} is missing but {paths.pg_data} exists (its passwords "
                          f"are lost): run `python -m services stack down --purge`", exit_code=2)
+    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     made = {"postgres_password": secrets.token_urlsafe(24),
             "mlflow_password": secrets.token_urlsafe(24),
             "flask_secret_key": secrets.token_hex(32),
@@ -175,148 +186,6 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-# --- processes ------------------------------------------------------------------------------
-
-
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot; tells a reused pid apart)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
-def pids_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (one of the stack's own folders)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if text.encode() in cmdline and start_time(int(entry)) is not None:
-            found.append(int(entry))
-    return found
-
-
-def group_alive(record: dict[str, Any]) -> bool:
-    """Whether the recorded process group still has processes of ours."""
-    members = group_members(record["pgid"])
-    if record["pgid"] in members and start_time(record["pgid"]) != record["start"]:
-        return False  # the pid now leads someone else's group
-    return bool(members)
-
-
-def _kill(pids, sig) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _wait_gone(pids_of, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (left := pids_of()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
-
-
-def descendants(pid: int) -> dict[int, int]:
-    """Live descendants of ``pid`` -> their start times (children that left its group, e.g.
-    PostgreSQL's backends, which start sessions of their own)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
-    found, todo = {}, [pid]
-    while todo:
-        for child, started in parents.get(todo.pop(), []):
-            if child not in found:
-                found[child] = started
-                todo.append(child)
-    return found
-
-
-def stop_group(record: dict[str, Any], first_signal: int = signal.SIGTERM,
-               grace: float = 20.0) -> None:
-    """``first_signal`` to the group's leader, after ``grace`` s SIGTERM to the group, then
-    SIGKILL to what is left (and to the leader's descendants outside its group); only when the
-    group is still the one recorded."""
-    if not group_alive(record):
-        return
-    pgid = record["pgid"]
-    tree = descendants(pgid)
-    if pgid in group_members(pgid):
-        _kill([pgid], first_signal)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, first_signal)
-
-    def left() -> list[int]:
-        return group_members(pgid) + [p for p, t in tree.items() if start_time(p) == t]
-
-    if not _wait_gone(left, grace):
-        return
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        _kill([p for p, t in tree.items() if start_time(p) == t], sig)
-        if not _wait_gone(left, wait):
-            return
-
-
-def spawn(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None,
-          user: str | None = None) -> dict[str, Any]:
-    """Start ``cmd`` in a new session (its own process group) with output to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
-                                **extra)
-    return {"pgid": proc.pid, "start": start_time(proc.pid), "log": str(log_path)}
-
-
-def free_port(host: str) -> int:
-    """A port free on ``host`` a moment ago (the server started on it is checked afterwards)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def _http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
     """HTTP status of a GET (0 when nothing answers)."""
     request = urllib.request.Request(url, headers=headers or {})
@@ -338,9 +207,10 @@ def _http_json(url: str, headers: dict[str, str], timeout: float = 10.0) -> Any:
         return None
 
 
-def _wait(check, timeout: float, what: str, record: dict[str, Any] | None = None) -> None:
-    """Poll ``check()`` (-> (ok, detail)) until ok; fail with the log's tail when the process
-    ends or ``timeout`` passes."""
+def _wait(check, timeout: float, what: str, record: dict[str, Any] | None = None,
+          hide=()) -> None:
+    """Poll ``check()`` (-> (ok, detail)) until ok; fail with the log's tail (``hide``'s values
+    redacted) when the process ends or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     detail = ""
     while time.monotonic() < deadline:
@@ -355,7 +225,8 @@ def _wait(check, timeout: float, what: str, record: dict[str, Any] | None = None
         with contextlib.suppress(OSError):
             tail = "; last lines of " + record["log"] + ":\n" + "\n".join(
                 Path(record["log"]).read_text(errors="replace").splitlines()[-15:])
-    raise StackError(f"{what} did not come up within {timeout:.0f} s ({detail}){tail}")
+    raise StackError(redact(f"{what} did not come up within {timeout:.0f} s ({detail}){tail}",
+                            hide))
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -600,6 +471,9 @@ class Stack:
 
     # -- starting --------------------------------------------------------------------------
 
+    def _wait(self, check, timeout: float, what: str, record: dict[str, Any]) -> None:
+        _wait(check, timeout, what, record, hide=self.secrets.values())
+
     def _log(self, name: str) -> Path:
         return self.paths.logs / f"{name}.log"
 
@@ -652,9 +526,9 @@ class Stack:
                 return False, str(exc).strip().splitlines()[0]
             return True, ""
 
-        _wait(superuser_ready, 60, "PostgreSQL", record)
+        self._wait(superuser_ready, 60, "PostgreSQL", record)
         self._bootstrap_postgres()
-        _wait(lambda: self._health_postgres(name), 30, "PostgreSQL (role mlflow)", record)
+        self._wait(lambda: self._health_postgres(name), 30, "PostgreSQL (role mlflow)", record)
 
     def _bootstrap_postgres(self) -> None:
         """Role ``mlflow`` (its password set to the stack's) owning ``mlflow`` and
@@ -693,7 +567,7 @@ class Stack:
                 return self._health_s3(name)
             return ok, detail
 
-        _wait(bucket, 60, "the S3 server (moto)", record)
+        self._wait(bucket, 60, "the S3 server (moto)", record)
 
     def _start_mlflow(self, name: str) -> None:
         pg = (f"postgresql+psycopg2://mlflow:{self.secrets['postgres_password']}@127.0.0.1:"
@@ -713,7 +587,7 @@ class Stack:
              "--host", self.host, "--port", str(self.ports["mlflow"]), "--workers", "2",
              "--artifacts-destination", f"s3://{BUCKET}/mlartifacts", "--serve-artifacts"],
             env, self._log(name), cwd=self.paths.root))
-        _wait(lambda: self._health_mlflow(name), 180, "the MLflow server", record)
+        self._wait(lambda: self._health_mlflow(name), 180, "the MLflow server", record)
 
     def _start_head(self, name: str) -> None:
         temp = Path(self.state["ray_temp"])
@@ -726,7 +600,7 @@ class Stack:
              "--ray-client-server-port", str(self.ports["client"]), "--num-cpus", "0",
              "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"],
             self.node_env(), self._log(name), cwd=temp), marker=str(temp))
-        _wait(lambda: self._health_head(name), 240, "the Ray head", record)
+        self._wait(lambda: self._health_head(name), 240, "the Ray head", record)
 
     def _worker_command(self, worker: dict[str, Any]) -> tuple[list[str], Path | None, str]:
         """(command, working directory, marker) of a worker node."""
@@ -758,7 +632,7 @@ class Stack:
                 worker["name"], spawn(cmd, self.node_env(), self._log(worker["name"]), cwd=cwd),
                 marker=marker, netns=worker.get("netns"))
         for name, record in records.items():
-            _wait(lambda name=name: self._health_worker(name), 240, f"Ray node {name}", record)
+            self._wait(lambda name=name: self._health_worker(name), 240, f"Ray node {name}", record)
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -771,12 +645,12 @@ class Stack:
             stop_group(record, signal.Signals(record.get("stop_signal", signal.SIGTERM)))
             marker = record.get("marker")
             if worker and worker.get("netns"):
-                _kill(netns.netns_pids(worker["netns"]), signal.SIGKILL)
-                _wait_gone(lambda: netns.netns_pids(worker["netns"]), 10)
+                kill(netns.netns_pids(worker["netns"]), signal.SIGKILL)
+                wait_gone(lambda: netns.netns_pids(worker["netns"]), 10)
             elif marker:
-                left = _wait_gone(lambda: pids_mentioning(marker), 5)
-                _kill(left, signal.SIGKILL)
-                _wait_gone(lambda: pids_mentioning(marker), 10)
+                left = wait_gone(lambda: pids_mentioning(marker), 5)
+                kill(left, signal.SIGKILL)
+                wait_gone(lambda: pids_mentioning(marker), 10)
         if worker and worker.get("netns"):
             netns.delete_node(worker["netns"], worker["host_if"])
         self.save()
@@ -790,7 +664,7 @@ class Stack:
 @contextlib.contextmanager
 def _locked(paths: Paths):
     """One ``up``/``down`` at a time per state folder."""
-    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(paths.root / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
@@ -911,6 +785,8 @@ def describe(stack: Stack) -> str:
         f"stack in {stack.paths.root} ({mode}):", *rows, "",
         f"addresses and credentials for clients: source {env}",
         "submit a sweep (from the repository root):",
+        *([f"  source {shlex.quote(str(BIN / 'activate'))}"] if (BIN / "activate").exists()
+          else []),
         f"  source {env}",
         f"  {stack.submit_line()}",
         f"logs: {stack.paths.logs}/   stop: python -m services stack down "
