@@ -223,6 +223,7 @@ class _FakeComponents:
     def __init__(self, monkeypatch, tmp_path):
         self.healthy: set[str] = set()
         self.started: list[str] = []
+        self.records: list[dict] = []  # every process group started, stopped at teardown
         self.tmp_path = tmp_path
         fake = self
 
@@ -232,6 +233,7 @@ class _FakeComponents:
 
         def start(self, name):
             self.components[name] = _sleeper(fake.tmp_path / name)
+            fake.records.append(self.components[name])
             self.save()
             fake.started.append(name)
             fake.healthy.add(name)
@@ -250,8 +252,7 @@ class _FakeComponents:
 def fake(monkeypatch, tmp_path):
     components = _FakeComponents(monkeypatch, tmp_path)
     yield components
-    s = Stack(tmp_path / "state")
-    for record in s.components.values():
+    for record in components.records:
         processes.stop_group(record, grace=2)
 
 
