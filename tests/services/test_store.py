@@ -6,20 +6,16 @@ import hashlib
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from services.errors import ArtifactError
 from services.store import LocalStore, S3Store, open_store
+from tests.services.conftest import ACCESS_KEY, BUCKET, SECRET_KEY
 
 MiB = 1024 * 1024
-BUCKET = "sepcore-artifacts"
-ACCESS_KEY = "AKIDSEPCORETESTKEY01"
-SECRET_KEY = "sepcore-test-secret-do-not-log-9f3a"
 
 
 def _write_random(path: Path, size: int, seed: int = 0) -> Path:
@@ -93,39 +89,6 @@ def test_open_store_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 # ---------------------------------------------------------------- S3 (moto server on loopback)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1, dummy credentials, one bucket.
-
-    The server binds port 0 itself and the test reads the port back (no free-port race); it is a
-    thread of this process, stopped also when a test fails.
-    """
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        assert host == "127.0.0.1" and port > 0
-        url = f"http://{host}:{port}"
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-            mp.setenv("AWS_ENDPOINT_URL", url)
-            for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-                mp.delenv(var, raising=False)
-            boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-            yield url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str):
-    return boto3.client("s3", endpoint_url=s3_endpoint)
 
 
 def _store(endpoint: str, **kwargs) -> S3Store:
