@@ -233,3 +233,156 @@ def start_ray_head(env: dict[str, str], num_cpus: int = 2, attempts: int = 3,
         strays = head.stop()
         assert not strays, f"processes of a failed Ray head outlived it: {strays}"
     raise AssertionError("the Ray head did not come up:\n" + "\n---\n".join(failures))
+
+
+# --- an HTTP proxy that can refuse requests for a while -------------------------------------------
+
+
+class FaultProxy:
+    """An HTTP/1.1 proxy on 127.0.0.1 in front of one server (e.g. a moto S3 server), in threads of
+    this process; ``refuse`` makes it answer 503 (or drop the connection) to some methods for a
+    time window, then it forwards again. Use it as a context manager, so it stops even when the
+    test fails.
+
+    Attributes:
+        url: the proxy's address, ``http://127.0.0.1:PORT`` (the port is chosen by the bind).
+        refused: ``(method, path)`` of each request refused so far.
+        forwarded: how many requests went through to the server.
+    """
+
+    _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
+                   "te", "trailer", "upgrade"}
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+        import urllib.parse
+
+        parsed = urllib.parse.urlparse(upstream)
+        self.upstream = (parsed.hostname, parsed.port)
+        self.refused: list[tuple[str, str]] = []
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        self._methods: frozenset[str] = frozenset()
+        self._mode = "503"
+        self._seconds = 0.0
+        self._after = 0
+        self._seen = 0
+        self._until: float | None = None
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args) -> None:  # quiet: tests read proxy.refused instead
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while (size := int(self.rfile.readline().split(b";")[0].strip(), 16)) > 0:
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                mode = proxy._refusal(self.command)
+                if mode == "drop":
+                    proxy.refused.append((self.command, self.path))
+                    self.close_connection = True
+                    return
+                if mode == "503":
+                    proxy.refused.append((self.command, self.path))
+                    payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                               b"ServiceUnavailable</Code><Message>refused by the test proxy"
+                               b"</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    self.close_connection = True
+                    return
+                self._forward(body)
+
+            def _forward(self, body: bytes) -> None:
+                import http.client
+
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in proxy._HOP_BY_HOP}
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    out_headers = response.getheaders()
+                    status = response.status
+                finally:
+                    conn.close()
+                with proxy._lock:
+                    proxy.forwarded += 1
+                self.send_response(status)
+                for k, v in out_headers:
+                    if k.lower() in proxy._HOP_BY_HOP:
+                        continue
+                    if k.lower() == "content-length" and self.command != "HEAD":
+                        continue
+                    self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+
+    def refuse(self, seconds: float, methods: tuple[str, ...] = ("PUT", "POST"),
+               mode: str = "503", after: int = 0) -> None:
+        """Refuse ``methods`` for ``seconds``, starting at the ``after+1``-th such request from
+        now (0: the next one). ``mode``: ``"503"`` (Service Unavailable) or ``"drop"`` (close the
+        connection without an answer)."""
+        assert mode in ("503", "drop"), mode
+        with self._lock:
+            self._methods = frozenset(m.upper() for m in methods)
+            self._mode, self._seconds, self._after = mode, seconds, after
+            self._seen, self._until = 0, None
+
+    def _refusal(self, method: str) -> str | None:
+        with self._lock:
+            if method not in self._methods:
+                return None
+            now = time.monotonic()
+            if self._until is None:
+                self._seen += 1
+                if self._seen <= self._after:
+                    return None
+                self._until = now + self._seconds
+            return self._mode if now < self._until else None
+
+    def window_ended(self) -> float | None:
+        """When (``time.monotonic()``) the refusal window ends; ``None`` before it opened."""
+        with self._lock:
+            return self._until
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
