@@ -2,13 +2,15 @@
 #   make demo   creates .venv, installs, runs the main job on the embedded default
 #   make test   the same install, then the test suite
 #   (make test-fast: the same without the tests marked slow, for a quick edit loop)
+#   make stack  the platform as processes on this machine (PostgreSQL, S3, MLflow, Ray head and
+#               workers); make stack-status, make stack-down
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean ffmpeg
+.PHONY: install demo test test-fast lint clean ffmpeg postgresql stack stack-status stack-down
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=python3)" >&2; exit 1; }
@@ -27,9 +29,22 @@ ffmpeg:
 	  fi; \
 	fi
 
+# PostgreSQL's server (MLflow's backend store in `make stack` and its tests): Debian's package
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postgres >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "PostgreSQL missing: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "error: PostgreSQL's server not found and cannot install it (need root and apt-get)." >&2; \
+	    echo "       make stack needs it: run 'sudo apt-get install postgresql' and retry." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[sweeps,serve,dev]"
+	$(PIP) install --quiet -e ".[sweeps,serve,stack,dev]"
 	@touch $(STAMP)
 
 install: ffmpeg $(STAMP)
@@ -37,11 +52,23 @@ install: ffmpeg $(STAMP)
 demo: install
 	$(PY) -m sweeps demo
 
-test: install
+test: install postgresql
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+data/synth-demo/train: | $(STAMP)
+	$(VENV)/bin/sep synth --out data/synth-demo --tracks 10 --seconds 16 --seed 0
+
+stack: install postgresql data/synth-demo/train
+	$(PY) -m services stack up
+
+stack-status: $(STAMP)
+	$(PY) -m services stack status
+
+stack-down: $(STAMP)
+	$(PY) -m services stack down
 
 lint: install
 	$(VENV)/bin/ruff check sepcore sweeps services tests

@@ -104,6 +104,19 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+NODE_TAG = "sepcore.node"  # the Ray node a trial runs on now: "<host name> <address>"
+
+
+def node_tags() -> dict[str, str]:
+    """Where this trial runs: ``sepcore.node`` (now) and one ``sepcore.node.<node id>`` tag per
+    Ray node it has run on (a trial retried on another node carries two)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    where = f"{socket.gethostname()} {ray.util.get_node_ip_address()}"
+    return {NODE_TAG: where, f"{NODE_TAG}.{node_id[:16]}": where}
+
+
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable (Ray ≥ 2.7 API: tune.report / tune.get_checkpoint)."""
     params = trial_params(config)
@@ -135,6 +148,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         run_name=ctx.get_trial_name(),
         params={**flatten(cfg.to_dict()), **{f"search.{k}": v for k, v in params.items()}},
         tags={**context.tags, "sepcore.model": cfg.model_name})
+    run.set_tags(node_tags())
     if run.created:
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device),
                       "sepcore.host": socket.gethostname()})
