@@ -12,6 +12,9 @@ One place for what the orchestration tests share:
   retried with fresh ports when the head does not come up.
 * ``stop_group`` / ``run_group``: end a process group the test started; ``pids_mentioning`` /
   ``kill_strays``: find what is left of it by its temp folder.
+* ``start_moto_server`` / ``start_mlflow_server``: an S3 endpoint and an MLflow tracking server
+  (artifacts proxied to S3) as processes on loopback; ``Server.kill`` / ``restart`` take one down
+  and bring it back on the same port (an outage).
 """
 
 from __future__ import annotations
@@ -386,3 +389,103 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+# --- an S3 endpoint and an MLflow tracking server on loopback ------------------------------------
+
+
+@dataclass
+class Server:
+    """An HTTP server the test started (its own process group); ``restart`` brings it back on
+    the same port with the same command (e.g. after ``kill``, to simulate an outage)."""
+
+    proc: subprocess.Popen
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    ready_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 10.0) -> None:
+        stop_group(self.proc, grace=grace)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group (a crashed or unplugged server): nothing is flushed."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_gone(lambda: pids_in_group(self.proc.pid), 10.0)
+        self.proc.wait(timeout=10)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        deadline = time.monotonic() + timeout
+        while True:  # the port can stay busy for a moment after the kill
+            self.proc = _launch(self.cmd, self.env, self.log, append=True)
+            if _wait_ready(self, deadline):
+                return
+            self.stop(grace=2.0)
+            assert time.monotonic() < deadline, f"{self.cmd[:4]} did not come back on port " \
+                f"{self.port}:\n{self.log.read_text(errors='replace')[-2000:]}"
+            time.sleep(1.0)
+
+
+def _launch(cmd: list[str], env: dict[str, str], log: Path, append: bool = False):
+    with open(log, "a" if append else "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_ready(server: Server, deadline: float) -> bool:
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url + server.ready_path, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def start_server(make_cmd, env: dict[str, str], log: Path, ready_path: str = "/",
+                 attempts: int = 3, timeout: float = 90.0) -> Server:
+    """Start ``make_cmd(port)`` on a candidate port and wait until ``GET ready_path`` answers
+    200; a server that dies or does not answer within ``timeout`` is stopped and started again
+    on a new port."""
+    failures = []
+    for _ in range(attempts):
+        port = free_port()
+        cmd = make_cmd(port)
+        server = Server(_launch(cmd, env, log), cmd, env, port, log, ready_path)
+        if _wait_ready(server, time.monotonic() + timeout):
+            return server
+        failures.append(f"port {port}, exit code {server.proc.poll()}:\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        server.stop(grace=2.0)
+    raise AssertionError(f"{make_cmd(0)[:4]} did not come up:\n" + "\n---\n".join(failures))
+
+
+def start_moto_server(log: Path, env: dict[str, str] | None = None) -> Server:
+    """moto's S3-compatible server as a separate process (``python -m moto.server``)."""
+    return start_server(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        {**os.environ, **(env or {})}, log, ready_path="/moto-api/")
+
+
+def start_mlflow_server(backend_uri: str, artifacts_destination: str, env: dict[str, str],
+                        log: Path) -> Server:
+    """``mlflow server`` serving artifacts (proxied to ``artifacts_destination``), one worker;
+    ``env`` holds what the server needs to reach the store (MLFLOW_S3_ENDPOINT_URL, AWS_*)."""
+    return start_server(
+        lambda port: [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
+                      "--artifacts-destination", artifacts_destination, "--serve-artifacts",
+                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+        log, ready_path="/health")
