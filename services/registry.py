@@ -8,15 +8,25 @@ MLflow 3 deprecates stages, so the registry state is carried by aliases only:
 A version's ``source`` is the checkpoint's URI in the artifact store (``services.store``),
 already uploaded and verified; nothing is re-uploaded into MLflow. Each version carries the tags
 ``sepcore.metric``, ``sepcore.metric_value`` and ``sepcore.mode`` that the champion comparison
-reads.
+reads, and ``sepcore.checkpoint_sha256``, without which ``resolve`` refuses the version.
+
+``resolve`` turns ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` into a verified local copy of
+the checkpoint (``ResolvedModel``); ``alias_version`` tells cheaply where an alias points now.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -28,7 +38,8 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
-from services.errors import RegistryError
+from services.errors import ArtifactError, RegistryError
+from services.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,7 @@ PREVIOUS_CHAMPION = "previous-champion"
 METRIC_TAG = "sepcore.metric"
 VALUE_TAG = "sepcore.metric_value"
 MODE_TAG = "sepcore.mode"
+SHA256_TAG = "sepcore.checkpoint_sha256"
 MODES = ("max", "min")
 
 
@@ -76,16 +88,20 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
             raise
 
 
-def champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version holding ``champion`` for model ``name``; ``None`` without one (or no model)."""
+def _version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as err:
         # sqlalchemy store: INVALID_PARAMETER_VALUE for a missing alias, RESOURCE_DOES_NOT_EXIST
         # for a missing model; anything else (connection, auth) is a real failure.
         if _is_code(err, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST):
             return None
         raise
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding ``champion`` for model ``name``; ``None`` without one (or no model)."""
+    return _version_by_alias(client, name, CHAMPION)
 
 
 def _beats(value: float, metric: str, mode: str, current: ModelVersion) -> bool:
@@ -247,39 +263,161 @@ def promote(
     return target
 
 
-def resolve_model_uri(client: MlflowClient, uri: str, cache_dir: str | Path) -> Path:
-    """``models:/name@alias`` or ``models:/name/version`` → a verified local checkpoint path.
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registry version resolved to a local checkpoint whose SHA-256 was checked.
 
-    The version's source is the artifact-store URI the sweep registered (``file://`` or
-    ``s3://``); S3 objects are downloaded to ``cache_dir``; the file's SHA-256 must equal the
-    version's ``sepcore.checkpoint_sha256`` tag when it has one.
+    Attributes:
+        path: the verified local copy (in the cache folder given to ``resolve``).
+        name: registered model name.
+        version: the version number, as a string.
+        alias: the alias the URI named (``None`` for ``models:/NAME/VERSION``).
+        sha256: the version's recorded SHA-256, which ``path`` matches.
+        source: the version's artifact-store URI (``s3://…`` or ``file://…``).
     """
-    from services.store import open_store, sha256_file
 
-    body = uri.removeprefix("models:/")
+    path: Path
+    name: str
+    version: str
+    alias: str | None
+    sha256: str
+    source: str
+
+
+_URI_FORMS = "use models:/NAME@ALIAS or models:/NAME/VERSION"
+
+
+def parse_model_uri(uri: str, *, key: str | None = None) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` → ``(NAME, ALIAS, None)``; ``models:/NAME/VERSION`` → ``(NAME, None,
+    VERSION)``.
+
+    Raises:
+        RegistryError: any other form (naming ``uri`` and ``key``).
+    """
+    if not isinstance(uri, str) or not uri.startswith("models:/") or uri.startswith("models://"):
+        raise RegistryError(f"{key + ': ' if key else ''}{uri!r} is not a model URI ({_URI_FORMS})",
+                            key=key)
+    body = uri[len("models:/"):]
+    if "@" in body:
+        name, alias = body.rsplit("@", 1)
+        if name and alias and "/" not in name and "/" not in alias:
+            return name, alias, None
+    elif body.count("/") == 1:
+        name, version = body.split("/")
+        if name and version.isdigit() and int(version) > 0:
+            return name, None, str(int(version))
+    raise RegistryError(f"{key + ': ' if key else ''}bad model URI {uri!r} ({_URI_FORMS})",
+                        key=key)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at now (one registry call, for polling); ``None`` when the
+    model or the alias does not exist."""
+    found = _version_by_alias(client, name, alias)
+    return None if found is None else str(found.version)
+
+
+def _source_path(source: str) -> Path | None:
+    """The local path of a ``file://`` URI (percent-escapes decoded) or of an absolute path;
+    ``None`` for other schemes."""
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(url2pathname(parsed.path))
+    if not parsed.scheme and os.path.isabs(source):
+        return Path(source)
+    return None
+
+
+def _cache_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
+
+
+def resolve(client: MlflowClient, uri: str, cache_dir: str | Path, *, key: str = "model",
+            store_options: dict[str, Any] | None = None) -> ResolvedModel:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` → a verified local checkpoint.
+
+    The version's source (``file://`` or ``s3://``) is copied into
+    ``cache_dir/<name>-v<version>/`` through a temporary file that takes its final name only once
+    its SHA-256 equals the version's ``sepcore.checkpoint_sha256`` tag; a cached file whose digest
+    matches is reused without fetching again. A version without that tag is refused.
+
+    Args:
+        client: MLflow client whose registry URI holds the model.
+        uri: the model URI.
+        cache_dir: folder for verified local copies (created when missing).
+        key: the setting ``uri`` came from, named in errors (e.g. ``"train.init_from"``).
+        store_options: passed to ``services.store.open_store`` for ``s3://`` sources (retry
+            window, endpoint, …).
+
+    Raises:
+        RegistryError: a bad URI, a missing model/alias/version, a version without a recorded
+            SHA-256, a source that is missing, unsupported or does not match its SHA-256.
+    """
+    from services.store import open_store
+
+    name, alias, number = parse_model_uri(uri, key=key)
     try:
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
+        if alias is not None:
+            version = _version_by_alias(client, name, alias)
+            if version is None:
+                raise RegistryError(f"{key}: cannot resolve {uri!r}: model {name!r} has no "
+                                    f"alias {alias!r} (or no such model)", key=key)
         else:
-            name, number = body.rsplit("/", 1)
             version = client.get_model_version(name, number)
-    except (MlflowException, ValueError) as exc:
-        raise RegistryError(f"cannot resolve {uri!r}: {exc}", key="train.init_from") from None
+    except MlflowException as err:
+        if _is_code(err, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST):
+            raise RegistryError(f"{key}: cannot resolve {uri!r}: {err.message}",
+                                key=key) from None
+        raise
+    number = str(version.version)
     source = version.source
-    if source.startswith("s3://"):
-        bucket = source[len("s3://"):].split("/", 1)[0]
-        folder = Path(cache_dir) / f"{name}-v{version.version}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = open_store(f"s3://{bucket}").get(source, folder)
-    else:
-        path = Path(source.removeprefix("file://"))
-    if not path.is_file():
-        raise RegistryError(f"{uri!r} points at {source}, which does not exist",
-                            key="train.init_from")
-    expected = (version.tags or {}).get("sepcore.checkpoint_sha256")
-    if expected and sha256_file(path) != expected:
-        raise RegistryError(f"{uri!r}: {path} does not match its registered SHA-256",
-                            key="train.init_from")
-    log.info("resolved %s to %s", uri, path)
-    return path
+    expected = (version.tags or {}).get(SHA256_TAG, "").strip().lower()
+    if not expected:
+        raise RegistryError(f"{key}: {uri!r} (model {name!r} v{number}, no {SHA256_TAG} tag) "
+                            f"has no recorded SHA-256; refusing to trust it", key=key)
+    folder = Path(cache_dir) / f"{_cache_name(name)}-v{number}"
+    local_source = _source_path(source)
+    basename = (local_source.name if local_source is not None
+                else PurePosixPath(urlparse(source).path).name) or "model.safetensors"
+    target = folder / basename
+    resolved = ResolvedModel(path=target, name=name, version=number, alias=alias,
+                             sha256=expected, source=source)
+    if target.is_file() and sha256_file(target) == expected:
+        log.info("resolved %s to cached %s (v%s)", uri, target, number)
+        return resolved
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name_tmp = tempfile.mkstemp(dir=folder, prefix=f".{basename}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name_tmp)
+    try:
+        if local_source is not None:
+            if not local_source.is_file():
+                raise RegistryError(f"{key}: {uri!r} points at {source}, which does not exist",
+                                    key=key)
+            shutil.copyfile(local_source, tmp)
+        elif urlparse(source).scheme == "s3":
+            bucket = urlparse(source).netloc
+            try:
+                open_store(f"s3://{bucket}", **(store_options or {})).get(source, tmp)
+            except ArtifactError as err:
+                raise RegistryError(f"{key}: {uri!r}: {err}", key=key) from err
+        else:
+            raise RegistryError(f"{key}: {uri!r} has source {source!r}, which is neither "
+                                f"file:// nor s3://", key=key)
+        actual = sha256_file(tmp)
+        if actual != expected:
+            raise RegistryError(f"{key}: {uri!r}: {source} does not match its registered "
+                                f"SHA-256 ({actual} != {expected})", key=key)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("resolved %s to %s (v%s, sha256 %s)", uri, target, number, expected)
+    return resolved
+
+
+def resolve_model_uri(client: MlflowClient, uri: str, cache_dir: str | Path,
+                      key: str = "train.init_from", **options: Any) -> Path:
+    """The verified local path of ``uri`` (see :func:`resolve`)."""
+    return resolve(client, uri, cache_dir, key=key, **options).path

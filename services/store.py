@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -203,8 +204,51 @@ def _write_text_atomic(path: Path, text: str) -> None:
         Path(name).unlink(missing_ok=True)
 
 
+_TRANSIENT_CODES = frozenset({
+    "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "500", "502", "503", "504",
+})
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether an S3 failure may pass by waiting: 5xx and throttling answers, dropped or timed-out
+    connections. Access, credential and parameter errors are not retried."""
+    from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+    from botocore.exceptions import (
+        ChecksumError,
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
+
+    if isinstance(err, S3UploadFailedError) and err.__context__ is not None:
+        err = err.__context__  # boto3 wraps the part's ClientError in S3UploadFailedError
+    if isinstance(err, ConnectionError | HTTPClientError | IncompleteReadError | ChecksumError
+                  | RetriesExceededError):
+        return True
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in _TRANSIENT_CODES
+    return False
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 class S3Store(ArtifactStore):
     """``s3://bucket/prefix`` through boto3; the SHA-256 travels as object metadata ``sha256``.
+
+    Transient failures (5xx and throttling answers, dropped connections, timeouts) of a put, a get
+    or a metadata read are retried with exponential backoff (``backoff_s`` doubled per attempt,
+    capped at ``max_backoff_s``, with jitter) until ``retry_window_s`` has passed since the first
+    attempt, so an endpoint that refuses requests for a minute does not lose a checkpoint. Each
+    retry logs one warning with its reason. Other failures (access denied, missing bucket) raise at
+    once. A failed upload attempt leaves nothing under the key: S3 writes an object only once a
+    PUT or a multipart upload completes, unfinished multipart uploads are aborted, and a completed
+    upload whose metadata does not verify is deleted.
 
     Args:
         bucket: bucket name.
@@ -212,8 +256,10 @@ class S3Store(ArtifactStore):
         endpoint_url: S3-compatible endpoint; ``None`` lets boto3 read ``AWS_ENDPOINT_URL``.
         multipart_threshold: files at least this big go multipart (default 64 MiB).
         multipart_chunksize: part size (default 16 MiB; S3's minimum is 5 MiB).
-        retries: upload attempts before giving up (default 3).
+        retry_window_s: no new attempt starts later than this after the first one (default 60 s).
         backoff_s: sleep before the 2nd attempt, doubled for each later one.
+        max_backoff_s: the longest sleep between two attempts (default 8 s).
+        max_attempts: also stop after this many attempts (default: only the window limits them).
         client: a ready boto3 S3 client (tests, custom sessions); built from the env otherwise.
     """
 
@@ -225,8 +271,10 @@ class S3Store(ArtifactStore):
         endpoint_url: str | None = None,
         multipart_threshold: int = 64 * MiB,
         multipart_chunksize: int = 16 * MiB,
-        retries: int = 3,
+        retry_window_s: float = 60.0,
         backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_attempts: int | None = None,
         client: Any | None = None,
     ):
         import boto3
@@ -234,12 +282,20 @@ class S3Store(ArtifactStore):
 
         if not bucket:
             raise ArtifactError("S3 artifact store needs a bucket name", key="artifacts.uri")
-        if retries < 1:
-            raise ArtifactError(f"retries must be >= 1, got {retries}", key="artifacts.retries")
+        if max_attempts is not None and max_attempts < 1:
+            raise ArtifactError(f"max_attempts must be >= 1, got {max_attempts}",
+                                key="artifacts.max_attempts")
+        for option, value in (("retry_window_s", retry_window_s), ("backoff_s", backoff_s),
+                              ("max_backoff_s", max_backoff_s)):
+            if not value >= 0:
+                raise ArtifactError(f"{option} must be >= 0, got {value}",
+                                    key=f"artifacts.{option}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.retries = retries
-        self.backoff_s = backoff_s
+        self.retry_window_s = float(retry_window_s)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.max_attempts = max_attempts
         self.transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize
         )
@@ -261,6 +317,45 @@ class S3Store(ArtifactStore):
             raise ArtifactError(f"{key_or_uri!r} is not in bucket {self.bucket!r}")
         return _clean_key(parsed.path.lstrip("/"))
 
+    def _retrying(self, what: str, attempt: Callable[[], Any],
+                  on_failure: Callable[[], None] | None = None) -> Any:
+        """Run ``attempt`` until it succeeds, fails for good, or the retry window is spent.
+
+        ``what`` names the operation and its URI in warnings and errors; ``on_failure`` cleans up
+        after each failed attempt (e.g. aborts an unfinished multipart upload).
+
+        Raises:
+            ArtifactError: a failure that is not transient, or the last transient one.
+        """
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = time.monotonic()
+        number = 0
+        while True:
+            number += 1
+            try:
+                return attempt()
+            except (BotoCoreError, ClientError, Boto3Error) as err:
+                if on_failure is not None:
+                    on_failure()
+                elapsed = time.monotonic() - start
+                left = self.retry_window_s - elapsed
+                if not _transient(err):
+                    raise ArtifactError(f"{what} failed: {_reason(err)}") from err
+                if left <= 0 or (self.max_attempts is not None and number >= self.max_attempts):
+                    raise ArtifactError(
+                        f"{what} failed after {number} attempts over {elapsed:.1f} s "
+                        f"(retry window {self.retry_window_s:g} s): {_reason(err)}"
+                    ) from err
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (number - 1))
+                delay = min(left, delay * random.uniform(0.5, 1.0))
+                log.warning(
+                    "%s failed (attempt %d, %.1f s into a %g s retry window): %s; "
+                    "retrying in %.1f s", what, number, elapsed, self.retry_window_s,
+                    _reason(err), delay)
+                time.sleep(delay)
+
     def _head(self, object_key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
@@ -271,10 +366,11 @@ class S3Store(ArtifactStore):
                 return None
             raise
 
-    def put(self, local_path: str | os.PathLike[str], key: str) -> StoredArtifact:
-        from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _head_retrying(self, object_key: str) -> dict[str, Any] | None:
+        return self._retrying(f"metadata read of s3://{self.bucket}/{object_key}",
+                              lambda: self._head(object_key))
 
+    def put(self, local_path: str | os.PathLike[str], key: str) -> StoredArtifact:
         source = Path(local_path)
         if not source.is_file():
             raise ArtifactError(f"cannot store {source}: not a file")
@@ -282,36 +378,28 @@ class S3Store(ArtifactStore):
         uri = f"s3://{self.bucket}/{object_key}"
         digest = sha256_file(source)
         size = source.stat().st_size
-        last_error: BaseException | None = None
-        completed = False  # an attempt's upload finished but did not verify: remove it at the end
-        for attempt in range(1, self.retries + 1):
-            if attempt > 1:
-                time.sleep(self.backoff_s * 2 ** (attempt - 2))
-            try:
-                self.client.upload_file(
-                    str(source),
-                    self.bucket,
-                    object_key,
-                    Config=self.transfer_config,
-                    ExtraArgs={"Metadata": {"sha256": digest}},
-                )
-                completed = True
-                self._verify_upload(object_key, digest, size)
-            except (BotoCoreError, ClientError, S3UploadFailedError) as err:
-                last_error = err
-                log.warning(
-                    "upload of %s failed (attempt %d/%d): %s", uri, attempt, self.retries, err
-                )
-                self._abort_multipart(object_key)
-                continue
-            log.info("uploaded %s (%d bytes, sha256 %s)", uri, size, digest)
-            return StoredArtifact(uri=uri, sha256=digest, size=size)
-        if completed:
-            self._delete_quietly(object_key)
-        raise ArtifactError(
-            f"upload of {source} to {uri} failed after {self.retries} attempts: "
-            f"{type(last_error).__name__}: {last_error}"
-        )
+        completed = []  # an attempt's upload finished but did not verify: remove it at the end
+
+        def attempt() -> None:
+            self.client.upload_file(
+                str(source),
+                self.bucket,
+                object_key,
+                Config=self.transfer_config,
+                ExtraArgs={"Metadata": {"sha256": digest}},
+            )
+            completed.append(True)
+            self._verify_upload(object_key, digest, size)
+
+        try:
+            self._retrying(f"upload of {source.name} to {uri}", attempt,
+                           on_failure=lambda: self._abort_multipart(object_key))
+        except ArtifactError:
+            if completed:
+                self._delete_quietly(object_key)
+            raise
+        log.info("uploaded %s (%d bytes, sha256 %s)", uri, size, digest)
+        return StoredArtifact(uri=uri, sha256=digest, size=size)
 
     def _verify_upload(self, object_key: str, digest: str, size: int) -> None:
         """Check the stored object's metadata sha256 and length; delete it and raise if wrong."""
@@ -361,29 +449,30 @@ class S3Store(ArtifactStore):
             )
 
     def get(self, key_or_uri: str, dest: str | os.PathLike[str]) -> Path:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         object_key = self._object_key_of(key_or_uri)
         uri = f"s3://{self.bucket}/{object_key}"
-        head = self._head(object_key)
-        if head is None:
-            raise ArtifactError(f"no artifact at {uri}")
-        expected = head.get("Metadata", {}).get("sha256")
-        if not expected:
-            raise ArtifactError(f"artifact {uri} has no sha256 metadata; cannot verify it")
         target = _dest_file(dest, object_key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)
-        try:
+
+        def attempt() -> str:
+            head = self._head(object_key)
+            if head is None:
+                raise ArtifactError(f"no artifact at {uri}")
+            digest = head.get("Metadata", {}).get("sha256")
+            if not digest:
+                raise ArtifactError(f"artifact {uri} has no sha256 metadata; cannot verify it")
             self.client.download_file(
                 self.bucket, object_key, str(tmp), Config=self.transfer_config
             )
-        except BaseException as err:  # nothing half-downloaded lingers, whatever the failure
+            return digest
+
+        try:  # nothing half-downloaded lingers, whatever the failure
+            expected = self._retrying(f"download of {uri}", attempt)
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            if isinstance(err, BotoCoreError | ClientError):
-                raise ArtifactError(f"download of {uri} failed: {err}") from err
             raise
         _replace_if_verified(
             tmp, target, expected,
@@ -391,10 +480,10 @@ class S3Store(ArtifactStore):
         return target
 
     def exists(self, key: str) -> bool:
-        return self._head(self.object_key(key)) is not None
+        return self._head_retrying(self.object_key(key)) is not None
 
     def sha256_of(self, key: str) -> str:
-        head = self._head(self.object_key(key))
+        head = self._head_retrying(self.object_key(key))
         digest = (head or {}).get("Metadata", {}).get("sha256")
         if not digest:
             raise ArtifactError(f"no recorded sha256 for {self.uri_for(key)}")
@@ -408,7 +497,8 @@ def open_store(uri: str | None = None, **options: Any) -> ArtifactStore:
         uri: ``None`` (``./mlartifacts/store``), a folder path or ``file://`` URI, or
             ``s3://bucket/prefix``.
         **options: passed to ``S3Store`` for S3 URIs (``endpoint_url``, ``multipart_threshold``,
-            ``multipart_chunksize``, ``retries``, ``backoff_s``, ``client``).
+            ``multipart_chunksize``, ``retry_window_s``, ``backoff_s``, ``max_backoff_s``,
+            ``max_attempts``, ``client``).
     """
     if uri is None or uri == "":
         return LocalStore(DEFAULT_LOCAL_ROOT)

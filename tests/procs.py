@@ -12,6 +12,9 @@ One place for what the orchestration tests share:
   retried with fresh ports when the head does not come up.
 * ``stop_group`` / ``run_group``: end a process group the test started; ``pids_mentioning`` /
   ``kill_strays``: find what is left of it by its temp folder.
+* ``start_moto_server`` / ``start_mlflow_server``: an S3 endpoint and an MLflow tracking server
+  (artifacts proxied to S3) as processes on loopback; ``Server.kill`` / ``restart`` take one down
+  and bring it back on the same port (an outage).
 """
 
 from __future__ import annotations
@@ -233,3 +236,256 @@ def start_ray_head(env: dict[str, str], num_cpus: int = 2, attempts: int = 3,
         strays = head.stop()
         assert not strays, f"processes of a failed Ray head outlived it: {strays}"
     raise AssertionError("the Ray head did not come up:\n" + "\n---\n".join(failures))
+
+
+# --- an HTTP proxy that can refuse requests for a while -------------------------------------------
+
+
+class FaultProxy:
+    """An HTTP/1.1 proxy on 127.0.0.1 in front of one server (e.g. a moto S3 server), in threads of
+    this process; ``refuse`` makes it answer 503 (or drop the connection) to some methods for a
+    time window, then it forwards again. Use it as a context manager, so it stops even when the
+    test fails.
+
+    Attributes:
+        url: the proxy's address, ``http://127.0.0.1:PORT`` (the port is chosen by the bind).
+        refused: ``(method, path)`` of each request refused so far.
+        forwarded: how many requests went through to the server.
+    """
+
+    _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
+                   "te", "trailer", "upgrade"}
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+        import urllib.parse
+
+        parsed = urllib.parse.urlparse(upstream)
+        self.upstream = (parsed.hostname, parsed.port)
+        self.refused: list[tuple[str, str]] = []
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        self._methods: frozenset[str] = frozenset()
+        self._mode = "503"
+        self._seconds = 0.0
+        self._after = 0
+        self._seen = 0
+        self._until: float | None = None
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args) -> None:  # quiet: tests read proxy.refused instead
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while (size := int(self.rfile.readline().split(b";")[0].strip(), 16)) > 0:
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                mode = proxy._refusal(self.command)
+                if mode == "drop":
+                    proxy.refused.append((self.command, self.path))
+                    self.close_connection = True
+                    return
+                if mode == "503":
+                    proxy.refused.append((self.command, self.path))
+                    payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                               b"ServiceUnavailable</Code><Message>refused by the test proxy"
+                               b"</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    self.close_connection = True
+                    return
+                self._forward(body)
+
+            def _forward(self, body: bytes) -> None:
+                import http.client
+
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in proxy._HOP_BY_HOP}
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    out_headers = response.getheaders()
+                    status = response.status
+                finally:
+                    conn.close()
+                with proxy._lock:
+                    proxy.forwarded += 1
+                self.send_response(status)
+                for k, v in out_headers:
+                    if k.lower() in proxy._HOP_BY_HOP:
+                        continue
+                    if k.lower() == "content-length" and self.command != "HEAD":
+                        continue
+                    self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+
+    def refuse(self, seconds: float, methods: tuple[str, ...] = ("PUT", "POST"),
+               mode: str = "503", after: int = 0) -> None:
+        """Refuse ``methods`` for ``seconds``, starting at the ``after+1``-th such request from
+        now (0: the next one). ``mode``: ``"503"`` (Service Unavailable) or ``"drop"`` (close the
+        connection without an answer)."""
+        assert mode in ("503", "drop"), mode
+        with self._lock:
+            self._methods = frozenset(m.upper() for m in methods)
+            self._mode, self._seconds, self._after = mode, seconds, after
+            self._seen, self._until = 0, None
+
+    def _refusal(self, method: str) -> str | None:
+        with self._lock:
+            if method not in self._methods:
+                return None
+            now = time.monotonic()
+            if self._until is None:
+                self._seen += 1
+                if self._seen <= self._after:
+                    return None
+                self._until = now + self._seconds
+            return self._mode if now < self._until else None
+
+    def window_ended(self) -> float | None:
+        """When (``time.monotonic()``) the refusal window ends; ``None`` before it opened."""
+        with self._lock:
+            return self._until
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+# --- an S3 endpoint and an MLflow tracking server on loopback ------------------------------------
+
+
+@dataclass
+class Server:
+    """An HTTP server the test started (its own process group); ``restart`` brings it back on
+    the same port with the same command (e.g. after ``kill``, to simulate an outage)."""
+
+    proc: subprocess.Popen
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    ready_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 10.0) -> None:
+        stop_group(self.proc, grace=grace)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group (a crashed or unplugged server): nothing is flushed."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_gone(lambda: pids_in_group(self.proc.pid), 10.0)
+        self.proc.wait(timeout=10)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        deadline = time.monotonic() + timeout
+        while True:  # the port can stay busy for a moment after the kill
+            self.proc = _launch(self.cmd, self.env, self.log, append=True)
+            if _wait_ready(self, deadline):
+                return
+            self.stop(grace=2.0)
+            assert time.monotonic() < deadline, f"{self.cmd[:4]} did not come back on port " \
+                f"{self.port}:\n{self.log.read_text(errors='replace')[-2000:]}"
+            time.sleep(1.0)
+
+
+def _launch(cmd: list[str], env: dict[str, str], log: Path, append: bool = False):
+    with open(log, "a" if append else "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_ready(server: Server, deadline: float) -> bool:
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url + server.ready_path, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def start_server(make_cmd, env: dict[str, str], log: Path, ready_path: str = "/",
+                 attempts: int = 3, timeout: float = 90.0) -> Server:
+    """Start ``make_cmd(port)`` on a candidate port and wait until ``GET ready_path`` answers
+    200; a server that dies or does not answer within ``timeout`` is stopped and started again
+    on a new port."""
+    failures = []
+    for _ in range(attempts):
+        port = free_port()
+        cmd = make_cmd(port)
+        server = Server(_launch(cmd, env, log), cmd, env, port, log, ready_path)
+        if _wait_ready(server, time.monotonic() + timeout):
+            return server
+        failures.append(f"port {port}, exit code {server.proc.poll()}:\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        server.stop(grace=2.0)
+    raise AssertionError(f"{make_cmd(0)[:4]} did not come up:\n" + "\n---\n".join(failures))
+
+
+def start_moto_server(log: Path, env: dict[str, str] | None = None) -> Server:
+    """moto's S3-compatible server as a separate process (``python -m moto.server``)."""
+    return start_server(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        {**os.environ, **(env or {})}, log, ready_path="/moto-api/")
+
+
+def start_mlflow_server(backend_uri: str, artifacts_destination: str, env: dict[str, str],
+                        log: Path) -> Server:
+    """``mlflow server`` serving artifacts (proxied to ``artifacts_destination``), one worker;
+    ``env`` holds what the server needs to reach the store (MLFLOW_S3_ENDPOINT_URL, AWS_*)."""
+    return start_server(
+        lambda port: [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
+                      "--artifacts-destination", artifacts_destination, "--serve-artifacts",
+                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+        log, ready_path="/health")

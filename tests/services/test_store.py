@@ -6,20 +6,20 @@ import hashlib
 import logging
 import random
 import threading
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from services.errors import ArtifactError
 from services.store import LocalStore, S3Store, open_store
+from tests.procs import FaultProxy
+from tests.services.conftest import ACCESS_KEY, BUCKET, SECRET_KEY
 
 MiB = 1024 * 1024
-BUCKET = "sepcore-artifacts"
-ACCESS_KEY = "AKIDSEPCORETESTKEY01"
-SECRET_KEY = "sepcore-test-secret-do-not-log-9f3a"
 
 
 def _write_random(path: Path, size: int, seed: int = 0) -> Path:
@@ -95,39 +95,6 @@ def test_open_store_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 # ---------------------------------------------------------------- S3 (moto server on loopback)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1, dummy credentials, one bucket.
-
-    The server binds port 0 itself and the test reads the port back (no free-port race); it is a
-    thread of this process, stopped also when a test fails.
-    """
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        assert host == "127.0.0.1" and port > 0
-        url = f"http://{host}:{port}"
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-            mp.setenv("AWS_ENDPOINT_URL", url)
-            for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-                mp.delenv(var, raising=False)
-            boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-            yield url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str):
-    return boto3.client("s3", endpoint_url=s3_endpoint)
-
-
 def _store(endpoint: str, **kwargs) -> S3Store:
     options = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB, "backoff_s": 0.01}
     options.update(kwargs)
@@ -187,7 +154,7 @@ def test_s3_failed_upload_is_retried(
     s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = _write_random(tmp_path / "big.bin", 12 * MiB, seed=3)
-    store = _store(s3_endpoint, retries=3)
+    store = _store(s3_endpoint, max_attempts=3)
     calls = {"CreateMultipartUpload": 0, "UploadPart": 0}
     failures = {"left": 1}
 
@@ -204,7 +171,7 @@ def test_s3_failed_upload_is_retried(
 
     assert failures["left"] == 0
     assert calls["CreateMultipartUpload"] == 2  # first attempt failed, second one succeeded
-    assert "attempt 1/3" in caplog.text and "attempt 2/3" not in caplog.text
+    assert "attempt 1," in caplog.text and "attempt 2," not in caplog.text
     head = s3.head_object(Bucket=BUCKET, Key="sweeps/test/trial-r/big.bin")
     assert head["Metadata"]["sha256"] == _sha(src) == stored.sha256
     assert head["ETag"].strip('"').endswith("-3")
@@ -216,7 +183,7 @@ def test_s3_upload_that_always_fails_leaves_nothing(
     s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = _write_random(tmp_path / "big.bin", 12 * MiB, seed=4)
-    store = _store(s3_endpoint, retries=2)
+    store = _store(s3_endpoint, max_attempts=2)
     in_our_cleanup = threading.Event()
     seen = {"UploadPart failed": 0, "transfer abort failed": 0, "our abort": 0}
 
@@ -276,3 +243,125 @@ def test_s3_upload_that_does_not_verify_is_deleted(s3_endpoint: str, s3, tmp_pat
         store.put(src, "trial-v/ckpt.bin")
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="sweeps/test/trial-v/")
     assert listing["KeyCount"] == 0
+
+
+# ---------------------------------------------------------------- S3 refusing requests for a while
+
+
+def _proxied_store(proxy: FaultProxy, botocore_attempts: int | None = 1, **kwargs) -> S3Store:
+    """A store whose requests pass through ``proxy``; ``botocore_attempts=1`` turns off boto's own
+    retries so the store's retry loop alone rides out the fault (``None``: boto's defaults)."""
+    config = None if botocore_attempts is None else Config(
+        retries={"total_max_attempts": botocore_attempts})
+    client = boto3.client("s3", endpoint_url=proxy.url, config=config)
+    options = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB,
+               "backoff_s": 0.2, "max_backoff_s": 1.0, "client": client}
+    options.update(kwargs)
+    store = open_store(f"s3://{BUCKET}/outage", **options)
+    assert isinstance(store, S3Store)
+    return store
+
+
+def _only_object(s3, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+
+def test_s3_put_rides_out_refused_writes(
+    s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint answers 503 to every write for 5 s, starting in the middle of a multipart
+    upload: the put waits it out, stores the object once, complete, and leaves no parts."""
+    src = _write_random(tmp_path / "ckpt.safetensors", 12 * MiB, seed=6)
+    with FaultProxy(s3_endpoint) as proxy:
+        store = _proxied_store(proxy)
+        proxy.refuse(5.0, methods=("PUT", "POST"), after=2)  # create + one part go through
+        with caplog.at_level(logging.WARNING, logger="services.store"):
+            stored = store.put(src, "trial-o/ckpt.safetensors")
+        window_end = proxy.window_ended()
+        done = time.monotonic()
+    assert window_end is not None and done >= window_end  # it succeeded after the window
+    assert len(proxy.refused) >= 2 and {m for m, _ in proxy.refused} <= {"PUT", "POST"}
+    assert stored.sha256 == _sha(src)
+    key = "outage/trial-o/ckpt.safetensors"
+    assert _only_object(s3, "outage/trial-o/") == [key]
+    head = s3.head_object(Bucket=BUCKET, Key=key)
+    assert head["Metadata"]["sha256"] == _sha(src) and head["ContentLength"] == 12 * MiB
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == src.read_bytes()
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all(f"s3://{BUCKET}/{key}" in w for w in warnings)
+    assert all("503" in w or "ServiceUnavailable" in w for w in warnings)
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in caplog.text
+
+
+def test_s3_get_rides_out_dropped_connections(
+    s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 200_000, seed=7)
+    s3.upload_file(str(src), BUCKET, "outage/trial-g/ckpt.bin",
+                   ExtraArgs={"Metadata": {"sha256": _sha(src)}})
+    with FaultProxy(s3_endpoint) as proxy:
+        store = _proxied_store(proxy)
+        proxy.refuse(3.0, methods=("GET", "HEAD"), mode="drop")
+        with caplog.at_level(logging.WARNING, logger="services.store"):
+            back = store.get(f"s3://{BUCKET}/outage/trial-g/ckpt.bin", tmp_path / "back.bin")
+    assert back.read_bytes() == src.read_bytes()
+    assert proxy.refused and "download of s3://" in caplog.text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_s3_outage_longer_than_the_window_fails_cleanly(
+    s3_endpoint: str, s3, tmp_path: Path
+) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 7 * MiB, seed=8)
+    with FaultProxy(s3_endpoint) as proxy:
+        store = _proxied_store(proxy, retry_window_s=2.0)
+        proxy.refuse(600.0, after=1)  # the multipart upload starts, then every write is refused
+        started = time.monotonic()
+        with pytest.raises(ArtifactError, match=r"outage/trial-w/ckpt.bin.*retry window 2 s"):
+            store.put(src, "trial-w/ckpt.bin")
+        assert time.monotonic() - started < 10
+    assert _only_object(s3, "outage/trial-w/") == []
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+def test_s3_access_denied_is_not_retried(s3_endpoint: str, tmp_path: Path) -> None:
+    src = _write_random(tmp_path / "ckpt.bin", 1000, seed=9)
+    store = _store(s3_endpoint)
+    calls = []
+
+    def deny(model, **_kwargs) -> None:
+        calls.append(model.name)
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, model.name)
+
+    store.client.meta.events.register("before-call.s3.PutObject", deny)
+    with pytest.raises(ArtifactError, match="AccessDenied") as info:
+        store.put(src, "trial-d/ckpt.bin")
+    assert calls == ["PutObject"] and "attempts" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_s3_put_rides_out_a_20s_outage_with_boto_defaults(
+    s3_endpoint: str, s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 s of refused writes during a multipart upload, boto's own retries left on (the store's
+    defaults otherwise): the checkpoint arrives once, verified, nothing left over."""
+    src = _write_random(tmp_path / "ckpt.safetensors", 16 * MiB, seed=10)
+    with FaultProxy(s3_endpoint) as proxy:
+        store = open_store(f"s3://{BUCKET}/outage", multipart_threshold=5 * MiB,
+                           multipart_chunksize=5 * MiB,
+                           client=boto3.client("s3", endpoint_url=proxy.url))
+        proxy.refuse(20.0, after=2)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="services.store"):
+            stored = store.put(src, "trial-20/ckpt.safetensors")
+        assert time.monotonic() >= proxy.window_ended()
+        assert time.monotonic() - started < 60
+    key = "outage/trial-20/ckpt.safetensors"
+    assert _only_object(s3, "outage/trial-20/") == [key]
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == src.read_bytes()
+    assert s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]["sha256"] == stored.sha256
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+    assert f"s3://{BUCKET}/{key}" in caplog.text and proxy.refused
