@@ -144,10 +144,9 @@ def _sweep_runs(running: Running, experiment: str, submission_id: str):
     return client, exp, parents[0], child_runs(client, exp.experiment_id, parents[0].info.run_id)
 
 
-def _nodes(run) -> dict[str, str]:
-    """The Ray nodes a trial's run says it ran on: node id prefix -> "host address"."""
-    prefix = "sepcore.node."
-    return {k[len(prefix):]: v for k, v in run.data.tags.items() if k.startswith(prefix)}
+def _nodes(run) -> set[str]:
+    """The Ray nodes a trial's attempts ran on (ids, from the run's ``sepcore.nodes`` tag)."""
+    return {n for n in run.data.tags.get("sepcore.nodes", "").split(",") if n}
 
 
 # --- the demo sweep as a user submits it ---------------------------------------------------------
@@ -193,7 +192,7 @@ def _check_demo_sweep(running: Running, submission_id: str) -> None:
     where = {node for child in children for node in _nodes(child)}
     assert len(where) == 2, [c.data.tags.get("sepcore.node") for c in children]
     if running.stack.state["mode"] == "namespaces":
-        assert {c.data.tags["sepcore.node"].split()[0] for c in children} == {
+        assert {c.data.tags["sepcore.host"] for c in children} == {
             "sepcore-worker-1", "sepcore-worker-2"}
 
     # the best checkpoint is in S3 with its SHA-256, and it is the registered champion
@@ -297,12 +296,12 @@ def test_up_again_changes_nothing(running):
 
 
 def _worker_of_node(running: Running) -> dict[str, str]:
-    """Ray node id prefix -> worker name, from the head's view of the cluster."""
+    """Ray node id -> worker name, from the head's view of the cluster."""
     found = {}
     for node in running.stack.alive_nodes():
         for worker in running.stack.workers:
             if f"sepcore-{worker['name']}" in (node.get("resources_total") or {}):
-                found[node["node_id"][:16]] = worker["name"]
+                found[node["node_id"]] = worker["name"]
     return found
 
 
