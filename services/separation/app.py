@@ -199,7 +199,7 @@ def create_app(service: SeparationService) -> FastAPI:
             service.jobs.check_room()
             folder = service.jobs.new_folder()
             upload = await receive_upload(request.headers, request.stream(), limit, folder)
-            await run_in_threadpool(service.check_upload, upload)
+            await run_in_threadpool(service.check_upload, served, upload)
             job = service.submit(served, upload, wanted, format)
         except (UploadError, QueueFull) as exc:
             if folder is not None:

@@ -90,6 +90,8 @@ def decode(path: str | Path, max_duration: float) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(str(path)) as f:
             rate, frames = f.samplerate, f.frames
+            if rate <= 0:
+                raise UploadError(400, f"the audio declares a sample rate of {rate} Hz")
             if frames <= 0:
                 raise UploadError(400, "the audio holds no samples (zero length)")
             if frames / rate > max_duration:

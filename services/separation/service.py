@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from services.separation.audio import UploadError, decode, stem_arrays, write_stems
 from services.separation.holder import ModelHolder, ServedModel
 from services.separation.jobs import Job, JobQueue
@@ -64,15 +66,23 @@ class SeparationService:
                                        f"{', '.join(served.stems)}")
         return wanted
 
-    def check_upload(self, upload: Path) -> None:
+    def _decode(self, served: ServedModel, upload: Path) -> tuple[np.ndarray, int]:
+        audio, rate = decode(upload, self.settings.max_duration)
+        have, want = audio.shape[0], served.separator.model.audio_channels
+        if have != want and have != 1 and want != 1:
+            raise UploadError(400, f"the audio has {have} channels; this model takes {want} "
+                                   f"(or mono)")
+        return audio, rate
+
+    def check_upload(self, served: ServedModel, upload: Path) -> None:
         """Decode the upload once to refuse bad audio before a job is queued (400)."""
-        decode(upload, self.settings.max_duration)
+        self._decode(served, upload)
 
     def separate(self, served: ServedModel, upload: Path, stems: list[str], fmt: str,
                  folder: Path, progress: Callable[[float], None] | None = None
                  ) -> dict[str, Path]:
         """Decode ``upload``, separate it with ``served`` and write ``<stem>.<fmt>`` files."""
-        audio, rate = decode(upload, self.settings.max_duration)
+        audio, rate = self._decode(served, upload)
         callback = None if progress is None else (lambda done, total: progress(done / total))
         estimate = served.separator.separate(audio, rate, callback=callback).numpy()
         arrays = stem_arrays(estimate, served.separator.sources, stems)

@@ -70,10 +70,6 @@ class ServeSettings:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
-    @property
-    def follows_alias(self) -> bool:
-        return MODEL_URI.fullmatch(self.model).group("alias") is not None
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServeSettings:
         """Settings from keyword values (``None`` = not given), else the environment, else the

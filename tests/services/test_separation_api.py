@@ -177,6 +177,8 @@ BAD_UPLOADS = {
     "nan": (_nan(), 400, "NaN or infinite"),
     "zero length": (wav_bytes(np.zeros((0, 2), np.float32)), 400, "no samples"),
     "too long": (wav_bytes(song(seconds=7.0)), 400, "7.0 s long; the limit is 6 s"),
+    "5 channels": (wav_bytes(song(seconds=0.5, channels=5)), 400,
+                   "the audio has 5 channels; this model takes 2 (or mono)"),
 }
 
 
