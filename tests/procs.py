@@ -242,13 +242,13 @@ def start_ray_head(env: dict[str, str], num_cpus: int = 2, attempts: int = 3,
 
 
 class FaultProxy:
-    """An HTTP/1.1 proxy on 127.0.0.1 in front of one server (e.g. a moto S3 server), in threads of
-    this process; ``refuse`` makes it answer 503 (or drop the connection) to some methods for a
-    time window, then it forwards again. Use it as a context manager, so it stops even when the
-    test fails.
+    """An HTTP/1.1 proxy on 127.0.0.1 (or ``host``) in front of one server (e.g. a moto S3
+    server), in threads of this process; ``refuse`` makes it answer 503 (or drop the connection)
+    to some methods (on some paths) for a time window, then it forwards again. Use it as a
+    context manager, so it stops even when the test fails.
 
     Attributes:
-        url: the proxy's address, ``http://127.0.0.1:PORT`` (the port is chosen by the bind).
+        url: the proxy's address, ``http://HOST:PORT`` (the port is chosen by the bind).
         refused: ``(method, path)`` of each request refused so far.
         forwarded: how many requests went through to the server.
     """
@@ -256,7 +256,7 @@ class FaultProxy:
     _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
                    "te", "trailer", "upgrade"}
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, host: str = "127.0.0.1"):
         import http.server
         import threading
         import urllib.parse
@@ -267,6 +267,7 @@ class FaultProxy:
         self.forwarded = 0
         self._lock = threading.Lock()
         self._methods: frozenset[str] = frozenset()
+        self._path_prefix = ""
         self._mode = "503"
         self._seconds = 0.0
         self._after = 0
@@ -293,7 +294,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                mode = proxy._refusal(self.command)
+                mode = proxy._refusal(self.command, self.path)
                 if mode == "drop":
                     proxy.refused.append((self.command, self.path))
                     self.close_connection = True
@@ -347,26 +348,27 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
 
     def refuse(self, seconds: float, methods: tuple[str, ...] = ("PUT", "POST"),
-               mode: str = "503", after: int = 0) -> None:
-        """Refuse ``methods`` for ``seconds``, starting at the ``after+1``-th such request from
-        now (0: the next one). ``mode``: ``"503"`` (Service Unavailable) or ``"drop"`` (close the
-        connection without an answer)."""
+               mode: str = "503", after: int = 0, path_prefix: str = "") -> None:
+        """Refuse ``methods`` (on paths starting with ``path_prefix``) for ``seconds``, starting
+        at the ``after+1``-th such request from now (0: the next one). ``mode``: ``"503"``
+        (Service Unavailable) or ``"drop"`` (close the connection without an answer)."""
         assert mode in ("503", "drop"), mode
         with self._lock:
             self._methods = frozenset(m.upper() for m in methods)
+            self._path_prefix = path_prefix
             self._mode, self._seconds, self._after = mode, seconds, after
             self._seen, self._until = 0, None
 
-    def _refusal(self, method: str) -> str | None:
+    def _refusal(self, method: str, path: str) -> str | None:
         with self._lock:
-            if method not in self._methods:
+            if method not in self._methods or not path.startswith(self._path_prefix):
                 return None
             now = time.monotonic()
             if self._until is None:

@@ -1,8 +1,9 @@
 """The platform as processes (``python -m services stack up``): PostgreSQL, moto's S3 server, the
 MLflow server with basic auth, a Ray head with token auth and two worker nodes in their own
 network and mount namespaces. The demo sweep goes through ``ray job submit`` as a user would;
-then authentication, isolation of the nodes, idempotence of ``up`` and a worker node killed
-mid-sweep. One stack for the module, stopped (and checked gone) at the end.
+then authentication, isolation of the nodes, idempotence of ``up``, and one sweep through three
+faults (a worker node killed, the tracking server down for 20 s, S3 refusing the checkpoint push
+for 20 s). One stack for the module, stopped (and checked gone) at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mlflow import MlflowClient
 
 from services import netns, processes, stack
 from sweeps.tracking import child_runs
-from tests.procs import BIN, run_group
+from tests.procs import BIN, FaultProxy, run_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,9 +126,11 @@ def running():
 
 
 def _submit(running: Running, sweep: str, submission_id: str, *overrides: str,
-            wait: bool = True, timeout: float = 420):
+            wait: bool = True, timeout: float = 420, env_vars: dict[str, str] | None = None):
+    runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
     cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--submission-id",
-           submission_id, *([] if wait else ["--no-wait"]), "--", "python", "-m", "sweeps",
+           submission_id, *runtime_env, *([] if wait else ["--no-wait"]), "--", "python", "-m",
+           "sweeps",
            "run", sweep, "--profile", "smoke", f"base.data.root={running.data}",
            f"tune.storage_path=s3://{stack.BUCKET}/ray", f"artifacts.uri=s3://{stack.BUCKET}/"
            f"checkpoints", "tune.test_max_tracks=1", *overrides]
@@ -144,9 +147,9 @@ def _sweep_runs(running: Running, experiment: str, submission_id: str):
     return client, exp, parents[0], child_runs(client, exp.experiment_id, parents[0].info.run_id)
 
 
-def _nodes(run) -> set[str]:
-    """The Ray nodes a trial's attempts ran on (ids, from the run's ``sepcore.nodes`` tag)."""
-    return {n for n in run.data.tags.get("sepcore.nodes", "").split(",") if n}
+def _nodes(run) -> list[str]:
+    """The Ray node ids a trial's run says its attempts ran on, in order."""
+    return [n for n in run.data.tags.get("sepcore.nodes", "").split(",") if n]
 
 
 # --- the demo sweep as a user submits it ---------------------------------------------------------
@@ -189,11 +192,12 @@ def _check_demo_sweep(running: Running, submission_id: str) -> None:
         assert keys == listed
 
     # trials ran on both worker nodes
-    where = {node for child in children for node in _nodes(child)}
-    assert len(where) == 2, [c.data.tags.get("sepcore.node") for c in children]
+    assert {c.data.tags["sepcore.node"] for c in children} == set(_worker_of_node(running))
     if running.stack.state["mode"] == "namespaces":
         assert {c.data.tags["sepcore.host"] for c in children} == {
             "sepcore-worker-1", "sepcore-worker-2"}
+        assert {c.data.tags["sepcore.node_ip"] for c in children} == {
+            w["ip"] for w in running.stack.workers}
 
     # the best checkpoint is in S3 with its SHA-256, and it is the registered champion
     champion = client.get_model_version_by_alias("sepcore-demo", "champion")
@@ -314,59 +318,99 @@ def _job(running: Running, submission_id: str) -> dict:
         return json.loads(response.read())
 
 
-def test_worker_node_killed_mid_sweep(running):
-    """worker-1 is killed (SIGKILL, every process of the node) while a trial trains there: the
-    trial is retried on worker-2 from its last checkpoint and keeps its one child run; the sweep
-    finishes, then `up` brings worker-1 back."""
-    node_names = _worker_of_node(running)
-    submission = f"sepcore-stack-kill-{uuid.uuid4().hex[:8]}"
+def _trials(client: MlflowClient, submission: str) -> list:
+    experiment = client.get_experiment_by_name("sepcore-faults")
+    parents = client.search_runs([experiment.experiment_id], (
+        f"tags.`sepcore.kind` = 'sweep' and tags.`sepcore.ray_submission_id` = "
+        f"'{submission}'")) if experiment else []
+    return child_runs(client, experiment.experiment_id, parents[0].info.run_id) if parents else []
+
+
+def test_faults_mid_sweep(running):
+    """One sweep (2 trials of 6 epochs, one per worker node) through three faults, with nothing
+    lost or doubled:
+
+    * worker-1 is killed (SIGKILL, every process of the node) while its trial trains: the trial
+      is retried on worker-2 from its last checkpoint and keeps its one child run;
+    * right after, the tracking server is stopped for 20 s, then restarted: the trials keep
+      training, and the metrics logged meanwhile reach the server afterwards;
+    * S3 refuses every write of the best checkpoint's push for 20 s (a proxy in front of the
+      S3 server, which the job is pointed at): the push is retried and leaves one whole object.
+
+    Afterwards ``up`` brings worker-1 back and leaves the rest alone.
+    """
     epochs = 6
-    t0 = time.monotonic()
-    done = _submit(running, "sweeps/demo.yaml", submission, "tune.scheduler.type=fifo",
-                   f"base.train.epochs={epochs}", "tracking.experiment=sepcore-faults",
-                   "registry.model_name=sepcore-faults", wait=False, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    node_names = _worker_of_node(running)
+    submission = f"sepcore-stack-faults-{uuid.uuid4().hex[:8]}"
     client = running.mlflow()
+    with FaultProxy(running.env["AWS_ENDPOINT_URL"], host=running.stack.host) as proxy:
+        proxy.refuse(20.0, methods=("PUT", "POST"), path_prefix=f"/{stack.BUCKET}/checkpoints/")
+        t0 = time.monotonic()
+        done = _submit(running, "sweeps/demo.yaml", submission, "tune.scheduler.type=fifo",
+                       f"base.train.epochs={epochs}", "tracking.experiment=sepcore-faults",
+                       "registry.model_name=sepcore-faults", wait=False, timeout=120,
+                       env_vars={"AWS_ENDPOINT_URL": proxy.url})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    victim = None  # the child run on worker-1, once it has logged epoch 2 and not its last
-    deadline = time.monotonic() + 300
-    while victim is None:
-        assert time.monotonic() < deadline, "no trial reached epoch 2 on worker-1"
-        job = _job(running, submission)
-        assert job["status"] in ("PENDING", "RUNNING"), job
-        experiment = client.get_experiment_by_name("sepcore-faults")
-        parents = client.search_runs([experiment.experiment_id], (
-            f"tags.`sepcore.kind` = 'sweep' and tags.`sepcore.ray_submission_id` = "
-            f"'{submission}'")) if experiment else []
-        runs = child_runs(client, experiment.experiment_id, parents[0].info.run_id) \
-            if parents else []
-        for run in runs:
-            epoch = run.data.metrics.get("epoch", 0)
-            on = [node_names.get(n) for n in _nodes(run)]
-            if on == ["worker-1"] and 2 <= epoch < epochs - 1:
-                victim = run
-        time.sleep(0.5)
-    running.stack.stop("worker-1", abrupt=True)
-    print(f"killed worker-1 at {time.monotonic() - t0:.0f} s, during epoch "
-          f"{victim.data.metrics['epoch'] + 1:.0f} of trial {victim.data.tags['sepcore.trial_id']}")
+        victim = None  # the trial on worker-1, once it has logged epoch 2 and not its last
+        deadline = time.monotonic() + 300
+        while victim is None:
+            assert time.monotonic() < deadline, "no trial reached epoch 2 on worker-1"
+            job = _job(running, submission)
+            assert job["status"] in ("PENDING", "RUNNING"), job
+            for run in _trials(client, submission):
+                on = [node_names.get(n) for n in _nodes(run)]
+                if on == ["worker-1"] and 2 <= run.data.metrics.get("epoch", 0) < epochs - 1:
+                    victim = run
+            time.sleep(0.5)
+        running.stack.stop("worker-1", abrupt=True)
+        killed_at = time.monotonic() - t0
 
-    while (job := _job(running, submission))["status"] in ("PENDING", "RUNNING"):
-        assert time.monotonic() < deadline + 300, "the sweep did not finish"
-        time.sleep(2)
-    assert job["status"] == "SUCCEEDED", job
-    print(f"sweep with a killed node in {time.monotonic() - t0:.0f} s")
+        outage = [time.time()]  # the tracking server is down from here ...
+        running.stack.stop("mlflow")
+        time.sleep(20)
+        outage.append(time.time())  # ... to here (then it starts again)
+        running.stack.start("mlflow")
+        back_at = time.monotonic() - t0
+
+        while (job := _job(running, submission))["status"] in ("PENDING", "RUNNING"):
+            assert time.monotonic() < deadline + 400, "the sweep did not finish"
+            time.sleep(2)
+        assert job["status"] == "SUCCEEDED", job
+        refused = list(proxy.refused)
+    print(f"faults sweep: worker-1 killed at {killed_at:.0f} s, tracking server back at "
+          f"{back_at:.0f} s, done at {time.monotonic() - t0:.0f} s; {len(refused)} S3 writes "
+          f"refused")
 
     client, _, parent, children = _sweep_runs(running, "sepcore-faults", submission)
     assert len(children) == 2  # one child run per trial, the retried one included
     assert all(c.info.status == "FINISHED" for c in children)
     retried = next(c for c in children if c.info.run_id == victim.info.run_id)
-    assert sorted(node_names.get(n) for n in _nodes(retried)) == ["worker-1", "worker-2"]
-    epochs_logged = [m.step for m in client.get_metric_history(retried.info.run_id, "epoch")]
-    # resumed from its checkpoint: every epoch is there, epoch 1 once (not restarted from
-    # scratch); only the epoch the kill interrupted may have been logged by both attempts
-    assert set(epochs_logged) == set(range(1, epochs + 1)), epochs_logged
-    assert epochs_logged.count(1) == 1 and len(epochs_logged) <= epochs + 1, epochs_logged
-    assert client.get_model_version_by_alias("sepcore-faults", "champion")
+    assert [node_names.get(n) for n in _nodes(retried)] == ["worker-1", "worker-2"]
+    during_outage = 0
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "epoch")
+        steps = [m.step for m in history]
+        # every epoch is there; epoch 1 once (the retried trial resumed from its checkpoint, not
+        # from scratch); only an epoch the kill interrupted may have been logged twice
+        assert set(steps) == set(range(1, epochs + 1)), steps
+        assert steps.count(1) == 1 and len(steps) <= epochs + (child is retried), steps
+        during_outage += sum(outage[0] * 1000 <= m.timestamp <= outage[1] * 1000
+                             for m in history)
+    assert during_outage > 0, "no epoch was logged while the tracking server was down"
+
+    # the push met refused writes, was retried, and left exactly one whole object
+    assert refused and all(m in ("PUT", "POST") for m, _ in refused)
+    champion = client.get_model_version_by_alias("sepcore-faults", "champion")
+    key = champion.source.removeprefix(f"s3://{stack.BUCKET}/")
+    s3 = running.s3()
+    body = s3.get_object(Bucket=stack.BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == champion.tags["sepcore.checkpoint_sha256"]
+    folder = key.rsplit("/", 2)[0] + "/"
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.BUCKET, Prefix=folder)
+              .get("Contents", [])]
+    assert stored == [key]
+    assert not s3.list_multipart_uploads(Bucket=stack.BUCKET).get("Uploads")
 
     # the killed node comes back with `up` (the rest is left alone)
     before = {n: r["pgid"] for n, r in running.stack.components.items()}
