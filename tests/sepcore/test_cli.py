@@ -63,6 +63,12 @@ eval: {{segment: 4.0, max_tracks: 1}}
     out = capsys.readouterr().out
     assert "SDR" in out and "vocals" in out and "accompaniment" in out
     assert len(list((tmp_path / "ev" / "train").glob("*.json"))) == 2
+    # the 8 kHz mono model is scored as SiSEC scores: at the tree's 44.1 kHz stereo
+    assert "protocol sisec: 44100 Hz, 2 ch, BSSEval v4" in out
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert (summary["protocol"], summary["sample_rate"], summary["channels"],
+            summary["bsseval"], summary["subset"]) == ("sisec", 44100, 2, "v4", "train")
+    assert set(summary["scores"]) == {"vocals", "accompaniment"}
     assert not (tmp_path / "ev" / "test").exists()
     song = next((synth_root / "test").iterdir())
     assert main(["separate", str(ckpt), str(song / "mixture.wav"), "--out",

@@ -131,3 +131,22 @@ def test_png_draws_only_the_best_configurations(tmp_path):
         return struct.unpack(">I", png.read_bytes()[16:20])[0]  # IHDR width
 
     assert width(path) == width(few) <= (1.2 * PNG_ROWS + 2) * 90 + 1
+
+
+def test_the_report_names_the_protocol_of_the_test_scores(tmp_path):
+    """Trials tag the protocol their test scores were computed under (sweeps.trainable); the
+    report's text starts with it, and with every one of them when the trials disagree."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.create_experiment("protocol", artifact_location=tmp_path.as_uri())
+    parent = client.create_run(experiment, tags={"sepcore.kind": "sweep"}).info.run_id
+    lines = {"protocol sisec: 44100 Hz, 2 ch, BSSEval v4, median over windows then over songs",
+             "protocol model: 8000 Hz, 1 ch, BSSEval v4, median over windows then over songs"}
+    for line in sorted(lines):
+        run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent,
+                                                  "sepcore.eval_protocol": line}).info.run_id
+        client.log_batch(run, metrics=[Metric("best_valid_sisdr", 1.0, 0, 0)])
+    text = sweep_report(client, experiment, parent, "valid_sisdr", "max", tmp_path / "out")
+    head = text.splitlines()
+    assert {head[0], head[1]} == {f"test scores: {line}" for line in lines}
+    assert head[2].split()[:2] == ["config", "runs"]
+    assert (tmp_path / "out" / "comparison.txt").read_text().startswith("test scores: ")
