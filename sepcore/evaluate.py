@@ -185,7 +185,9 @@ def _native_format(data_cfg, subset: str, name: str) -> tuple[int, int]:
         songs = list_folder_songs(root, subset if (root / subset).is_dir() else None)
     else:
         songs = list_songs(data_cfg, subset)
-    song = next(s for s in songs if s.name == name)
+    song = next((s for s in songs if s.name == name), None)
+    if song is None:
+        raise DataError(f"song {name!r} not found in {data_cfg.root}/{subset}")
     track = getattr(song, "track", None)
     if track is not None:  # MUSDB18 .stem.mp4: stereo at the track's rate
         return int(track.rate), 2

@@ -73,3 +73,46 @@ def test_node_tags_keep_every_attempt(monkeypatch):
     again = node_tags(first)
     assert again["sepcore.node"] == "b" * 56
     assert again["sepcore.nodes"] == f"{'a' * 56},{'b' * 56}"
+
+
+class TestRun:
+    __test__ = False
+
+    def __init__(self):
+        self.metrics, self.tags, self.artifacts = {}, {}, {}
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.update(metrics)
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+    def log_artifact(self, path, folder=None):
+        self.artifacts[path.name] = path.read_text()
+
+
+@pytest.mark.parametrize("protocol", ["sisec", "model"])
+def test_test_scores_follow_the_checkpoints_protocol_and_say_so(protocol, synth_root, cache_dir,
+                                                                tmp_path, monkeypatch):
+    import json
+
+    from sepcore.checkpoint import Checkpoint, save_checkpoint
+    from tests.sepcore.helpers import experiment_config
+    from tests.sepcore.toy_models import register_toy_models
+
+    register_toy_models(monkeypatch)
+    cfg = experiment_config({"name": "true_sources", "leak": 0.1}, synth_root, tmp_path / "run",
+                            cache_dir, rate=8000, channels=1,
+                            evaluation={"protocol": protocol, "device": "cpu"})
+    checkpoint = save_checkpoint(tmp_path / "run" / "best.safetensors",
+                                 Checkpoint(config=cfg.to_dict(), model_state={}))
+    run = TestRun()
+    trainable.log_test_metrics(run, checkpoint, max_tracks=1, step=3)
+    rate, channels = (44100, 2) if protocol == "sisec" else (8000, 1)
+    line = run.tags["sepcore.eval_protocol"]
+    assert line.startswith(f"protocol {protocol}: {rate} Hz, {channels} ch, BSSEval v4")
+    assert run.artifacts["test_results.txt"].splitlines()[0] == line
+    summary = json.loads(run.artifacts["summary.json"])
+    assert (summary["protocol"], summary["sample_rate"], summary["channels"]) == (
+        protocol, rate, channels)
+    assert run.metrics["test_vocals_SDR"] == pytest.approx(summary["scores"]["vocals"]["SDR"])
