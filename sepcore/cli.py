@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a sepcore checkpoint (.safetensors)")
     p.add_argument("overrides", nargs="*",
                    help="dotlist overrides, e.g. data.root=/data/musdb18hq eval.subset=test "
-                        "eval.max_tracks=5 eval.out_dir=eval/ eval.device=cpu")
+                        "eval.max_tracks=5 eval.out_dir=eval/ eval.device=cpu "
+                        "eval.protocol=sisec|model eval.bsseval=v4|v3")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("score", help="BSSEval v4 of estimate folders against reference folders")
