@@ -186,7 +186,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def _http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
+def _http(url: str, headers: dict[str, str] | None = None, timeout: float = 15.0) -> int:
     """HTTP status of a GET (0 when nothing answers)."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -407,7 +407,7 @@ class Stack:
         try:
             return getattr(self, "_health_" + _kind(name))(name)
         except Exception as exc:  # a health probe reports, it never raises
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, redact(f"{type(exc).__name__}: {exc}", self.secrets.values())
 
     def _health_postgres(self, name: str) -> tuple[bool, str]:
         import psycopg2
@@ -613,7 +613,6 @@ class Stack:
             return (netns.node_command(worker["netns"], worker["hostname"],
                                        [*cmd, "--temp-dir", "/tmp/ray"]), None, worker["netns"])
         temp = Path(worker["temp_dir"])
-        temp.mkdir(parents=True, exist_ok=True)
         return [*cmd, "--temp-dir", str(temp)], temp, str(temp)
 
     def _start_worker(self, name: str) -> None:
@@ -628,6 +627,8 @@ class Stack:
                 netns.create_node(worker["netns"], worker["host_if"], worker["node_if"],
                                   self.state["bridge"], worker["ip"])
             cmd, cwd, marker = self._worker_command(worker)
+            if cwd is not None:
+                cwd.mkdir(parents=True, exist_ok=True)
             records[worker["name"]] = self._record(
                 worker["name"], spawn(cmd, self.node_env(), self._log(worker["name"]), cwd=cwd),
                 marker=marker, netns=worker.get("netns"))
