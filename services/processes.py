@@ -103,24 +103,27 @@ def descendants(pid: int) -> dict[int, int]:
 def stop_group(record: dict[str, Any], first_signal: int = signal.SIGTERM,
                grace: float = 20.0) -> None:
     """``first_signal`` to the group's leader, after ``grace`` s SIGTERM to the group, then
-    SIGKILL to what is left (and to the leader's descendants outside its group); only when the
-    group is still the one recorded."""
+    SIGKILL to what is left (and to the leader's descendants outside its group); SIGKILL as
+    ``first_signal`` goes to all of them at once. Only when the group is still the one recorded."""
     if not group_alive(record):
         return
     pgid = record["pgid"]
     tree = descendants(pgid)
-    if pgid in group_members(pgid):
-        kill([pgid], first_signal)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, first_signal)
 
     def left() -> list[int]:
         return group_members(pgid) + [p for p, t in tree.items() if start_time(p) == t]
 
-    if not wait_gone(left, grace):
-        return
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+    steps = [(signal.SIGKILL, 10.0)]
+    if first_signal != signal.SIGKILL:
+        if pgid in group_members(pgid):
+            kill([pgid], first_signal)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, first_signal)
+        if not wait_gone(left, grace):
+            return
+        steps.insert(0, (signal.SIGTERM, 5.0))
+    for sig, wait in steps:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
         kill([p for p, t in tree.items() if start_time(p) == t], sig)

@@ -500,8 +500,8 @@ class Stack:
             os.chmod(data.parent, 0o711)
             probe = subprocess.run(["test", "-w", str(data)], user=user, check=False)
             if probe.returncode != 0:
-                raise StackError(f"the postgres user cannot reach {data} (a parent folder is "
-                                 f"private to root): choose --state-dir elsewhere", exit_code=2)
+                raise StackError(f"the postgres user cannot reach {data} (a parent folder does "
+                                 f"not let it through): choose --state-dir elsewhere", exit_code=2)
         if not (data / "PG_VERSION").exists():
             done = subprocess.run(
                 [_pg_binary("initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
@@ -636,13 +636,15 @@ class Stack:
 
     # -- stopping --------------------------------------------------------------------------
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, abrupt: bool = False) -> None:
         """Stop component ``name``: its recorded group, then what is left of it (processes in
-        its namespace or mentioning its Ray temp folder); a worker's namespace is deleted."""
+        its namespace or mentioning its Ray temp folder); a worker's namespace is deleted.
+        ``abrupt``: SIGKILL at once, as a lost host or the OOM killer would."""
         record = self.components.pop(name, None)
         worker = next((w for w in self.state.get("workers", []) if w["name"] == name), None)
         if record is not None:
-            stop_group(record, signal.Signals(record.get("stop_signal", signal.SIGTERM)))
+            first = signal.SIGKILL if abrupt else record.get("stop_signal", signal.SIGTERM)
+            stop_group(record, signal.Signals(first))
             marker = record.get("marker")
             if worker and worker.get("netns"):
                 kill(netns.netns_pids(worker["netns"]), signal.SIGKILL)

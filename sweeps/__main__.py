@@ -19,17 +19,25 @@ from sepcore.cli import dispatch
 
 
 def _print_outcome(outcome) -> None:
+    from services.redact import redact
+    from sweeps.tracking import is_local_store
+
     print()
     print(outcome.report)
     print()
     for pushed in outcome.pushed:
-        print(f"pushed {pushed['trial_id']}: {pushed['uri']} (sha256 {pushed['sha256'][:12]}…)")
+        print(f"pushed {pushed['trial_id']}: {redact(pushed['uri'])} "
+              f"(sha256 {pushed['sha256'][:12]}…)")
     if outcome.registered:
         reg = outcome.registered
         print(f"registered {reg['name']} version {reg['version']} with alias '{reg['alias']}'")
-    print(f"MLflow parent run {outcome.parent_run_id}; open the UI with:")
-    print(f"  mlflow ui --backend-store-uri {outcome.tracking_uri}")
-    print(f"resume if interrupted: python -m sweeps resume {outcome.experiment_path}")
+    uri = redact(outcome.tracking_uri)
+    if is_local_store(outcome.tracking_uri):
+        print(f"MLflow parent run {outcome.parent_run_id}; open the UI with:")
+        print(f"  mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"MLflow parent run {outcome.parent_run_id} on {uri}")
+    print(f"resume if interrupted: python -m sweeps resume {redact(outcome.experiment_path)}")
 
 
 def _cmd_run(args) -> int:
@@ -45,6 +53,7 @@ def _cmd_demo(args) -> int:
     from pathlib import Path
 
     from sepcore.data.synth import write_synthetic_musdb
+    from services.redact import redact
     from sweeps.runner import run_sweep
     from sweeps.spec import load_sweep
 
@@ -54,7 +63,7 @@ def _cmd_demo(args) -> int:
         write_synthetic_musdb(root, tracks=10, seconds=16.0, seed=0, progress=True)
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
     print(f"running sweep {sweep.file}: {sweep.tune.num_samples} trials on local Ray, "
-          f"MLflow at {sweep.tracking.uri or 'sqlite:///mlruns.db'}")
+          f"MLflow at {redact(sweep.tracking.uri or 'sqlite:///mlruns.db')}")
     _print_outcome(run_sweep(sweep, overrides=args.overrides))
     return 0
 
@@ -68,6 +77,7 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_submit(args) -> int:
+    from services.redact import redact
     from sweeps.errors import SweepError
     from sweeps.spec import load_sweep
     from sweeps.submit import submit
@@ -83,9 +93,10 @@ def _cmd_submit(args) -> int:
         env_vars[key] = value
     job_id = submit(args.file, address=args.address, profile=args.profile,
                     overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars)
+    address = redact(args.address)
     print(f"submitted job {job_id}")
-    print(f"follow its logs: ray job logs --address {args.address} --follow {job_id}")
-    print(f"status:          ray job status --address {args.address} {job_id}")
+    print(f"follow its logs: ray job logs --address {address} --follow {job_id}")
+    print(f"status:          ray job status --address {address} {job_id}")
     return 0
 
 

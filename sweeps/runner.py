@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.redact import redact, redact_data
+from sweeps.cluster import check_cluster, check_registry_source
 from sweeps.errors import SweepError
 from sweeps.spec import Sweep, load_sweep
 
@@ -154,21 +156,25 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment_path = f"{storage}/{name}"
 
-    uri = tracking.resolve_tracking_uri(sweep.tracking.uri)
+    uri = tracking.resolve_tracking_uri(sweep.tracking.uri)  # without user:password@
+    check_registry_source(sweep, uri)
+    _init_ray(address)
+    base = _absolute_paths(sweep.base)
+    # on a cluster, nothing a trial writes or reads may be a path of this machine
+    check_cluster(sweep, uri, base, address=address)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment)
-    _init_ray(address)
     tags = {"sepcore.sweep_file": sweep.file, "sepcore.sweep_digest": sweep.digest,
             "sepcore.profile": sweep.profile or "", "sepcore.git_commit": tracking.git_commit(),
             "sepcore.sweep_name": sweep.name, "sepcore.metric": t.metric,
             "sepcore.mode": t.mode, **_ray_job_ids()}
-    parent = tracking.start_parent_run(client, experiment_id, experiment_path, name, tags,
-                                       resume=resume)
+    parent = tracking.start_parent_run(client, experiment_id, experiment_path, name,
+                                       {k: redact(v) for k, v in tags.items()}, resume=resume)
     if not resume:
-        client.log_text(parent, json.dumps(sweep.raw, indent=2, default=str), "sweep.json")
-    log.info("sweep %s: MLflow parent run %s in %s", name, parent, uri)
+        client.log_text(parent, json.dumps(redact_data(sweep.raw), indent=2, default=str),
+                        "sweep.json")
+    log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
 
-    base = _absolute_paths(sweep.base)
     init_from = (base.get("train") or {}).get("init_from")
     if isinstance(init_from, str) and init_from.startswith("models:/"):
         # transfer set-ups start from a registry model: resolve it once, on the driver
@@ -182,7 +188,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
-                           tags={"sepcore.sweep_name": sweep.name})
+                           tags={"sepcore.sweep_name": sweep.name},
+                           credentials=tracking.credentials())
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})

@@ -26,18 +26,21 @@ def submit(file: str, address: str, profile: str | None = None,
     """Submit the sweep; returns the job's submission id.
 
     ``MLFLOW_TRACKING_URI`` of the submitting shell travels with the job (so that every trial on
-    every node logs to the same server) unless ``env_vars`` sets it; credentials never do: the
-    cluster's nodes hold their own.
+    every node logs to the same server) unless ``env_vars`` sets it; credentials never do (a
+    ``user:password@`` in it is left behind): the cluster's nodes hold their own.
     """
     import os
 
     from ray.job_submission import JobSubmissionClient
 
+    from services.redact import split_credentials
+
     client = JobSubmissionClient(address)
     runtime_env: dict = {"working_dir": working_dir}
     env = dict(env_vars or {})
     if "MLFLOW_TRACKING_URI" in os.environ:
-        env.setdefault("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
+        env.setdefault("MLFLOW_TRACKING_URI",
+                       split_credentials(os.environ["MLFLOW_TRACKING_URI"])[0])
     if env:
         runtime_env["env_vars"] = env
     return client.submit_job(entrypoint=entrypoint(file, profile, overrides),

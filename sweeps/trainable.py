@@ -19,14 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from ray import tune
 
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
+from services.redact import redact_data
 from sweeps.space import trial_params
 from sweeps.spec import build_trial_config
-from sweeps.tracking import TrialRun, flatten
+from sweeps.tracking import (
+    FLUSH_WAIT_S,
+    RETRY_INTERVAL_S,
+    TrialRun,
+    credentials,
+    fail_fast_http,
+    flatten,
+    set_credentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +60,18 @@ class TrialContext:
     test_max_tracks: int | None = None
     max_t: int | None = None  # the scheduler stops every trial after this epoch
     tags: dict[str, str] = field(default_factory=dict)
+    # the tracking server's basic auth for nodes that hold none (never printed or logged)
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
 
 
 class TuneHook:
     """fit() hook: report each epoch to Tune with the checkpoint, log it to MLflow.
 
-    Tune stops a trial at its scheduler's ``max_t`` as soon as the last epoch is reported, so the
-    trial's closing work (test metrics, wall time) runs *before* the last report.
+    Tune can stop a trial at any report (ASHA; its scheduler's ``max_t`` as soon as the last
+    epoch is reported): the trial's thread then ends inside ``tune.report``. So everything an
+    epoch logs (metrics, the loss curve, on the last epoch the closing work: test metrics, wall
+    time, figures, and a bounded wait for an unreachable tracking server) happens *before* its
+    report.
     """
 
     def __init__(self, run: TrialRun, out_dir: Path, trial_id: str, last_epoch: int,
@@ -73,6 +88,7 @@ class TuneHook:
         self.history.append(metrics)
         self.run.log_metrics(metrics, step=epoch)
         _maybe_inject_fault(self.trial_id, epoch)
+        self._log_curve()
         if epoch >= self.last_epoch:
             self.finalize(epoch)
         with tempfile.TemporaryDirectory(prefix="sepcore-ckpt-") as folder:
@@ -80,7 +96,6 @@ class TuneHook:
                 if (self.out_dir / name).exists():
                     shutil.copyfile(self.out_dir / name, Path(folder) / name)
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
-        self._log_curve()
 
     def _log_curve(self) -> None:
         from sweeps.plots import loss_curve
@@ -102,19 +117,6 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     marker.write_text(str(epoch))
     log.warning("fault injection: killing trial %s at epoch %d", trial_id, epoch)
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-NODE_TAG = "sepcore.node"  # the Ray node a trial runs on now: "<host name> <address>"
-
-
-def node_tags() -> dict[str, str]:
-    """Where this trial runs: ``sepcore.node`` (now) and one ``sepcore.node.<node id>`` tag per
-    Ray node it has run on (a trial retried on another node carries two)."""
-    import ray
-
-    node_id = ray.get_runtime_context().get_node_id()
-    where = f"{socket.gethostname()} {ray.util.get_node_ip_address()}"
-    return {NODE_TAG: where, f"{NODE_TAG}.{node_id[:16]}": where}
 
 
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -143,19 +145,23 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     device = select_device(cfg.train.device)
     model = build_model(cfg.model_name, cfg.model)
+    # an unreachable tracking server costs a trial seconds, not minutes: TrialRun buffers
+    fail_fast_http()
+    if context.credentials and not credentials():
+        set_credentials(context.credentials)
     run = TrialRun.open(
         context.tracking_uri, context.experiment_id, context.parent_run_id, trial_id,
         run_name=ctx.get_trial_name(),
         params={**flatten(cfg.to_dict()), **{f"search.{k}": v for k, v in params.items()}},
-        tags={**context.tags, "sepcore.model": cfg.model_name})
-    run.set_tags(node_tags())
+        tags={**context.tags, "sepcore.model": cfg.model_name},
+        spool_dir=trial_dir / "mlflow-unsent")
+    run.set_tags(node_tags(run.tags))
     if run.created:
-        run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device),
-                      "sepcore.host": socket.gethostname()})
+        run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})
         run.log_metrics({"params": count_parameters(model)}, step=0)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "config.yaml"
-            path.write_text(cfg.to_yaml())
+            path.write_text(OmegaConf.to_yaml(redact_data(cfg.to_dict())))
             run.log_artifact(path)
     del model
 
@@ -174,11 +180,33 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
             log_filter_figure(run, best)
         if context.test_eval and best.exists():
             log_test_metrics(run, best, context.test_max_tracks, epoch)
+        if not run.flush(FLUSH_WAIT_S):  # the last report may end this thread
+            run.spill()
 
     last_epoch = min(cfg.train.epochs, context.max_t or cfg.train.epochs)
-    result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
+    try:
+        result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
+    except SystemExit:
+        # Tune stopped the trial inside tune.report (scheduler decision): what an outage left
+        # unsent gets one more try, then goes to the trial's folder with a warning
+        if not run.flush(RETRY_INTERVAL_S):
+            run.spill()
+        raise
     finalize(result.epochs_run)  # early stop or step budget: the loop ended before last_epoch
     run.finish("FINISHED")
+
+
+def node_tags(previous: dict[str, str]) -> dict[str, str]:
+    """Where this attempt of a trial runs: Ray node id and IP, host name, and every node the
+    trial's attempts ran on (``sepcore.nodes``, in order, comma-separated)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [n for n in previous.get("sepcore.nodes", "").split(",") if n]
+    if not nodes or nodes[-1] != node:
+        nodes.append(node)
+    return {"sepcore.node": node, "sepcore.node_ip": ray.util.get_node_ip_address(),
+            "sepcore.host": socket.gethostname(), "sepcore.nodes": ",".join(nodes)[-5000:]}
 
 
 def log_filter_figure(run: TrialRun, checkpoint: Path) -> None:

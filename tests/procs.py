@@ -12,6 +12,9 @@ One place for what the orchestration tests share:
   retried with fresh ports when the head does not come up.
 * ``stop_group`` / ``run_group``: end a process group the test started; ``pids_mentioning`` /
   ``kill_strays``: find what is left of it by its temp folder.
+* ``start_moto_server`` / ``start_mlflow_server``: an S3 endpoint and an MLflow tracking server
+  (artifacts proxied to S3) as processes on loopback; ``Server.kill`` / ``restart`` take one down
+  and bring it back on the same port (an outage).
 """
 
 from __future__ import annotations
@@ -239,13 +242,13 @@ def start_ray_head(env: dict[str, str], num_cpus: int = 2, attempts: int = 3,
 
 
 class FaultProxy:
-    """An HTTP/1.1 proxy on 127.0.0.1 in front of one server (e.g. a moto S3 server), in threads of
-    this process; ``refuse`` makes it answer 503 (or drop the connection) to some methods for a
-    time window, then it forwards again. Use it as a context manager, so it stops even when the
-    test fails.
+    """An HTTP/1.1 proxy on 127.0.0.1 (or ``host``) in front of one server (e.g. a moto S3
+    server), in threads of this process; ``refuse`` makes it answer 503 (or drop the connection)
+    to some methods (on some paths) for a time window, then it forwards again. Use it as a
+    context manager, so it stops even when the test fails.
 
     Attributes:
-        url: the proxy's address, ``http://127.0.0.1:PORT`` (the port is chosen by the bind).
+        url: the proxy's address, ``http://HOST:PORT`` (the port is chosen by the bind).
         refused: ``(method, path)`` of each request refused so far.
         forwarded: how many requests went through to the server.
     """
@@ -253,7 +256,7 @@ class FaultProxy:
     _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
                    "te", "trailer", "upgrade"}
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, host: str = "127.0.0.1"):
         import http.server
         import threading
         import urllib.parse
@@ -264,6 +267,7 @@ class FaultProxy:
         self.forwarded = 0
         self._lock = threading.Lock()
         self._methods: frozenset[str] = frozenset()
+        self._path_prefix = ""
         self._mode = "503"
         self._seconds = 0.0
         self._after = 0
@@ -290,7 +294,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                mode = proxy._refusal(self.command)
+                mode = proxy._refusal(self.command, self.path)
                 if mode == "drop":
                     proxy.refused.append((self.command, self.path))
                     self.close_connection = True
@@ -344,26 +348,27 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
 
     def refuse(self, seconds: float, methods: tuple[str, ...] = ("PUT", "POST"),
-               mode: str = "503", after: int = 0) -> None:
-        """Refuse ``methods`` for ``seconds``, starting at the ``after+1``-th such request from
-        now (0: the next one). ``mode``: ``"503"`` (Service Unavailable) or ``"drop"`` (close the
-        connection without an answer)."""
+               mode: str = "503", after: int = 0, path_prefix: str = "") -> None:
+        """Refuse ``methods`` (on paths starting with ``path_prefix``) for ``seconds``, starting
+        at the ``after+1``-th such request from now (0: the next one). ``mode``: ``"503"``
+        (Service Unavailable) or ``"drop"`` (close the connection without an answer)."""
         assert mode in ("503", "drop"), mode
         with self._lock:
             self._methods = frozenset(m.upper() for m in methods)
+            self._path_prefix = path_prefix
             self._mode, self._seconds, self._after = mode, seconds, after
             self._seen, self._until = 0, None
 
-    def _refusal(self, method: str) -> str | None:
+    def _refusal(self, method: str, path: str) -> str | None:
         with self._lock:
-            if method not in self._methods:
+            if method not in self._methods or not path.startswith(self._path_prefix):
                 return None
             now = time.monotonic()
             if self._until is None:
@@ -386,3 +391,103 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+# --- an S3 endpoint and an MLflow tracking server on loopback ------------------------------------
+
+
+@dataclass
+class Server:
+    """An HTTP server the test started (its own process group); ``restart`` brings it back on
+    the same port with the same command (e.g. after ``kill``, to simulate an outage)."""
+
+    proc: subprocess.Popen
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    ready_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 10.0) -> None:
+        stop_group(self.proc, grace=grace)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group (a crashed or unplugged server): nothing is flushed."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_gone(lambda: pids_in_group(self.proc.pid), 10.0)
+        self.proc.wait(timeout=10)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        deadline = time.monotonic() + timeout
+        while True:  # the port can stay busy for a moment after the kill
+            self.proc = _launch(self.cmd, self.env, self.log, append=True)
+            if _wait_ready(self, deadline):
+                return
+            self.stop(grace=2.0)
+            assert time.monotonic() < deadline, f"{self.cmd[:4]} did not come back on port " \
+                f"{self.port}:\n{self.log.read_text(errors='replace')[-2000:]}"
+            time.sleep(1.0)
+
+
+def _launch(cmd: list[str], env: dict[str, str], log: Path, append: bool = False):
+    with open(log, "a" if append else "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_ready(server: Server, deadline: float) -> bool:
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url + server.ready_path, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def start_server(make_cmd, env: dict[str, str], log: Path, ready_path: str = "/",
+                 attempts: int = 3, timeout: float = 90.0) -> Server:
+    """Start ``make_cmd(port)`` on a candidate port and wait until ``GET ready_path`` answers
+    200; a server that dies or does not answer within ``timeout`` is stopped and started again
+    on a new port."""
+    failures = []
+    for _ in range(attempts):
+        port = free_port()
+        cmd = make_cmd(port)
+        server = Server(_launch(cmd, env, log), cmd, env, port, log, ready_path)
+        if _wait_ready(server, time.monotonic() + timeout):
+            return server
+        failures.append(f"port {port}, exit code {server.proc.poll()}:\n"
+                        f"{log.read_text(errors='replace')[-2000:]}")
+        server.stop(grace=2.0)
+    raise AssertionError(f"{make_cmd(0)[:4]} did not come up:\n" + "\n---\n".join(failures))
+
+
+def start_moto_server(log: Path, env: dict[str, str] | None = None) -> Server:
+    """moto's S3-compatible server as a separate process (``python -m moto.server``)."""
+    return start_server(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        {**os.environ, **(env or {})}, log, ready_path="/moto-api/")
+
+
+def start_mlflow_server(backend_uri: str, artifacts_destination: str, env: dict[str, str],
+                        log: Path) -> Server:
+    """``mlflow server`` serving artifacts (proxied to ``artifacts_destination``), one worker;
+    ``env`` holds what the server needs to reach the store (MLFLOW_S3_ENDPOINT_URL, AWS_*)."""
+    return start_server(
+        lambda port: [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
+                      "--artifacts-destination", artifacts_destination, "--serve-artifacts",
+                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+        log, ready_path="/health")

@@ -77,7 +77,8 @@ def _check_mlflow(uri: str, trials: int, submission_id: str) -> None:
 def test_ray_job_submit_cli(ray_head, synth_root, cache_dir, tmp_path):
     address, env = ray_head
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+    # a sqlite store and local folders: allowed only because this cluster is one machine
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri, "SEPCORE_CLUSTER": "0"}})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
            "--runtime-env-json", runtime_env, "--submission-id", "sepcore-e2e-cli", "--",
            "python", "-m", "sweeps", "run", "sweeps/demo.yaml", "--profile", "smoke",
@@ -94,7 +95,8 @@ def test_sweeps_submit_sdk(ray_head, synth_root, cache_dir, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     done = run_group(
         [sys.executable, "-m", "sweeps", "submit", "sweeps/demo.yaml", "--address", address,
-         "--profile", "smoke", *_overrides(tmp_path, synth_root, cache_dir)],
+         "--profile", "smoke", "--env", "SEPCORE_CLUSTER=0",
+         *_overrides(tmp_path, synth_root, cache_dir)],
         timeout=120, cwd=REPO, env={**env, "MLFLOW_TRACKING_URI": uri})
     assert done.returncode == 0, done.stderr[-3000:]
     job_id = done.stdout.split("submitted job ", 1)[1].split()[0]

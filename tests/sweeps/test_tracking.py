@@ -203,3 +203,226 @@ def test_experiment_on_a_tracking_server_takes_the_server_artifact_root():
     client = ServerClient()
     assert ensure_experiment(client, "on-server") == "7"
     assert client.created == [("on-server", {})]
+
+
+# --- outages: a trial's run buffers what the server did not take ---------------------------------
+
+REFUSED = "API request to http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch failed with exception " \
+          "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Connection refused)"
+
+
+class Flaky:
+    """An MlflowClient whose server can be down, or lose the answer to requests it processed."""
+
+    CALLS = ("log_batch", "log_artifact", "set_terminated", "search_runs", "create_run",
+             "update_run")
+
+    def __init__(self, client: MlflowClient):
+        self.client = client
+        self.down = False
+        self.lose_answers = 0  # the next N requests are processed, then answered by an error
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if name not in self.CALLS:
+            return attr
+
+        def call(*args, **kwargs):
+            from mlflow.exceptions import MlflowException
+
+            self.calls.append(name)
+            if self.down:
+                raise MlflowException(REFUSED)
+            out = attr(*args, **kwargs)
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise MlflowException(REFUSED.replace("exception", "timeout exception"))
+            return out
+
+        return call
+
+
+@pytest.fixture
+def no_retry_pause(monkeypatch):
+    import sweeps.tracking
+
+    monkeypatch.setattr(sweeps.tracking, "RETRY_INTERVAL_S", 0.0)
+
+
+def _steps(client, run_id, key):
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_outage_buffers_in_order_and_sends_once(store, experiment, tmp_path, no_retry_pause):
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/outage", "outage", {})
+    opened = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {"train.lr": 0.1}, {})
+    flaky = Flaky(client)
+    run = TrialRun(flaky, opened.run_id, created=True, spool_dir=tmp_path / "spool")
+    run.log_metrics({"valid_sisdr": 1.0, "epoch": 1}, step=1)
+
+    flaky.down = True
+    run.log_metrics({"valid_sisdr": 2.0, "epoch": 2}, step=2)  # returns: nothing raised
+    run.set_tags({"sepcore.note": "during the outage"})
+    figure = tmp_path / "loss_curve.png"
+    figure.write_bytes(b"png of epoch 2")
+    run.log_artifact(figure)
+    figure.unlink()  # the caller's temporary file is gone; the run kept a copy
+    run.log_metrics({"valid_sisdr": 3.0, "epoch": 3}, step=3)
+    assert run.pending == ["metrics valid_sisdr (steps 2), epoch (steps 2)",
+                           "tags sepcore.note", "artifact loss_curve.png",
+                           "metrics valid_sisdr (steps 3), epoch (steps 3)"]
+    assert _steps(client, run.run_id, "valid_sisdr") == [1]
+
+    flaky.down = False
+    flaky.lose_answers = 1  # the first request after the outage is stored, its answer lost
+    run.log_metrics({"valid_sisdr": 4.0, "epoch": 4}, step=4)  # retried at once on the next call
+    assert run.pending
+    run.log_metrics({"lr": 0.1}, step=4)
+    assert run.pending == []
+    run.finish("FINISHED")
+    assert sorted(_steps(client, run.run_id, "valid_sisdr")) == [1, 2, 3, 4]  # each once
+    assert [m.value for m in sorted(client.get_metric_history(run.run_id, "valid_sisdr"),
+                                    key=lambda m: m.step)] == [1.0, 2.0, 3.0, 4.0]
+    got = client.get_run(run.run_id)
+    assert got.info.status == "FINISHED" and got.data.tags["sepcore.note"] == "during the outage"
+    local = client.download_artifacts(run.run_id, "loss_curve.png", str(tmp_path))
+    assert open(local, "rb").read() == b"png of epoch 2"
+
+
+def test_refused_request_raises_at_once(store, experiment):
+    from mlflow.exceptions import MlflowException
+
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/refused", "refused", {})
+    run = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {"train.lr": 0.1}, {})
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        run.log_params({"train.lr": 0.2})
+    assert run.pending == []  # not kept to block what follows
+    run.log_metrics({"epoch": 1}, step=1)
+    assert _steps(client, run.run_id, "epoch") == [1]
+
+
+def test_finish_spills_what_an_endless_outage_kept(store, experiment, tmp_path, caplog,
+                                                  no_retry_pause):
+    import json
+
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/spill", "spill", {})
+    opened = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {}, {})
+    flaky = Flaky(client)
+    run = TrialRun(flaky, opened.run_id, created=True, spool_dir=tmp_path / "spool")
+    flaky.down = True
+    run.log_metrics({"valid_sisdr": 5.0}, step=7)
+    figure = tmp_path / "encoder_filters.png"
+    figure.write_bytes(b"filters")
+    run.log_artifact(figure)
+    with caplog.at_level("WARNING", logger="sweeps.tracking"):
+        run.finish("FINISHED", wait_s=0.2)
+    saved = json.loads((tmp_path / "spool" / "unsent.json").read_text())
+    assert saved["run_id"] == run.run_id
+    assert [c["kind"] for c in saved["calls"]] == ["metrics", "artifact", "terminate"]
+    assert saved["calls"][0]["items"][0]["step"] == 7
+    assert open(saved["calls"][1]["items"][0], "rb").read() == b"filters"  # the kept copy
+    warning = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert warning and "valid_sisdr (steps 7)" in warning[0] and "status FINISHED" in warning[0]
+    assert str(tmp_path / "spool" / "unsent.json") in warning[0]
+    assert client.get_run(run.run_id).info.status == "RUNNING"
+
+
+def test_open_waits_for_an_unreachable_server(store, experiment, monkeypatch, no_retry_pause):
+    import sweeps.tracking
+
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/open", "open", {})
+    flaky = Flaky(client)
+    flaky.down = True
+    monkeypatch.setattr(sweeps.tracking, "MlflowClient", lambda _uri: flaky)
+    with pytest.raises(Exception, match="API request to"):
+        TrialRun.open(uri, experiment, parent, "t1", "train_t1", {}, {}, wait_s=0.05)
+    # the server comes back after 3 refused attempts; a create whose answer was lost is not
+    # repeated (the next attempt finds the run)
+    attempts = []
+
+    def sleep(seconds):
+        attempts.append(seconds)
+        if len(attempts) == 3:
+            flaky.down = False
+            flaky.lose_answers = 1
+
+    monkeypatch.setattr(sweeps.tracking.time, "sleep", sleep)
+    run = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {"a": 1}, {}, wait_s=60)
+    assert len(child_runs(client, experiment, parent)) == 1
+    assert client.get_run(run.run_id).data.params == {"a": "1"}
+
+
+@pytest.mark.parametrize("exc, transient", [
+    ("refused", True), ("timeout", True), ("http503", True), ("http404", False),
+    ("rest_invalid", False), ("rest_unavailable", True), ("oserror", False),
+])
+def test_transient_errors(exc, transient):
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    from sweeps.tracking import is_transient
+
+    def http(status):
+        response = requests.Response()
+        response.status_code = status
+        return requests.exceptions.HTTPError(response=response)
+
+    errors = {
+        "refused": MlflowException(REFUSED),
+        "timeout": requests.exceptions.ConnectTimeout("slow"),
+        "http503": http(503), "http404": http(404),
+        "rest_invalid": RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "x"}),
+        "rest_unavailable": RestException({"error_code": "TEMPORARILY_UNAVAILABLE",
+                                           "message": "x"}),
+        "oserror": FileNotFoundError("loss_curve.png"),
+    }
+    assert is_transient(errors[exc]) is transient
+
+
+def test_fail_fast_http_keeps_values_already_set():
+    from sweeps.tracking import FAIL_FAST_HTTP, fail_fast_http
+
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+    fail_fast_http(environ)
+    assert environ == {**FAIL_FAST_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+
+
+# --- credentials never stored -------------------------------------------------------------------
+
+SECRET = "s3cr3t-Pw-77"
+
+
+def test_params_and_tags_are_redacted(store, experiment):
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/redact", "redact", {})
+    run = TrialRun.open(uri, experiment, parent, "t1", "train_t1", params={
+        "data.root": f"https://h/musdb?token={SECRET}", "store.password": SECRET,
+        "model.num_tokens": 8}, tags={"note": f"http://u:{SECRET}@h:5000"})
+    run.set_tags({"sepcore.client_secret": SECRET, "other": f"s3://b/k?X-Amz-Signature={SECRET}"})
+    got = client.get_run(run.run_id).data
+    assert got.params == {"data.root": "https://h/musdb?token=***", "store.password": "***",
+                          "model.num_tokens": "8"}
+    assert got.tags["note"] == "http://***@h:5000"
+    assert got.tags["sepcore.client_secret"] == "***"
+    assert got.tags["other"] == "s3://b/k?X-Amz-Signature=***"
+    assert SECRET not in repr(got)
+
+
+def test_tracking_uri_credentials_move_to_the_environment(monkeypatch):
+    from sweeps.tracking import CREDENTIAL_VARS, credentials
+
+    for name in CREDENTIAL_VARS:  # recorded, so that the test restores them afterwards
+        monkeypatch.setenv(name, "before")
+        monkeypatch.delenv(name)
+    assert credentials() is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://sepcore:{SECRET}@127.0.0.1:5000")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+    assert credentials() == ("sepcore", SECRET)
+    assert resolve_tracking_uri(f"https://bob:{SECRET}2@mlflow.example.org/") == \
+        "https://mlflow.example.org/"
+    assert credentials() == ("bob", SECRET + "2")

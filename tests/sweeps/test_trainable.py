@@ -1,0 +1,75 @@
+"""The trainable's hook, without Ray: what an epoch logs is logged before its report (Tune may
+stop the trial inside ``tune.report``), and where a trial ran is tagged per attempt."""
+
+from __future__ import annotations
+
+import pytest
+
+import sweeps.trainable as trainable
+from sweeps.trainable import TuneHook, node_tags
+
+
+class RecordingRun:
+    def __init__(self, hook_ref):
+        self.hook_ref = hook_ref
+        self.events: list[tuple] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.events.append(("metrics", step))
+
+    def log_artifact(self, path, folder=None):
+        # which epochs the loss curve holds when it is logged
+        self.events.append(("artifact", path.name, len(self.hook_ref[0].history)))
+
+
+def _metrics(epoch: int) -> dict:
+    return {"epoch": epoch, "train_loss": 1.0 / epoch, "valid_loss": 1.2 / epoch,
+            "valid_sisdr": float(epoch)}
+
+
+def test_everything_an_epoch_logs_precedes_its_report(tmp_path, monkeypatch):
+    """ASHA stops a trial inside the report of its last epoch (the training thread ends there
+    with SystemExit): the loss curve of that epoch and the closing work must already be logged."""
+    ref = []
+    run = RecordingRun(ref)
+    finalized = []
+
+    def report(metrics, checkpoint=None):
+        run.events.append(("report", metrics["epoch"]))
+        if metrics["epoch"] == 2:
+            raise SystemExit(0)  # what Ray's session does when the scheduler stops the trial
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    hook = TuneHook(run, tmp_path, "t1", last_epoch=2,
+                    finalize=lambda epoch: (finalized.append(epoch),
+                                            run.events.append(("finalize", epoch))))
+    ref.append(hook)
+    hook.on_epoch_end(_metrics(1))
+    with pytest.raises(SystemExit):
+        hook.on_epoch_end(_metrics(2))
+    assert run.events == [
+        ("metrics", 1), ("artifact", "loss_curve.png", 1), ("report", 1),
+        ("metrics", 2), ("artifact", "loss_curve.png", 2), ("finalize", 2), ("report", 2)]
+    assert finalized == [2]
+
+
+def test_node_tags_keep_every_attempt(monkeypatch):
+    import ray
+
+    class Context:
+        node = "a" * 56
+
+        def get_node_id(self):
+            return self.node
+
+    context = Context()
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.7")
+    first = node_tags({})
+    assert first["sepcore.node"] == "a" * 56 and first["sepcore.node_ip"] == "10.0.0.7"
+    assert first["sepcore.nodes"] == "a" * 56 and first["sepcore.host"]
+    assert node_tags(first)["sepcore.nodes"] == "a" * 56  # a retry on the same node
+    context.node = "b" * 56
+    again = node_tags(first)
+    assert again["sepcore.node"] == "b" * 56
+    assert again["sepcore.nodes"] == f"{'a' * 56},{'b' * 56}"
