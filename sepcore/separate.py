@@ -11,14 +11,18 @@ model's device, the full track on the CPU. Two regimes, chosen from the model's 
 - **blended** (unbounded receptive field, e.g. gLN's global statistics): chunks overlap by
   ``overlap`` and are cross-faded with a triangular window normalised by the summed weights.
 
-:func:`separate_files` reads songs (any rate, mono or stereo), converts them to the model's rate and
-channels, separates them and writes one WAV per source.
+:func:`load_separator` loads a checkpoint into a :class:`Separator` (model, chunking, device), whose
+:meth:`Separator.separate` takes decoded audio of any rate and channel count to the model's and
+separates it; :func:`separate_files` (``sep separate``) and the separation service both go through
+it, so the same checkpoint gives the same stems from either.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +61,7 @@ def apply_model(
     overlap: float = 0.25,
     device: str | torch.device | None = None,
     progress: bool = False,
+    callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Separate ``mixture`` with ``model`` chunk by chunk.
 
@@ -67,6 +72,7 @@ def apply_model(
         overlap: cross-fade share between chunks (blended regime only), in [0, 1).
         device: where chunks run (default: the model's device). The full track stays on the CPU.
         progress: show a tqdm bar over chunks (only on a TTY).
+        callback: called as ``callback(done, total)`` after each chunk (e.g. to report progress).
 
     Returns:
         ``(B, S, C', T)`` (or ``(S, C', T)`` for a 2-D input) on the CPU, float32, with ``C'`` the
@@ -96,18 +102,23 @@ def apply_model(
     core = max(1, int(round(segment * model.sample_rate)))
     receptive_field = model.receptive_field
 
-    def run(start: int, end: int) -> torch.Tensor:
-        nonlocal out
+    done = 0
+
+    def run(start: int, end: int, total: int) -> torch.Tensor:
+        nonlocal out, done
         estimate = model(mixture[..., start:end].to(device)).to("cpu", torch.float32)
         if out is None:
             out = torch.zeros(*estimate.shape[:-1], length)
+        done += 1
+        if callback is not None:
+            callback(done, total)
         return estimate
 
     if receptive_field is not None:
         hop = _frame_hop(model)
         spans = list(_chunks_exact(length, core, int(receptive_field), hop))
         for w_start, w_end, start, end in _progress(spans, len(spans), progress, "separate"):
-            estimate = run(w_start, w_end)
+            estimate = run(w_start, w_end, len(spans))
             out[..., start:end] = estimate[..., start - w_start:end - w_start]
     else:
         stride = max(1, int(core * (1 - overlap)))
@@ -124,13 +135,82 @@ def apply_model(
         for start in _progress(starts, len(starts), progress, "separate"):
             end = min(start + core, length)
             w = weight[: end - start]
-            estimate = run(start, end)
+            estimate = run(start, end, len(starts))
             out[..., start:end] += estimate * w
             total[start:end] += w
         out /= total.clamp_min(1e-8)
     if out is None:  # an empty song: no chunk was run
         out = torch.zeros(batch, len(model.sources), getattr(model, "audio_channels", channels), 0)
     return out[0] if squeeze else out
+
+
+@dataclass(frozen=True)
+class Separator:
+    """A loaded model with the chunking and device it separates with.
+
+    Attributes:
+        model: the sepcore model, in eval mode, on ``device``.
+        segment: chunk length in seconds (:func:`apply_model`).
+        overlap: cross-fade share between chunks (:func:`apply_model`).
+        device: where the chunks run.
+    """
+
+    model: torch.nn.Module
+    segment: float
+    overlap: float
+    device: torch.device
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.model.sources)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    def separate(self, audio: np.ndarray, rate: int, progress: bool = False,
+                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Separate decoded audio ``(C, T)`` at ``rate`` Hz.
+
+        The audio is resampled to the model's rate (soxr HQ) and converted to its channel count
+        first. Returns ``(S, C', T')`` float32 on the CPU at the model's rate, sources in
+        ``self.sources`` order. ``callback(done, total)`` is called after each chunk.
+        """
+        from sepcore.data.audio import resample, to_channels
+
+        audio = to_channels(resample(audio, rate, self.model.sample_rate),
+                            self.model.audio_channels)
+        return apply_model(self.model, torch.from_numpy(np.ascontiguousarray(audio)),
+                           segment=self.segment, overlap=self.overlap, device=self.device,
+                           progress=progress, callback=callback)
+
+
+def load_separator(
+    checkpoint: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    segment: float | None = None,
+    overlap: float | None = None,
+    device: str | None = None,
+) -> Separator:
+    """Load ``checkpoint`` for separation.
+
+    Chunking and device come from the checkpoint's ``eval`` section (``segment``, ``overlap``,
+    ``device``), changed by dotlist ``overrides`` (``eval.segment=5``) or by the keyword
+    arguments. An oracle model (one that needs the true sources) is refused with a
+    :class:`~sepcore.errors.DataError`.
+    """
+    from sepcore.checkpoint import load_model
+    from sepcore.train import select_device
+
+    model, cfg = load_model(checkpoint, overrides=overrides)
+    ev = cfg.eval
+    dev = select_device(ev.device if device is None else device)
+    if getattr(model, "needs_references", False):
+        raise DataError(f"{checkpoint} holds an oracle model ({cfg.model_name}): it needs the "
+                        f"true sources, so it cannot separate plain songs; use `sep evaluate`")
+    return Separator(model=model.to(dev), segment=ev.segment if segment is None else segment,
+                     overlap=ev.overlap if overlap is None else overlap, device=dev)
 
 
 def separate_files(
@@ -154,28 +234,18 @@ def separate_files(
     """
     import soundfile as sf
 
-    from sepcore.checkpoint import load_model
-    from sepcore.data.audio import read_audio, resample, to_channels
-    from sepcore.train import select_device
+    from sepcore.data.audio import read_audio
 
-    model, cfg = load_model(checkpoint, overrides=overrides)
-    ev = cfg.eval
-    segment = ev.segment if segment is None else segment
-    overlap = ev.overlap if overlap is None else overlap
-    dev = select_device(ev.device if device is None else device)
-    model.to(dev)
-    if getattr(model, "needs_references", False):
-        raise DataError(f"{checkpoint} holds an oracle model ({cfg.model_name}): it needs the "
-                        f"true sources, so it cannot separate plain songs; use `sep evaluate`")
+    separator = load_separator(checkpoint, overrides, segment=segment, overlap=overlap,
+                               device=device)
+    model = separator.model
     written: list[Path] = []
     for song in songs:
         song = Path(song)
         if not song.is_file():
             raise DataError(f"input song not found: {song}")
         audio, rate = read_audio(song)  # (C, T)
-        audio = to_channels(resample(audio, rate, model.sample_rate), model.audio_channels)
-        estimate = apply_model(model, torch.from_numpy(np.ascontiguousarray(audio)),
-                               segment=segment, overlap=overlap, device=dev, progress=progress)
+        estimate = separator.separate(audio, rate, progress=progress)
         # a MUSDB-layout mixture.wav is named after its song folder
         folder = Path(out_dir) / (song.parent.name if song.stem == "mixture" else song.stem)
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,5 +254,5 @@ def separate_files(
             sf.write(path, stem.T, model.sample_rate, subtype="FLOAT")
             written.append(path)
         log.info("separated %s -> %s (%d sources, %.1f s)", song, folder, len(model.sources),
-                 audio.shape[-1] / model.sample_rate)
+                 audio.shape[-1] / rate)
     return written

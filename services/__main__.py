@@ -1,6 +1,7 @@
 """``python -m services <command>``: the platform's services.
 
     python -m services stack up|down|status     the platform as processes on this machine
+    python -m services serve --model models:/NAME@ALIAS   the separation service (uvicorn)
 
 Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``
 (its one-line help is in ``COMMANDS``); only the module of the command being run is imported.
@@ -20,6 +21,8 @@ from sepcore.errors import SepcoreError
 COMMANDS = {
     "stack": ("services.stack", "start, stop or inspect the platform as processes on this "
                                 "machine (make stack)"),
+    "serve": ("services.separation.cli", "serve a registered model over HTTP (the separation "
+                                         "service; hot-swaps the alias it follows)"),
 }
 
 

@@ -91,12 +91,18 @@ def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Pat
     return path
 
 
+PNG_ROWS = 30  # configurations drawn in the bar chart (the best ones; the CSV has them all)
+
+
 def write_png(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
+    """Bar chart of the best ``PNG_ROWS`` configurations (``rows`` come sorted best first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    total = len(rows)
+    rows = rows[:PNG_ROWS]
     shown = columns[:1] + [c for c in columns if c.endswith("_SDR")]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) + 2), 4))
     width = 0.8 / max(1, len(shown))
@@ -109,7 +115,9 @@ def write_png(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Pat
     ax.set_xticklabels([r["config"].replace(", ", "\n") for r in rows], fontsize=7)
     ax.set_ylabel("dB")
     ax.legend(fontsize=8)
-    ax.set_title("sweep comparison (mean ± std over seeds)")
+    ax.set_title("sweep comparison (mean ± std over seeds)" if total == len(rows) else
+                 f"sweep comparison: best {len(rows)} of {total} configurations "
+                 f"(mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

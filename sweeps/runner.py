@@ -10,6 +10,7 @@ comparison table. ``resume_sweep`` continues an interrupted experiment with ``Tu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ class SweepOutcome:
     pushed: list[dict[str, Any]] = field(default_factory=list)
     registered: dict[str, Any] | None = None
     report: str = ""
+    orphaned: list[str] = field(default_factory=list)  # run ids closed by _close_orphans
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -138,6 +140,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     """
     from mlflow import MlflowClient
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps import tracking
     from sweeps.trainable import TrialContext, train_trial
@@ -211,12 +214,29 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                 reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1,
+                # Tune's CSV and JSON result logs (Result.metrics_dataframe reads them); not its
+                # TensorBoard logger, whose per-result writes cost the driver ~2x the other two
+                # and whose event files nothing reads (metrics go to MLflow)
+                callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
                 failure_config=tune.FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
                     checkpoint_score_order=t.mode)))
-    results = tuner.fit()
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        results = tuner.fit()
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+
+
+@contextlib.contextmanager
+def _tune_env(**defaults: str):
+    """Environment defaults for Tune's driver while a sweep runs (a user's own values win)."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None) -> None:
@@ -261,8 +281,34 @@ def _best_value(result, metric: str, mode: str) -> float:
     return float(series.max() if mode == "max" else series.min())
 
 
+def _close_orphans(client, children: dict[str, Any], known: set[str]) -> list[str]:
+    """Close the runs of trials Tune does not know (any more): a driver killed right after a trial
+    started, before Tune saved its experiment state, leaves a run that `resume` cannot continue
+    (the restored searcher starts a new trial instead). Such a run is tagged
+    ``sepcore.orphaned``, closed as KILLED and left out of the report and the ranking; its metrics
+    stay in MLflow."""
+    from mlflow.entities import RunTag
+
+    from sweeps import tracking
+
+    orphaned = []
+    for trial_id, run in children.items():
+        if trial_id in known or run.data.tags.get(tracking.ORPHAN_TAG) == "true":
+            continue
+        client.log_batch(run.info.run_id, tags=[RunTag(tracking.ORPHAN_TAG, "true")])
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("trial %s (run %s) is not in Tune's restored state: it started just before "
+                    "the driver died; its run is closed as KILLED and tagged %s", trial_id,
+                    run.info.run_id, tracking.ORPHAN_TAG)
+        orphaned.append(run.info.run_id)
+    return orphaned
+
+
 def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                  experiment_path: str, uri: str) -> SweepOutcome:
+    from mlflow.entities import Metric, RunTag
+
     from services.registry import register_checkpoint
     from services.store import open_store
     from sweeps import tracking
@@ -272,22 +318,27 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
                            tracking_uri=uri)
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
-                for r in tracking.child_runs(client, experiment_id, parent)}
+                for r in tracking.child_runs(client, experiment_id, parent, orphans=True)}
     max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs
     rows = []
+    now = int(time.time() * 1000)
     for result in results:
         trial_id = _trial_id(result)
         run = children.get(trial_id)
         value = _best_value(result, t.metric, t.mode)
         status = "FAILED" if result.error else "FINISHED"
         if run is not None:
+            # one request per trial (hundreds of trials: per-call round trips dominate); the
+            # status comes from the search above, so only runs still open are closed
             stopped = not result.error and result.metrics.get("epoch", 0) < max_epochs
-            client.set_tag(run.info.run_id, "sepcore.stopped_early", str(bool(stopped)))
-            client.log_metric(run.info.run_id, f"best_{t.metric}", value)
-            tracking.terminate(client, run.info.run_id, status)
+            client.log_batch(run.info.run_id, metrics=[Metric(f"best_{t.metric}", value, now, 0)],
+                             tags=[RunTag("sepcore.stopped_early", str(bool(stopped)))])
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status=status)
         rows.append({"trial_id": trial_id, "value": value, "result": result,
                      "run_id": run.info.run_id if run else None, "error": result.error})
     outcome.trials = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+    outcome.orphaned = _close_orphans(client, children, {r["trial_id"] for r in rows})
     ranked = sorted((r for r in rows if not math.isnan(r["value"]) and not r["error"]),
                     key=lambda r: r["value"], reverse=t.mode == "max")
     store = open_store(sweep.artifacts.uri)

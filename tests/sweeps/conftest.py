@@ -94,6 +94,12 @@ class LocalRay:
             self.temp_dir = None
             assert not strays, f"Ray processes outlived ray.shutdown(): {strays}"
 
+    @property
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def worker_env(self, names: list[str]) -> dict[str, str | None]:
         """What a fresh Ray worker of the current instance sees for ``names``."""
         import ray

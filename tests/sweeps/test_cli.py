@@ -77,6 +77,18 @@ def test_submit_env_overrides_the_shell_tracking_uri(fake_jobs, sweep_file, monk
     assert fake_jobs[0]["entrypoint"] == f"python -m sweeps run {sweep_file}"
 
 
+def test_submit_leaves_credentials_of_uris_behind(fake_jobs, sweep_file, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://sepcore:{SECRET}@mlflow.internal:5000")
+    assert main(["submit", str(sweep_file), "--address",
+                 f"http://ray:{SECRET}@127.0.0.1:8265"]) == 0
+    # the job's environment is visible in the Ray dashboard: the URI goes without its password
+    assert fake_jobs[0]["runtime_env"]["env_vars"] == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"}
+    out, err = capsys.readouterr()
+    assert "ray job logs --address http://***@127.0.0.1:8265 --follow" in out
+    assert SECRET not in out + err
+
+
 @pytest.mark.parametrize("item", [SECRET, f"={SECRET}"], ids=["no-key", "empty-key"])
 def test_submit_refuses_bad_env_without_echoing_it(fake_jobs, sweep_file, capsys, item):
     code = main(["submit", str(sweep_file), "--address", "http://127.0.0.1:8265",

@@ -113,3 +113,21 @@ def test_text_csv_and_png_are_written_and_logged(sweep, tmp_path):
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert logged == {"report/comparison.txt", "report/comparison.csv",
                       "report/comparison.png"}
+
+
+def test_png_draws_only_the_best_configurations(tmp_path):
+    """A sweep of hundreds of configurations gets a chart of the best ``PNG_ROWS`` (a bounded
+    image), not one bar group per configuration."""
+    import struct
+
+    from sweeps.report import PNG_ROWS, write_png
+
+    rows = [{"config": f"train.lr={i}", "runs": 1, "best_valid_sisdr": (float(300 - i), 0.0),
+             "params": 1e6, "epochs": 3} for i in range(300)]
+    path = write_png(rows, ["best_valid_sisdr"], tmp_path / "many.png")
+    few = write_png(rows[:PNG_ROWS], ["best_valid_sisdr"], tmp_path / "few.png")
+
+    def width(png) -> int:
+        return struct.unpack(">I", png.read_bytes()[16:20])[0]  # IHDR width
+
+    assert width(path) == width(few) <= (1.2 * PNG_ROWS + 2) * 90 + 1

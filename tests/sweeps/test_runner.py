@@ -51,6 +51,9 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     # retried here, so MLflow's history holds exactly what Tune ranked)
     assert _best_logged(client, outcome.pushed[0]["run_id"]) == max(
         _best_logged(client, c.info.run_id) for c in children)
+    for child in children:  # the sweep-level step's one write per trial
+        assert child.data.metrics["best_valid_sisdr"] == _best_logged(client, child.info.run_id)
+        assert child.data.tags["sepcore.stopped_early"] in ("True", "False")
     finished = [c for c in children if "test_vocals_SDR" in c.data.metrics]
     assert finished, "finished trials log the paper's test metrics"
     assert "config" in outcome.report and "vocals_SDR" in outcome.report
