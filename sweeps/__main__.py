@@ -28,6 +28,9 @@ def _print_outcome(outcome) -> None:
     for pushed in outcome.pushed:
         print(f"pushed {pushed['trial_id']}: {redact(pushed['uri'])} "
               f"(sha256 {pushed['sha256'][:12]}…)")
+    if outcome.orphaned:
+        print(f"{len(outcome.orphaned)} run(s) of trials Tune had not saved before the driver "
+              f"died were closed as KILLED (tag sepcore.orphaned): {', '.join(outcome.orphaned)}")
     if outcome.registered:
         reg = outcome.registered
         print(f"registered {reg['name']} version {reg['version']} with alias '{reg['alias']}'")

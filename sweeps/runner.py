@@ -39,6 +39,7 @@ class SweepOutcome:
     pushed: list[dict[str, Any]] = field(default_factory=list)
     registered: dict[str, Any] | None = None
     report: str = ""
+    orphaned: list[str] = field(default_factory=list)  # run ids closed by _close_orphans
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -280,6 +281,30 @@ def _best_value(result, metric: str, mode: str) -> float:
     return float(series.max() if mode == "max" else series.min())
 
 
+def _close_orphans(client, children: dict[str, Any], known: set[str]) -> list[str]:
+    """Close the runs of trials Tune does not know (any more): a driver killed right after a trial
+    started, before Tune saved its experiment state, leaves a run that `resume` cannot continue
+    (the restored searcher starts a new trial instead). Such a run is tagged
+    ``sepcore.orphaned``, closed as KILLED and left out of the report and the ranking; its metrics
+    stay in MLflow."""
+    from mlflow.entities import RunTag
+
+    from sweeps import tracking
+
+    orphaned = []
+    for trial_id, run in children.items():
+        if trial_id in known or run.data.tags.get(tracking.ORPHAN_TAG) == "true":
+            continue
+        client.log_batch(run.info.run_id, tags=[RunTag(tracking.ORPHAN_TAG, "true")])
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("trial %s (run %s) is not in Tune's restored state: it started just before "
+                    "the driver died; its run is closed as KILLED and tagged %s", trial_id,
+                    run.info.run_id, tracking.ORPHAN_TAG)
+        orphaned.append(run.info.run_id)
+    return orphaned
+
+
 def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                  experiment_path: str, uri: str) -> SweepOutcome:
     from mlflow.entities import Metric, RunTag
@@ -293,7 +318,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
                            tracking_uri=uri)
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
-                for r in tracking.child_runs(client, experiment_id, parent)}
+                for r in tracking.child_runs(client, experiment_id, parent, orphans=True)}
     max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs
     rows = []
     now = int(time.time() * 1000)
@@ -313,6 +338,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
         rows.append({"trial_id": trial_id, "value": value, "result": result,
                      "run_id": run.info.run_id if run else None, "error": result.error})
     outcome.trials = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+    outcome.orphaned = _close_orphans(client, children, {r["trial_id"] for r in rows})
     ranked = sorted((r for r in rows if not math.isnan(r["value"]) and not r["error"]),
                     key=lambda r: r["value"], reverse=t.mode == "max")
     store = open_store(sweep.artifacts.uri)

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 TRIAL_TAG = "sepcore.trial_id"
 SWEEP_TAG = "sepcore.sweep"  # the sweep's experiment path (storage_path/name): resume finds it
 KIND_TAG = "sepcore.kind"  # "sweep" (parent) | "trial" (child)
+# a trial that started but never reached Tune's saved experiment state before the driver died:
+# the resumed sweep cannot continue it, so its run is closed (KILLED) and left out of the sweep
+ORPHAN_TAG = "sepcore.orphaned"
 DEFAULT_URI = "sqlite:///mlruns.db"
 
 
@@ -122,9 +125,13 @@ def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, n
     return run.info.run_id
 
 
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
-    return client.search_runs([experiment_id], filter_string=(
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
+               orphans: bool = False) -> list[Any]:
+    """The sweep's trial runs; ``orphans=True`` includes the runs of trials a resumed sweep
+    could not continue (tagged ``sepcore.orphaned``, see :func:`sweeps.runner.finish_sweep`)."""
+    runs = client.search_runs([experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"), max_results=5000)
+    return runs if orphans else [r for r in runs if r.data.tags.get(ORPHAN_TAG) != "true"]
 
 
 def _literal(value: str) -> str:

@@ -11,7 +11,9 @@ For each it prints:
 - wall time, the ideal time (``ceil(trials / concurrency) * epochs * sleep``) and the driver's
   overhead per trial, ``(wall - ideal) / trials``;
 - the sweep-level step's time (report + registry);
-- the driver's peak RSS;
+- the driver's CPU time (user + system, all its threads: what the machinery costs the driver,
+  less sensitive than wall time to other load on the machine) and peak RSS;
+- the 1-minute load average at the end (a busy machine stretches every wall time);
 - the rows written to the tracking store (runs, params, tags, metrics, latest_metrics), read from
   its database (sqlite by default; ``--backend-uri`` for a server's PostgreSQL).
 
@@ -84,7 +86,7 @@ tune:
   max_concurrent: {concurrency}
   resources: {{cpu: 1, gpu: 0}}
   max_failures: 0
-  num_to_keep: 1
+  num_to_keep: {num_to_keep}
   storage_path: {work}/ray-results
   test_eval: false
 tracking: {{experiment: scale-{trials}}}
@@ -106,7 +108,8 @@ def one_size(args) -> dict:
     (work / "data").mkdir(exist_ok=True)  # the base's data root must exist (never read here)
     path = work / "scale.yaml"
     path.write_text(textwrap.dedent(SWEEP.format(
-        trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg, work=work)))
+        trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg, work=work,
+        num_to_keep=args.num_to_keep)))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlruns.db")
     sweep = load_sweep(path, overrides=[f"base.data.root={work / 'data'}"])
     finish_time = []
@@ -132,9 +135,11 @@ def one_size(args) -> dict:
     finally:
         ray.shutdown()
     finished = sum(1 for t in outcome.trials if not t["error"])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"trials": args.one, "finished": finished, "wall_s": wall,
             "finish_s": finish_time[0] if finish_time else float("nan"),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "load": os.getloadavg()[0],
+            "peak_rss_mb": usage.ru_maxrss / 1024,
             "rows": count_rows(args.backend_uri or os.environ["MLFLOW_TRACKING_URI"])}
 
 
@@ -156,6 +161,9 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds per epoch")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
+    parser.add_argument("--num-to-keep", type=int, default=1,
+                        help="tune.num_to_keep (Tune snapshots its whole experiment state each "
+                             "time a trial has saved this many checkpoints since the last one)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -165,12 +173,14 @@ def main() -> None:
         print("RESULT " + json.dumps(one_size(args)), flush=True)
         return
     print(f"{'trials':>6} {'wall s':>8} {'ideal s':>8} {'overhead/trial s':>17} "
-          f"{'report+registry s':>18} {'driver peak RSS MB':>19}  MLflow rows")
+          f"{'report+registry s':>18} {'driver CPU s':>13} {'driver peak RSS MB':>19} "
+          f"{'load':>5}  MLflow rows")
     for trials in args.trials:
         with tempfile.TemporaryDirectory(prefix="scale-") as work:
             cmd = [sys.executable, __file__, "--one", str(trials), "--work", work,
                    "--epochs", str(args.epochs), "--sleep", str(args.sleep),
-                   "--concurrency", str(args.concurrency), "--search-alg", args.search_alg]
+                   "--concurrency", str(args.concurrency), "--search-alg", args.search_alg,
+                   "--num-to-keep", str(args.num_to_keep)]
             for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri)):
                 if value:
                     cmd += [flag, value]
@@ -185,7 +195,7 @@ def main() -> None:
         rows_text = "n/a" if rows is None else ", ".join(f"{k} {v}" for k, v in rows.items())
         print(f"{trials:>6} {r['wall_s']:>8.1f} {ideal:>8.1f} "
               f"{(r['wall_s'] - ideal) / trials:>17.3f} {r['finish_s']:>18.1f} "
-              f"{r['peak_rss_mb']:>19.0f}  {rows_text}"
+              f"{r['cpu_s']:>13.1f} {r['peak_rss_mb']:>19.0f} {r['load']:>5.1f}  {rows_text}"
               + ("" if r["finished"] == trials else f"  ({r['finished']} finished)"), flush=True)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from sweeps.tracking import TRIAL_TAG, child_runs
+from sweeps.tracking import ORPHAN_TAG, TRIAL_TAG, child_runs
 from tests.procs import LOOPBACK_RAY_ENV, kill_strays, run_group, short_tmpdir, stop_group
 
 pytestmark = pytest.mark.slow
@@ -93,6 +93,13 @@ def test_killed_driver_is_finished_by_resume(tiny_sweep, tmp_path):
     children = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
     assert len(trial_ids) == TRIALS and len(set(trial_ids)) == TRIALS  # none lost, none doubled
+    # a trial that started after Tune's last saved state (the kill can land there) is not
+    # continued by resume: its run is closed as KILLED, tagged, and not one of the trials above
+    for orphan in child_runs(client, parent.info.experiment_id, parent.info.run_id, orphans=True):
+        if orphan.data.tags.get(ORPHAN_TAG) == "true":
+            assert orphan.info.status == "KILLED"
+            assert orphan.data.tags[TRIAL_TAG] not in state and \
+                orphan.data.tags[TRIAL_TAG] not in trial_ids
     assert finished | checkpointed <= set(trial_ids)
     for child in children:
         trial = child.data.tags[TRIAL_TAG]

@@ -426,3 +426,35 @@ def test_tracking_uri_credentials_move_to_the_environment(monkeypatch):
     assert resolve_tracking_uri(f"https://bob:{SECRET}2@mlflow.example.org/") == \
         "https://mlflow.example.org/"
     assert credentials() == ("bob", SECRET + "2")
+
+
+def test_runs_of_trials_tune_lost_are_closed_and_left_out(store, experiment):
+    """A trial that started just before the driver died but never reached Tune's saved state
+    cannot be continued by resume: finish_sweep closes its run (KILLED, tagged) and the sweep's
+    trial list and report leave it out; a finished trial known to Tune is untouched."""
+    from sweeps.report import collect_rows
+    from sweeps.runner import _close_orphans
+    from sweeps.tracking import ORPHAN_TAG
+
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/runs/sweeps/orphans", "orphans", {})
+    runs = {t: TrialRun.open(uri, experiment, parent, t, f"train_{t}", {"search.lr": i}, {})
+            for i, t in enumerate(("kept", "lost"))}
+    for run in runs.values():
+        run.log_metrics({"best_valid_sisdr": 1.0}, step=1)
+    client.set_terminated(runs["kept"].run_id, status="FINISHED")
+
+    children = {r.data.tags[TRIAL_TAG]: r for r in child_runs(client, experiment, parent)}
+    assert _close_orphans(client, children, {"kept"}) == [runs["lost"].run_id]
+    lost = client.get_run(runs["lost"].run_id)
+    assert lost.info.status == "KILLED" and lost.data.tags[ORPHAN_TAG] == "true"
+    kept = client.get_run(runs["kept"].run_id)
+    assert kept.info.status == "FINISHED" and ORPHAN_TAG not in kept.data.tags
+    assert [r.data.tags[TRIAL_TAG] for r in child_runs(client, experiment, parent)] == ["kept"]
+    assert len(child_runs(client, experiment, parent, orphans=True)) == 2
+    rows, _ = collect_rows(client, experiment, parent, "valid_sisdr")
+    assert sum(row["runs"] for row in rows) == 1
+    # a second finish (resume of a resume) does not touch it again
+    again = {r.data.tags[TRIAL_TAG]: r
+             for r in child_runs(client, experiment, parent, orphans=True)}
+    assert _close_orphans(client, again, {"kept"}) == []
