@@ -236,3 +236,15 @@ train: {{epochs: 1, batch_size: 2, steps_per_epoch: 1, out_dir: {tmp_path / 'run
     assert main(["train", str(cfg)]) == 2
     line = _error_line(capsys)
     assert "vocals.wav" in line and any(str(p) in line for p in bad) and "frame 5" in line
+
+
+@pytest.mark.parametrize("run_id", ["abc' or '1'='1", 'a"b', "../x"])
+def test_promote_of_a_run_id_with_quotes_is_one_line(tmp_path, capsys, run_id):
+    from sweeps.__main__ import main as sweeps_main
+
+    db = tmp_path / "mlflow.db"
+    assert sweeps_main(["promote", "sepcore-x", "--run", run_id,
+                        "--tracking-uri", f"sqlite:///{db}"]) == 2
+    line = _error_line(capsys)
+    assert run_id in line and "--run" in line
+    assert not db.exists()  # refused before the registry is opened
