@@ -248,3 +248,18 @@ def test_promote_of_a_run_id_with_quotes_is_one_line(tmp_path, capsys, run_id):
     line = _error_line(capsys)
     assert run_id in line and "--run" in line
     assert not db.exists()  # refused before the registry is opened
+
+
+@pytest.mark.parametrize("meta", ["{not json", "[1, 2]", '{"format_version": 2}',
+                                  '{"format_version": 2, "config": {"train": {}}}',
+                                  '{"format_version": 2, "config": "x"}'])
+def test_checkpoint_with_bad_metadata_is_one_line(tmp_path, capsys, meta):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"model.w": torch.zeros(2)}, str(path), metadata={"sepcore": meta})
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(path), str(song), "--out", str(tmp_path / "out")]) == 2
+    line = _error_line(capsys)
+    assert str(path) in line and "metadata" in line
