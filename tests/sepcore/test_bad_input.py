@@ -212,27 +212,33 @@ def test_score_of_a_silent_estimate_is_one_line(tmp_path, capsys):
     assert str(ests / "s" / "vocals.wav") in line and "silent" in line
 
 
-def test_training_on_a_stem_with_nan_samples_names_it(tmp_path, capsys):
-    import numpy as np
-    import soundfile as sf
-
+def _train_config(tmp_path):
     from sepcore.data.synth import write_synthetic_musdb
 
     root = tmp_path / "musdb"
     write_synthetic_musdb(root, tracks=3, seconds=2.0, seed=0)
-    bad = sorted((root / "train").glob("*/vocals.wav"))
-    for path in bad:
-        audio, rate = sf.read(path, always_2d=True)
-        audio[5, 0] = np.nan
-        sf.write(path, audio, rate, subtype="FLOAT")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"""
 model: {{name: multiband, num_bands: 1, encoder: {{N: 16, L: 16}},
         masker: {{B: 16, H: 32, X: 1, R: 1}}}}
 audio: {{sample_rate: 8000, channels: 1}}
 data: {{root: {root}, segment: 1.0, samples_per_track: 2, cache_dir: {tmp_path / 'cache'}}}
-train: {{epochs: 1, batch_size: 2, steps_per_epoch: 1, out_dir: {tmp_path / 'run'}}}
+train: {{epochs: 1, batch_size: 2, steps_per_epoch: 1, out_dir: {tmp_path / 'run'},
+        progress: false}}
 """)
+    return root, cfg
+
+
+def test_training_on_a_stem_with_nan_samples_names_it(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    root, cfg = _train_config(tmp_path)
+    bad = sorted((root / "train").glob("*/vocals.wav"))
+    for path in bad:
+        audio, rate = sf.read(path, always_2d=True)
+        audio[5, 0] = np.nan
+        sf.write(path, audio, rate, subtype="FLOAT")
     assert main(["train", str(cfg)]) == 2
     line = _error_line(capsys)
     assert "vocals.wav" in line and any(str(p) in line for p in bad) and "frame 5" in line
@@ -263,3 +269,13 @@ def test_checkpoint_with_bad_metadata_is_one_line(tmp_path, capsys, meta):
     assert main(["separate", str(path), str(song), "--out", str(tmp_path / "out")]) == 2
     line = _error_line(capsys)
     assert str(path) in line and "metadata" in line
+
+
+def test_training_whose_validation_loss_is_nan_fails(tmp_path, capsys, monkeypatch):
+    import sepcore.train as train
+
+    _, cfg = _train_config(tmp_path)
+    monkeypatch.setattr(train, "_validate", lambda *a: (float("nan"), float("nan"), {}))
+    assert main(["train", str(cfg)]) == 2
+    line = _error_line(capsys)
+    assert "validation loss is nan after epoch 1" in line
