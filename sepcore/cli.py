@@ -239,11 +239,20 @@ def dispatch(args: argparse.Namespace) -> int:
     except SepcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be read or written (a file where a folder goes)
+        log.debug("%s", exc, exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # songs and overrides may also follow the options (`sep separate CKPT a.wav --out o x.y=1`)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if any(e.startswith("-") for e in extra) or not hasattr(args, "inputs"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.inputs = list(args.inputs) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     return dispatch(args)

@@ -125,6 +125,8 @@ def score_dirs(
     for root in (ref_root, est_root):
         if not root.is_dir():
             raise DataError(f"no such folder: {root}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"--out {out_dir} is a file, not a folder")
     songs = sorted(p.name for p in est_root.iterdir() if p.is_dir())
     if not songs:
         raise DataError(f"no song folders in {est_root}")

@@ -279,3 +279,28 @@ def test_training_whose_validation_loss_is_nan_fails(tmp_path, capsys, monkeypat
     assert main(["train", str(cfg)]) == 2
     line = _error_line(capsys)
     assert "validation loss is nan after epoch 1" in line
+
+
+def test_out_paths_that_are_files_or_folders(checkpoint, tmp_path, capsys):
+    refs, ests = _score_tree(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["score", "--references", str(refs), "--estimates", str(ests), "--out",
+                 str(taken)]) == 2
+    assert str(taken) in _error_line(capsys)
+    assert main(["analyze", "filters", str(checkpoint), "--out", str(refs)]) == 2
+    assert str(refs) in _error_line(capsys)
+    assert not (tmp_path / "references.png").exists()
+    assert main(["analyze", "filters", str(checkpoint), "--out", str(taken / "x.png")]) == 2
+    assert str(taken) in _error_line(capsys)
+
+
+def test_separate_overrides_may_follow_the_options(checkpoint, tmp_path, capsys):
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"),
+                 "eval.overlap=2"]) == 2
+    assert "eval.overlap" in _error_line(capsys)
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"),
+                 "eval.segment=0.5"]) == 0
+    with pytest.raises(SystemExit):
+        main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"), "--nope"])
