@@ -170,6 +170,10 @@ class EvalConfig:
     silence_threshold_db: float = -60.0  # PES/VAD: a target segment below this level is silent
     nsdr: bool = False  # also score the mixture as the estimate and report NSDR (SDR gain)
     device: str = "auto"  # where `sep evaluate` / `sep separate` run the model (auto | cpu | cuda)
+    # sisec: estimates resampled to the references' native rate and channel layout (SiSEC 2018);
+    # model: scored at the model's own rate and channel count (quick exploration only)
+    protocol: str = "sisec"
+    bsseval: str = "v4"  # v4: 1 s windows, filters on the whole track; v3: one whole-signal window
 
 
 @dataclass
@@ -286,6 +290,7 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
     check_domains(sections, file)
     audio = sections["audio"]
     _check_audio(audio, sections["data"], file)
+    _check_eval(sections["eval"], file)
     model_raw = OmegaConf.to_container(node.model, resolve=True)
     name = model_raw.pop("name")
     try:
@@ -397,6 +402,19 @@ def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None
         if data.layout == "musdb" and t not in valid_targets:
             raise ConfigError(f"unknown source {t!r} in audio.sources; choose from "
                               f"{sorted(valid_targets)}", key="audio.sources", file=file)
+
+
+EVAL_PROTOCOLS = ("sisec", "model")
+BSSEVAL_VERSIONS = ("v4", "v3")
+
+
+def _check_eval(ev: EvalConfig, file: str | None) -> None:
+    if ev.protocol not in EVAL_PROTOCOLS:
+        raise ConfigError(f"eval.protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got "
+                          f"{ev.protocol!r}", key="eval.protocol", file=file)
+    if ev.bsseval not in BSSEVAL_VERSIONS:
+        raise ConfigError(f"eval.bsseval must be one of {', '.join(BSSEVAL_VERSIONS)}, got "
+                          f"{ev.bsseval!r}", key="eval.bsseval", file=file)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

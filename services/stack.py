@@ -13,11 +13,12 @@
   pair into the stack's bridge), mount namespace (a private tmpfs ``/tmp`` as working directory)
   and host name, so it behaves like another host (:mod:`services.netns`). Where namespaces cannot
   be used (not root, no ``ip netns``/``unshare``, or ``--no-namespaces``) workers are plain
-  processes on 127.0.0.1.
+  processes, each on its own loopback address (``127.213.0.2`` …).
 
 The servers the workers reach listen on the bridge address (``10.213.N.1``) or, without
-namespaces, on 127.0.0.1; nothing listens on other interfaces. Secrets are generated once, kept
-in files of mode 0600 and never printed: ``stack.env`` holds what a client needs (``source`` it).
+namespaces, on ``127.213.0.1`` (Ray binds some node-internal ports on every interface; token
+authentication guards them). Secrets are generated once, kept in files of mode 0600 and never
+printed: ``stack.env`` holds what a client needs (``source`` it).
 ``up`` is idempotent (a healthy stack is left alone; missing parts are restarted with the same
 ports and secrets); ``down`` stops exactly the process groups ``up`` recorded (and what is left
 in the worker namespaces, or of the Ray temp folders it chose), then deletes the namespaces and
@@ -186,7 +187,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def _http(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
+def _http(url: str, headers: dict[str, str] | None = None, timeout: float = 15.0) -> int:
     """HTTP status of a GET (0 when nothing answers)."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -246,6 +247,12 @@ def _pg_binary(name: str) -> str:
     raise StackError(f"PostgreSQL's `{name}` not found (no /usr/lib/postgresql/*/bin/{name}, "
                      f"none on PATH): run `make postgresql` or `apt-get install postgresql`",
                      exit_code=2)
+
+
+def _loopback(host: int) -> str:
+    """A loopback address of the stack without namespaces: ``127.213.0.<host>`` (Ray takes
+    127.0.0.1 itself for "this machine only" and then advertises the host's network address)."""
+    return f"127.213.0.{host}"
 
 
 def _node_resource(worker: str) -> str:
@@ -328,10 +335,10 @@ class Stack:
             netns.create_bridge(self.state["bridge"], self.host)
         else:
             log.warning("worker namespaces unavailable (%s): the worker nodes run as plain "
-                        "processes on 127.0.0.1", reason)
-            self.state.update(mode="loopback", host="127.0.0.1")
+                        "processes on loopback addresses", reason)
+            self.state.update(mode="loopback", host=_loopback(1))
             self.state["workers"] = [
-                {"name": f"worker-{i}", "ip": "127.0.0.1", "hostname": socket.gethostname(),
+                {"name": f"worker-{i}", "ip": _loopback(1 + i), "hostname": socket.gethostname(),
                  "temp_dir": f"{self.state['ray_temp']}-w{i}"} for i in range(1, workers + 1)]
         self.state["ports"] = {"postgres": free_port("127.0.0.1"),
                                **{name: free_port(self.host)
@@ -366,9 +373,6 @@ class Stack:
         env = {**self._base_env(), **self.client_env(), "SEPCORE_CLUSTER": "1",
                "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS")
-        if self.state["mode"] == "loopback":
-            # without it Ray replaces --node-ip-address 127.0.0.1 by the host's network address
-            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         return env
 
     def write_client_files(self) -> None:
@@ -407,7 +411,7 @@ class Stack:
         try:
             return getattr(self, "_health_" + _kind(name))(name)
         except Exception as exc:  # a health probe reports, it never raises
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, redact(f"{type(exc).__name__}: {exc}", self.secrets.values())
 
     def _health_postgres(self, name: str) -> tuple[bool, str]:
         import psycopg2
@@ -585,6 +589,9 @@ class Stack:
         record = self._record(name, spawn(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
              "--host", self.host, "--port", str(self.ports["mlflow"]), "--workers", "2",
+             # the Host headers it answers (DNS-rebinding guard): the stack's address only
+             "--allowed-hosts", ",".join(f"{host}:{self.ports['mlflow']}" for host in (
+                 self.host, "127.0.0.1", "localhost")),
              "--artifacts-destination", f"s3://{BUCKET}/mlartifacts", "--serve-artifacts"],
             env, self._log(name), cwd=self.paths.root))
         self._wait(lambda: self._health_mlflow(name), 180, "the MLflow server", record)
@@ -613,7 +620,6 @@ class Stack:
             return (netns.node_command(worker["netns"], worker["hostname"],
                                        [*cmd, "--temp-dir", "/tmp/ray"]), None, worker["netns"])
         temp = Path(worker["temp_dir"])
-        temp.mkdir(parents=True, exist_ok=True)
         return [*cmd, "--temp-dir", str(temp)], temp, str(temp)
 
     def _start_worker(self, name: str) -> None:
@@ -628,6 +634,8 @@ class Stack:
                 netns.create_node(worker["netns"], worker["host_if"], worker["node_if"],
                                   self.state["bridge"], worker["ip"])
             cmd, cwd, marker = self._worker_command(worker)
+            if cwd is not None:
+                cwd.mkdir(parents=True, exist_ok=True)
             records[worker["name"]] = self._record(
                 worker["name"], spawn(cmd, self.node_env(), self._log(worker["name"]), cwd=cwd),
                 marker=marker, netns=worker.get("netns"))
