@@ -129,7 +129,7 @@ def test_separate_refuses_bad_chunking(checkpoint, tmp_path, capsys, override):
     assert override.split("=")[0] in _error_line(capsys)
 
 
-def test_song_folders_stay_inside_out_and_never_collide(checkpoint, tmp_path, capsys):
+def test_song_folders_stay_inside_out_and_never_collide(checkpoint, tmp_path, capsys, caplog):
     songs = [_song(tmp_path / "in" / "...wav"), _song(tmp_path / "in" / "..wav"),
              _song(tmp_path / "a" / "x.wav"), _song(tmp_path / "b" / "x.wav"),
              _song(tmp_path / "c" / "X.wav")]
@@ -143,6 +143,8 @@ def test_song_folders_stay_inside_out_and_never_collide(checkpoint, tmp_path, ca
     assert not list((tmp_path / "out").glob("*.wav")) and not list(out.glob("*.wav"))
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2 * len(songs) and all(str(out) in p for p in printed)
+    reported = [r.getMessage() for r in caplog.records if "also named" in r.getMessage()]
+    assert len(reported) == 3 and str(out / "x-2") in reported[1], reported
 
 
 def test_existing_stems_need_force(checkpoint, tmp_path, capsys):
