@@ -86,7 +86,10 @@ def plot_filters(analysis: FilterAnalysis, path: str | Path) -> Path:
 def analyze_checkpoint(checkpoint: str | Path, out: str | Path) -> tuple[FilterAnalysis, Path]:
     """Load ``checkpoint``, measure its encoder filters and write the figure to ``out``."""
     from sepcore.checkpoint import load_model
+    from sepcore.errors import DataError
 
+    if Path(out).is_dir():
+        raise DataError(f"--out {out} is a folder; give the PNG file to write")
     model, cfg = load_model(checkpoint)
     analysis = analyze_filters(model, cfg.model_name)
     return analysis, plot_filters(analysis, out)

@@ -116,13 +116,22 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     if _META_KEY not in header:
         raise CheckpointError(f"{path} is not a sepcore checkpoint (no '{_META_KEY}' metadata)")
-    meta = json.loads(header[_META_KEY])
+    try:
+        meta = json.loads(header[_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its '{_META_KEY}' metadata is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its '{_META_KEY}' metadata is not a JSON object")
     version = meta.get("format_version")
     if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: checkpoint format_version {version} is not supported "
             f"(this sepcore reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
+    config = meta.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path}: its '{_META_KEY}' metadata has no 'config' object with a "
+                              "'model' section")
     if version == 1:
         meta["config"] = _upgrade_v1_config(meta["config"])
     groups: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "rng.": {}}

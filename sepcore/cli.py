@@ -60,6 +60,8 @@ def _cmd_score(args) -> int:
     backend = "museval" if args.reference == "museval" else "sepcore"
     result = score_dirs(args.references, args.estimates, args.out, backend=backend)
     print(result.table)
+    for line in result.warnings:
+        print(f"warning: {line}")
     print(f"per-track museval JSON: {Path(args.out) / 'test'} ({len(result.json_paths)} songs)")
     return 0
 
@@ -70,7 +72,8 @@ def _cmd_separate(args) -> int:
     songs, overrides = split_overrides(args.inputs)
     if not songs:
         raise ConfigError("no song to separate (give audio files after the checkpoint)")
-    written = separate_files(songs, args.checkpoint, args.out, overrides)
+    written = separate_files(songs, args.checkpoint, args.out, overrides, force=args.force,
+                             nan_policy=args.nan_policy)
     for path in written:
         print(path)
     return 0
@@ -194,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio files, and dotlist overrides of the checkpoint's config, e.g. "
                         "eval.segment=5 eval.overlap=0.5 eval.device=cpu")
     p.add_argument("--out", required=True, help="folder; one <song>/<source>.wav per song")
+    p.add_argument("--force", action="store_true", help="overwrite stems that exist")
+    p.add_argument("--nan-policy", choices=["error", "zero"], default="error",
+                   help="a NaN/inf sample in a song: stop with an error naming it (default) "
+                        "or replace such samples by 0")
     p.set_defaults(func=_cmd_separate)
 
     p = sub.add_parser("info", help="parameter count, receptive field, latent frame rate")
@@ -235,11 +242,20 @@ def dispatch(args: argparse.Namespace) -> int:
     except SepcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be read or written (a file where a folder goes)
+        log.debug("%s", exc, exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # songs and overrides may also follow the options (`sep separate CKPT a.wav --out o x.y=1`)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if any(e.startswith("-") for e in extra) or not hasattr(args, "inputs"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.inputs = list(args.inputs) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     return dispatch(args)

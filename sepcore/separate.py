@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,32 +227,51 @@ def separate_files(
     overlap: float | None = None,
     device: str | None = None,
     progress: bool = True,
+    force: bool = False,
+    nan_policy: str = "error",
 ) -> list[Path]:
-    """Separate audio files with a checkpoint; writes ``out_dir/<song stem>/<source>.wav``.
+    """Separate audio files with a checkpoint; writes ``out_dir/<song>/<source>.wav``.
 
     Chunking and device come from the checkpoint's ``eval`` section (``segment``, ``overlap``,
     ``device``), changed by dotlist ``overrides`` (``eval.segment=5``) or, from Python, by the
     keyword arguments. Input of any rate and channel count is converted to the model's; the stems
-    are written at the model's rate as float WAV. A MUSDB-layout ``<song>/mixture.wav`` goes to
-    ``out_dir/<song>/``. Returns the written paths.
+    are written at the model's rate as float WAV. Returns the written paths.
+
+    ``<song>`` is the file's stem (a MUSDB-layout ``<song>/mixture.wav`` is named after its
+    folder), made a safe folder name inside ``out_dir`` (:func:`song_folders`); songs of the same
+    name get ``x``, ``x-2``, … An existing stem file is an error unless ``force``. A NaN/inf
+    sample in a song is an error naming it (``nan_policy="error"``) or is replaced by 0
+    (``"zero"``).
     """
     import soundfile as sf
 
     from sepcore.data.audio import read_audio
 
+    songs = [Path(song) for song in songs]
+    for song in songs:
+        if not song.is_file():
+            raise DataError(f"input song not found: {song}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is a file, not a folder")
     separator = load_separator(checkpoint, overrides, segment=segment, overlap=overlap,
                                device=device)
     model = separator.model
+    folders = song_folders(songs, out_dir)
+    if not force:
+        for folder in folders:
+            for name in model.sources:
+                if (folder / f"{name}.wav").exists():
+                    raise DataError(f"{folder / (name + '.wav')} exists; use --force to "
+                                    "overwrite it (or choose another --out)")
     written: list[Path] = []
-    for song in songs:
-        song = Path(song)
-        if not song.is_file():
-            raise DataError(f"input song not found: {song}")
-        audio, rate = read_audio(song)  # (C, T)
+    for song, folder in zip(songs, folders, strict=True):
+        audio, rate = read_audio(song, nan_policy=nan_policy)  # (C, T)
         estimate = separator.separate(audio, rate, progress=progress)
-        # a MUSDB-layout mixture.wav is named after its song folder
-        folder = Path(out_dir) / (song.parent.name if song.stem == "mixture" else song.stem)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create output folder {folder}: {exc}") from None
         for name, stem in zip(model.sources, estimate.numpy(), strict=True):
             path = folder / f"{name}.wav"
             sf.write(path, stem.T, model.sample_rate, subtype="FLOAT")
@@ -259,3 +279,31 @@ def separate_files(
         log.info("separated %s -> %s (%d sources, %.1f s)", song, folder, len(model.sources),
                  audio.shape[-1] / rate)
     return written
+
+
+def song_name(song: Path) -> str:
+    """A song's output folder name: its file stem (its folder's name for a MUSDB-layout
+    ``mixture.wav``), with path separators, control characters and leading/trailing dots and
+    spaces replaced, so that it is never empty, ``.`` or ``..`` (``"song"`` then)."""
+    raw = song.resolve().parent.name if song.stem == "mixture" else song.stem
+    name = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]', "_", raw).strip(" .")
+    return name or "song"
+
+
+def song_folders(songs: list[Path], out_dir: Path) -> list[Path]:
+    """One distinct folder inside ``out_dir`` per song (:func:`song_name`); a name taken by an
+    earlier song gets ``-2``, ``-3``, … and is reported in the log."""
+    taken: set[str] = set()
+    folders = []
+    for song in songs:
+        base = name = song_name(song)
+        n = 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}-{n}"
+        if name != base:
+            log.warning("%s: another song is also named %r; writing it to %s", song, base,
+                        out_dir / name)
+        taken.add(name.casefold())
+        folders.append(out_dir / name)
+    return folders

@@ -22,7 +22,8 @@ pre-trained encoder/decoder, frozen) come from ``train.init_from`` (a sepcore ch
 (fnmatch patterns over parameter names; the optimizer gets only the trainable parameters): see
 :func:`apply_transfer`.
 
-A NaN/inf loss raises :class:`~sepcore.errors.TrainingDiverged` naming the epoch and step.
+A NaN/inf loss (training or validation) raises :class:`~sepcore.errors.TrainingDiverged` naming
+the epoch and step.
 """
 
 from __future__ import annotations
@@ -237,6 +238,12 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
                                   device, epoch, state, use_amp)
         valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
+        if not math.isfinite(valid_loss):  # no epoch could ever be the best: stop, say why
+            raise TrainingDiverged(
+                f"validation loss is {valid_loss} after epoch {epoch} (step "
+                f"{state.global_step}): the model's estimates of the validation songs are not "
+                "finite; lower train.lr or enable train.grad_clip", epoch=epoch,
+                step=state.global_step)
         scheduler.step(valid_loss)
         improved = state.end_epoch(epoch, valid_loss)
         metrics = EpochReport(

@@ -201,8 +201,22 @@ def register_checkpoint(
     return RegistrationResult(version=str(new.version), alias=CHALLENGER, previous_champion=None)
 
 
+def check_run_id(run_id: str) -> None:
+    """A run id as MLflow accepts it (so it is safe in a search filter), else RegistryError."""
+    from mlflow.utils.validation import _validate_run_id
+
+    try:
+        _validate_run_id(run_id)
+    except MlflowException:
+        raise RegistryError(f"--run {run_id!r} is not an MLflow run id (letters, digits, '_' "
+                            "and '-', as printed by `python -m sweeps run`)") from None
+
+
 def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str:
-    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    check_run_id(run_id)
+    # filtered on the run alone: a model name may hold quotes a filter string cannot
+    found = [mv for mv in client.search_model_versions(f"run_id = '{run_id}'")
+             if mv.name == name]
     if not found:
         raise RegistryError(f"model {name!r} has no version registered from run {run_id!r}")
     latest = max(found, key=lambda mv: int(mv.version))
@@ -238,6 +252,8 @@ def promote(
             f"promote model {name!r}: give exactly one of version or run_id "
             f"(got version={version!r}, run_id={run_id!r})"
         )
+    if run_id is not None:
+        check_run_id(run_id)
     try:
         client.get_registered_model(name)
     except MlflowException as err:

@@ -106,9 +106,11 @@ def _cmd_submit(args) -> int:
 def _cmd_promote(args) -> int:
     from mlflow import MlflowClient
 
-    from services.registry import promote
+    from services.registry import check_run_id, promote
     from sweeps.tracking import resolve_tracking_uri
 
+    if args.run is not None:
+        check_run_id(args.run)  # before the registry is opened
     client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
     version = promote(client, args.name, version=args.version, run_id=args.run,
                       alias=args.alias)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sepcore.data.audio import describe_sample, first_non_finite
 from sepcore.errors import DataError
 from sepcore.metrics.aggregate import Scores, aggregate, format_table
 from sepcore.metrics.bsseval import evaluate_track, save_track_json
@@ -37,6 +38,8 @@ class ScoreResult:
     json_paths: list[Path] = field(default_factory=list)
     scores: Scores = field(default_factory=dict)
     table: str = ""
+    # one line per file holding NaN/inf samples: its scores are NaN, as museval's
+    warnings: list[str] = field(default_factory=list)
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -48,12 +51,20 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     return audio, int(rate)
 
 
-def _read_song(folder: Path) -> tuple[dict[str, np.ndarray], int]:
-    """Every ``*.wav`` of ``folder`` as target name -> (T, C), checked for one sample rate."""
+def _read_song(folder: Path, role: str,
+               warnings: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """Every ``*.wav`` of ``folder`` as target name -> (T, C), checked for one sample rate; a
+    file with NaN/inf samples adds a line to ``warnings``."""
     stems: dict[str, np.ndarray] = {}
     rate = None
     for path in sorted(folder.glob("*.wav")):
         audio, file_rate = _read_wav(path)
+        bad = first_non_finite(audio)
+        if bad is not None:
+            what = "its target" if role == "estimate" else "every target of the song"
+            warnings.append(f"{path} has non-finite samples (the first: "
+                            f"{describe_sample(audio, bad, file_rate)}): {what} scores NaN, as "
+                            "in museval")
         if rate is not None and file_rate != rate:
             raise DataError(f"{path}: sample rate {file_rate} Hz, other stems of {folder} have "
                             f"{rate} Hz")
@@ -75,6 +86,11 @@ def _check_song(song: str, ref_dir: Path, est_dir: Path, refs: dict[str, np.ndar
                 f"{est_dir / (name + '.wav')}: shape (samples, channels) {ests[name].shape} "
                 f"does not match the reference {ref_dir / (name + '.wav')} {refs[name].shape}"
             )
+    for folder, stems, what in ((ref_dir, refs, "reference"), (est_dir, ests, "estimate")):
+        for name, audio in stems.items():
+            if name in refs and name in ests and not np.any(audio):
+                raise DataError(f"{folder / (name + '.wav')}: the {what} is silent (all zeros); "
+                                "BSSEval v4 cannot score a silent source (museval refuses it too)")
 
 
 def score_dirs(
@@ -99,13 +115,18 @@ def score_dirs(
         The JSON paths, the median of medians per target and metric, and its table.
 
     Raises:
-        DataError: a folder is missing or empty, a song has no reference folder, or stems differ
-            in sample rate or length.
+        DataError: a folder is missing or empty, a song has no reference folder, stems differ
+            in sample rate or length, or a scored stem is silent (all zeros).
+
+    A stem with NaN/inf samples is scored as museval scores it (NaN) and named in
+    ``warnings``.
     """
     ref_root, est_root = Path(references), Path(estimates)
     for root in (ref_root, est_root):
         if not root.is_dir():
             raise DataError(f"no such folder: {root}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"--out {out_dir} is a file, not a folder")
     songs = sorted(p.name for p in est_root.iterdir() if p.is_dir())
     if not songs:
         raise DataError(f"no song folders in {est_root}")
@@ -115,8 +136,8 @@ def score_dirs(
         ref_dir, est_dir = ref_root / song, est_root / song
         if not ref_dir.is_dir():
             raise DataError(f"song {song!r} of {est_root} has no reference folder {ref_dir}")
-        refs, ref_rate = _read_song(ref_dir)
-        ests, est_rate = _read_song(est_dir)
+        refs, ref_rate = _read_song(ref_dir, "reference", result.warnings)
+        ests, est_rate = _read_song(est_dir, "estimate", result.warnings)
         _check_song(song, ref_dir, est_dir, refs, ests, ref_rate, est_rate)
         store = evaluate_track(refs, ests, track_name=song, rate=ref_rate, win=win, hop=hop,
                                backend=backend)

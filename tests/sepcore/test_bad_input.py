@@ -67,3 +67,242 @@ def test_apply_model_refuses_a_chunk_of_no_length(segment):
     model = build_model(cfg.model_name, cfg.model).eval()
     with pytest.raises(ValueError, match="segment"):
         apply_model(model, torch.zeros(1, 8000), segment=segment)
+
+
+# --- audio in, output folders: `sep separate`, `sep score`, `sep train` ----------------------
+
+RATE = 8000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from sepcore.checkpoint import Checkpoint, checkpoint_config, save_checkpoint
+    from sepcore.models import build_model
+
+    cfg = config_from_dict({**BASE, "eval": {"segment": 1.0, "device": "cpu"}})
+    model = build_model(cfg.model_name, cfg.model)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, Checkpoint(config=checkpoint_config(cfg), model_state=model.state_dict()))
+    return path
+
+
+def _song(path, seconds=0.5, bad_at=None, value=float("nan")):
+    import numpy as np
+    import soundfile as sf
+
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (int(seconds * RATE), 1))
+    if bad_at is not None:
+        audio[bad_at, 0] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio.astype("float32"), RATE, format="WAV", subtype="FLOAT")
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return err[-1]
+
+
+def test_separate_refuses_a_song_with_nan_samples_unless_told(checkpoint, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    song = _song(tmp_path / "in" / "noisy.wav", bad_at=1234)
+    out = tmp_path / "out"
+    assert main(["separate", str(checkpoint), str(song), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert str(song) in line and "frame 1234" in line and "nan" in line
+    assert not out.exists() or not any(out.rglob("*.wav"))
+    assert main(["separate", str(checkpoint), str(song), "--out", str(out),
+                 "--nan-policy", "zero"]) == 0
+    stems = sorted((out / "noisy").glob("*.wav"))
+    assert [p.name for p in stems] == ["accompaniment.wav", "vocals.wav"]
+    assert all(np.isfinite(sf.read(p)[0]).all() for p in stems)
+
+
+@pytest.mark.parametrize("override", ["eval.segment=0", "eval.segment=-1", "eval.overlap=1.5"])
+def test_separate_refuses_bad_chunking(checkpoint, tmp_path, capsys, override):
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(checkpoint), str(song), override, "--out",
+                 str(tmp_path / "out")]) == 2
+    assert override.split("=")[0] in _error_line(capsys)
+
+
+def test_song_folders_stay_inside_out_and_never_collide(checkpoint, tmp_path, capsys, caplog):
+    songs = [_song(tmp_path / "in" / "...wav"), _song(tmp_path / "in" / "..wav"),
+             _song(tmp_path / "a" / "x.wav"), _song(tmp_path / "b" / "x.wav"),
+             _song(tmp_path / "c" / "X.wav")]
+    out = tmp_path / "out" / "sub"
+    assert main(["separate", str(checkpoint), *map(str, songs), "--out", str(out)]) == 0
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.wav")
+                     if p.parent.parent == out)
+    folders = sorted({p.parent.name for p in written})
+    assert folders == ["X-3", "song", "song-2", "x", "x-2"], folders
+    assert len(written) == 2 * len(songs)
+    assert not list((tmp_path / "out").glob("*.wav")) and not list(out.glob("*.wav"))
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2 * len(songs) and all(str(out) in p for p in printed)
+    reported = [r.getMessage() for r in caplog.records if "also named" in r.getMessage()]
+    assert len(reported) == 3 and str(out / "x-2") in reported[1], reported
+
+
+def test_existing_stems_need_force(checkpoint, tmp_path, capsys):
+    song = _song(tmp_path / "a.wav")
+    out = tmp_path / "out"
+    assert main(["separate", str(checkpoint), str(song), "--out", str(out)]) == 0
+    before = (out / "a" / "vocals.wav").stat().st_mtime_ns
+    assert main(["separate", str(checkpoint), str(song), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert str(out / "a") in line and "--force" in line
+    assert (out / "a" / "vocals.wav").stat().st_mtime_ns == before
+    assert main(["separate", str(checkpoint), str(song), "--out", str(out), "--force"]) == 0
+
+
+def test_out_that_is_a_file(checkpoint, tmp_path, capsys):
+    song = _song(tmp_path / "a.wav")
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert main(["separate", str(checkpoint), str(song), "--out", str(target)]) == 2
+    assert str(target) in _error_line(capsys)
+
+
+def _score_tree(root, song="s", bad=None, silent=False):
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    refs = {n: rng.standard_normal((2 * RATE, 1)) * 0.1 for n in ("vocals", "accompaniment")}
+    for name, ref in refs.items():
+        est = ref + 0.01 * rng.standard_normal(ref.shape)
+        if name == "vocals" and bad is not None:
+            est[RATE + 7, 0] = bad
+        if name == "vocals" and silent:
+            est[:] = 0
+        for kind, audio in (("references", ref), ("estimates", est)):
+            (root / kind / song).mkdir(parents=True, exist_ok=True)
+            sf.write(root / kind / song / f"{name}.wav", audio, RATE, subtype="DOUBLE")
+    return root / "references", root / "estimates"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_score_of_a_non_finite_estimate_is_nan_as_museval_and_says_so(tmp_path, capsys, bad):
+    import math
+
+    from sepcore.metrics.score import score_dirs
+
+    refs, ests = _score_tree(tmp_path, bad=bad)
+    ours = score_dirs(refs, ests, tmp_path / "a")
+    theirs = score_dirs(refs, ests, tmp_path / "b", backend="museval")
+    for target in ("vocals", "accompaniment"):
+        for metric, value in theirs.scores[target].items():
+            mine = ours.scores[target][metric]
+            assert (math.isnan(mine) and math.isnan(value)) or mine == pytest.approx(value, 1e-6)
+    assert math.isnan(ours.scores["vocals"]["SDR"])
+    assert math.isfinite(ours.scores["accompaniment"]["SDR"])
+    assert main(["score", "--references", str(refs), "--estimates", str(ests), "--out",
+                 str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and str(ests / "s" / "vocals.wav") in out and "NaN" in out
+
+
+def test_score_of_a_silent_estimate_is_one_line(tmp_path, capsys):
+    refs, ests = _score_tree(tmp_path, silent=True)
+    assert main(["score", "--references", str(refs), "--estimates", str(ests), "--out",
+                 str(tmp_path / "c")]) == 2
+    line = _error_line(capsys)
+    assert str(ests / "s" / "vocals.wav") in line and "silent" in line
+
+
+def _train_config(tmp_path):
+    from sepcore.data.synth import write_synthetic_musdb
+
+    root = tmp_path / "musdb"
+    write_synthetic_musdb(root, tracks=3, seconds=2.0, seed=0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+model: {{name: multiband, num_bands: 1, encoder: {{N: 16, L: 16}},
+        masker: {{B: 16, H: 32, X: 1, R: 1}}}}
+audio: {{sample_rate: 8000, channels: 1}}
+data: {{root: {root}, segment: 1.0, samples_per_track: 2, cache_dir: {tmp_path / 'cache'}}}
+train: {{epochs: 1, batch_size: 2, steps_per_epoch: 1, out_dir: {tmp_path / 'run'},
+        progress: false}}
+""")
+    return root, cfg
+
+
+def test_training_on_a_stem_with_nan_samples_names_it(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    root, cfg = _train_config(tmp_path)
+    bad = sorted((root / "train").glob("*/vocals.wav"))
+    for path in bad:
+        audio, rate = sf.read(path, always_2d=True)
+        audio[5, 0] = np.nan
+        sf.write(path, audio, rate, subtype="FLOAT")
+    assert main(["train", str(cfg)]) == 2
+    line = _error_line(capsys)
+    assert "vocals.wav" in line and any(str(p) in line for p in bad) and "frame 5" in line
+
+
+@pytest.mark.parametrize("run_id", ["abc' or '1'='1", 'a"b', "../x"])
+def test_promote_of_a_run_id_with_quotes_is_one_line(tmp_path, capsys, run_id):
+    from sweeps.__main__ import main as sweeps_main
+
+    db = tmp_path / "mlflow.db"
+    assert sweeps_main(["promote", "sepcore-x", "--run", run_id,
+                        "--tracking-uri", f"sqlite:///{db}"]) == 2
+    line = _error_line(capsys)
+    assert run_id in line and "--run" in line
+    assert not db.exists()  # refused before the registry is opened
+
+
+@pytest.mark.parametrize("meta", ["{not json", "[1, 2]", '{"format_version": 2}',
+                                  '{"format_version": 2, "config": {"train": {}}}',
+                                  '{"format_version": 2, "config": "x"}'])
+def test_checkpoint_with_bad_metadata_is_one_line(tmp_path, capsys, meta):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"model.w": torch.zeros(2)}, str(path), metadata={"sepcore": meta})
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(path), str(song), "--out", str(tmp_path / "out")]) == 2
+    line = _error_line(capsys)
+    assert str(path) in line and "metadata" in line
+
+
+def test_training_whose_validation_loss_is_nan_fails(tmp_path, capsys, monkeypatch):
+    import sepcore.train as train
+
+    _, cfg = _train_config(tmp_path)
+    monkeypatch.setattr(train, "_validate", lambda *a: (float("nan"), float("nan"), {}))
+    assert main(["train", str(cfg)]) == 2
+    line = _error_line(capsys)
+    assert "validation loss is nan after epoch 1" in line
+
+
+def test_out_paths_that_are_files_or_folders(checkpoint, tmp_path, capsys):
+    refs, ests = _score_tree(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["score", "--references", str(refs), "--estimates", str(ests), "--out",
+                 str(taken)]) == 2
+    assert str(taken) in _error_line(capsys)
+    assert main(["analyze", "filters", str(checkpoint), "--out", str(refs)]) == 2
+    assert str(refs) in _error_line(capsys)
+    assert not (tmp_path / "references.png").exists()
+    assert main(["analyze", "filters", str(checkpoint), "--out", str(taken / "x.png")]) == 2
+    assert str(taken) in _error_line(capsys)
+
+
+def test_separate_overrides_may_follow_the_options(checkpoint, tmp_path, capsys):
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"),
+                 "eval.overlap=2"]) == 2
+    assert "eval.overlap" in _error_line(capsys)
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"),
+                 "eval.segment=0.5"]) == 0
+    with pytest.raises(SystemExit):
+        main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"), "--nope"])

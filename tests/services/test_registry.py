@@ -310,3 +310,10 @@ def test_resolve_s3_source(client: MlflowClient, name: str, s3_endpoint: str, s3
     s3.delete_object(Bucket=BUCKET, Key="models/t7/model.bin")
     with pytest.raises(RegistryError, match=rf"models:/{name}/{version}.*no artifact"):
         resolve(client, f"models:/{name}/{version}", fresh)
+
+
+def test_promote_by_a_run_id_with_a_quote_is_refused(client: MlflowClient, name: str,
+                                                      register) -> None:
+    register(0.5)
+    with pytest.raises(RegistryError, match="not an MLflow run id"):
+        promote(client, name, run_id="x' or name = 'y")

@@ -69,7 +69,9 @@ def evaluate(
 
     Returns:
         ``(sdr, isr, sir, sar)``, each (nsrc, nwin) float64 numpy in dB; windows where any
-        reference or estimate is all zero are NaN for every source.
+        reference or estimate is all zero are NaN for every source. As in museval, a source whose
+        estimate holds a NaN/inf sample is NaN in every window, and a NaN/inf sample in any
+        reference makes every source NaN.
 
     Raises:
         ValueError: unknown backend, mismatched shapes, or an all-zero source (as museval).
@@ -96,6 +98,12 @@ def evaluate(
     ests = _pad_or_truncate(refs, ests)
     with torch.no_grad():
         out = bss_eval_v4(refs, ests, win=win, hop=hop).to("cpu", torch.float64).numpy()
+        # museval: a non-finite sample anywhere in an estimate makes every metric of that source
+        # NaN in every window; one in any reference makes every metric of every source NaN
+        bad_estimates = (~torch.isfinite(ests)).flatten(1).any(dim=1).cpu().numpy()
+        out[:, bad_estimates] = np.nan
+        if not bool(torch.isfinite(refs).all()):
+            out[:] = np.nan
     return out[0], out[1], out[2], out[3]
 
 
