@@ -41,14 +41,16 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from sepcore.evaluate import evaluate_checkpoint
+    from sepcore.evaluate import describe_protocol, evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.overrides)
+    print(describe_protocol(result.protocol))
     print(result.table)
     print()
     print("segment-wise (all windows of all songs) and silent target segments (PES dB, VAD %):")
     print(result.extra_table)
     print(f"per-track museval JSON: {result.json_dir}")
+    print(f"summary: {result.summary_path}")
     return 0
 
 
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.epochs=3")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="BSSEval v4 (museval) on a MUSDB-layout subset",
+    p = sub.add_parser("evaluate", help="BSSEval v4/v3 (museval) on a MUSDB-layout subset",
                        description="Score a checkpoint with its own config; overrides change "
                                    "its data, eval and train sections.")
     p.add_argument("checkpoint", help="a sepcore checkpoint (.safetensors)")

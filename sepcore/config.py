@@ -20,11 +20,17 @@ Stating any of them under ``model:`` or ``data:`` is an error that names the ``a
 (``train.epochs=3``, ``audio.sample_rate=8000``), validates every section against its dataclass
 (unknown keys are errors that name the key and the file) and returns an :class:`ExperimentConfig`
 whose ``model`` is the typed model config (``model_name`` holds its registry name).
+
+Every numeric value is checked against its domain (:data:`DOMAINS`: sizes >= 1, rates finite and
+> 0, ``eval.overlap`` in [0, 1), ``eval.segment`` >= :data:`MIN_EVAL_SEGMENT` s, …) whenever a
+config is built, so ``sep``, checkpoints and sweep validation refuse the same values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +170,10 @@ class EvalConfig:
     silence_threshold_db: float = -60.0  # PES/VAD: a target segment below this level is silent
     nsdr: bool = False  # also score the mixture as the estimate and report NSDR (SDR gain)
     device: str = "auto"  # where `sep evaluate` / `sep separate` run the model (auto | cpu | cuda)
+    # sisec: estimates resampled to the references' native rate and channel layout (SiSEC 2018);
+    # model: scored at the model's own rate and channel count (quick exploration only)
+    protocol: str = "sisec"
+    bsseval: str = "v4"  # v4: 1 s windows, filters on the whole track; v3: one whole-signal window
 
 
 @dataclass
@@ -277,8 +287,10 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
                           key="model.name",
                           file=file)
     sections = {s: typed(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
+    check_domains(sections, file)
     audio = sections["audio"]
     _check_audio(audio, sections["data"], file)
+    _check_eval(sections["eval"], file)
     model_raw = OmegaConf.to_container(node.model, resolve=True)
     name = model_raw.pop("name")
     try:
@@ -289,6 +301,84 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
         sections["data"], **{data_key: _copy(getattr(audio, audio_key))
                              for audio_key, (_, data_key) in AUDIO_FIELDS.items()})
     return ExperimentConfig(model_name=name, model=model_cfg, **sections)
+
+
+# Shortest inference chunk (s): shorter ones would run the model a great many times per second.
+MIN_EVAL_SEGMENT = 0.05
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v) -> bool:
+    return _finite(v) and v > 0
+
+
+def _non_negative(v) -> bool:
+    return _finite(v) and v >= 0
+
+
+def _at_least_one(v) -> bool:
+    return _finite(v) and v >= 1
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+# "section.key" -> (check, what the value must be): the domain of every numeric config value,
+# checked whenever a config is built (sep, checkpoints, sweep validation: config_from_dict)
+DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "audio.sample_rate": (_positive, "a positive number of Hz"),
+    "data.segment": (_positive, "a finite number of seconds > 0"),
+    "data.samples_per_track": (_at_least_one, "an integer >= 1"),
+    "data.valid_segment": (_optional(_positive), "null or a finite number of seconds > 0"),
+    "data.valid_ratio": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "data.num_workers": (_non_negative, "an integer >= 0"),
+    "data.augment.gain_min": (_positive, "finite and > 0"),
+    "data.augment.gain_max": (_positive, "finite and > 0"),
+    "train.epochs": (_at_least_one, "an integer >= 1"),
+    "train.steps_per_epoch": (_optional(_at_least_one), "null or an integer >= 1"),
+    "train.max_steps": (_optional(_at_least_one), "null or an integer >= 1"),
+    "train.batch_size": (_at_least_one, "an integer >= 1"),
+    "train.lr": (_positive, "finite and > 0"),
+    "train.weight_decay": (_non_negative, "finite and >= 0"),
+    "train.lr_patience": (_non_negative, "an integer >= 0"),
+    "train.lr_factor": (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    "train.early_stop": (_non_negative, "an integer >= 0 (0 = never)"),
+    "train.grad_clip": (_optional(_positive), "null or finite and > 0"),
+    "train.loss_weight": (_non_negative, "finite and >= 0"),
+    "train.aux_weight": (_non_negative, "finite and >= 0"),
+    "train.source_weights": (lambda v: v is None or all(_non_negative(w) for w in v),
+                             "null or a list of finite weights >= 0"),
+    "eval.max_tracks": (_optional(_at_least_one), "null or an integer >= 1"),
+    "eval.segment": (lambda v: _finite(v) and v >= MIN_EVAL_SEGMENT,
+                     f"a finite number of seconds >= {MIN_EVAL_SEGMENT}"),
+    "eval.overlap": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "eval.win": (_positive, "a finite number of seconds > 0"),
+    "eval.hop": (_positive, "a finite number of seconds > 0"),
+    "eval.silence_threshold_db": (_finite, "a finite number of dB"),
+}
+
+
+def check_domains(sections: dict[str, Any], file: str | None = None) -> None:
+    """Every numeric value of the typed ``sections`` (audio, data, train, eval) in its domain
+    (:data:`DOMAINS`); a ConfigError names the first key out of it and its value."""
+    for key, (check, what) in DOMAINS.items():
+        section, *path = key.split(".")
+        if section not in sections:
+            continue
+        value = sections[section]
+        for part in path:
+            value = getattr(value, part)
+        if not check(value):
+            raise ConfigError(f"key '{key}' = {value!r} must be {what}", key=key, file=file)
+    augment = sections["data"].augment if "data" in sections else None
+    if augment is not None and augment.gain_min > augment.gain_max:
+        raise ConfigError(f"key 'data.augment.gain_min' = {augment.gain_min!r} must be <= "
+                          f"data.augment.gain_max = {augment.gain_max!r}",
+                          key="data.augment.gain_min", file=file)
 
 
 def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None:
@@ -303,9 +393,6 @@ def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None
     if audio.channels not in (1, 2):
         raise ConfigError(f"audio.channels must be 1 or 2, got {audio.channels}",
                           key="audio.channels", file=file)
-    if audio.sample_rate <= 0:
-        raise ConfigError(f"audio.sample_rate must be positive, got {audio.sample_rate}",
-                          key="audio.sample_rate", file=file)
     sources = list(audio.sources)
     if not sources or len(set(sources)) != len(sources):
         raise ConfigError(f"audio.sources = {sources} must name at least one source, each once",
@@ -315,6 +402,19 @@ def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None
         if data.layout == "musdb" and t not in valid_targets:
             raise ConfigError(f"unknown source {t!r} in audio.sources; choose from "
                               f"{sorted(valid_targets)}", key="audio.sources", file=file)
+
+
+EVAL_PROTOCOLS = ("sisec", "model")
+BSSEVAL_VERSIONS = ("v4", "v3")
+
+
+def _check_eval(ev: EvalConfig, file: str | None) -> None:
+    if ev.protocol not in EVAL_PROTOCOLS:
+        raise ConfigError(f"eval.protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got "
+                          f"{ev.protocol!r}", key="eval.protocol", file=file)
+    if ev.bsseval not in BSSEVAL_VERSIONS:
+        raise ConfigError(f"eval.bsseval must be one of {', '.join(BSSEVAL_VERSIONS)}, got "
+                          f"{ev.bsseval!r}", key="eval.bsseval", file=file)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sepcore.config import load_config
 from sepcore.data.synth import write_synthetic_musdb
-from sepcore.evaluate import evaluate_checkpoint
+from sepcore.evaluate import describe_protocol, evaluate_checkpoint
 from sepcore.train import fit
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def run_demo(workdir: Path, config: str = "demo.yaml", overrides: list[str] | No
         f"best valid loss {result.best_valid_loss:.4f}",
         f"checkpoint: {checkpoint}",
         "",
-        "BSSEval v4 on the synthetic test songs (median over windows, median over songs, dB):",
+        "BSSEval on the synthetic test songs (median over windows, median over songs, dB):",
+        describe_protocol(evaluation.protocol),
         evaluation.table,
         "",
         "mean SI-SDR per song (dB): " + ", ".join(

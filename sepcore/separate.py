@@ -20,6 +20,7 @@ it, so the same checkpoint gives the same stems from either.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ def apply_model(
         raise ValueError(f"mixture must be (C, T) or (B, C, T), got shape {tuple(mixture.shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if not (math.isfinite(segment) and segment > 0):
+        raise ValueError(f"segment must be a finite number of seconds > 0, got {segment}")
     if getattr(model, "needs_references", False):
         raise ValueError(f"{type(model).__name__} is an oracle: run it through "
                          "sepcore.models.oracles.with_references(model, mixture, references)")

@@ -124,11 +124,22 @@ def write_png(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Pat
     return path
 
 
+def test_protocols(client, experiment_id: str, parent_run_id: str) -> list[str]:
+    """The scoring protocols (``sepcore.eval_protocol`` tags) of the sweep's test scores."""
+    return sorted({run.data.tags["sepcore.eval_protocol"]
+                   for run in child_runs(client, experiment_id, parent_run_id)
+                   if "sepcore.eval_protocol" in run.data.tags})
+
+
 def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mode: str,
                  out_dir: Path) -> str:
-    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run."""
+    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run.
+    The text starts with the protocol line(s) of the test scores when the runs have any."""
     rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode)
     text = format_rows(rows, columns)
+    protocols = test_protocols(client, experiment_id, parent_run_id)
+    if protocols:
+        text = "\n".join(f"test scores: {line}" for line in protocols) + "\n" + text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.txt").write_text(text + "\n")

@@ -224,8 +224,9 @@ def log_filter_figure(run: TrialRun, checkpoint: Path) -> None:
 
 
 def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, step: int) -> None:
-    """BSSEval v4 of a checkpoint on the test subset, in the paper's form (test_<target>_SDR)."""
-    from sepcore.evaluate import evaluate_checkpoint
+    """BSSEval of a checkpoint on the test subset, in the paper's form (test_<target>_SDR),
+    under the checkpoint's ``eval.protocol`` (tag ``sepcore.eval_protocol`` names it)."""
+    from sepcore.evaluate import describe_protocol, evaluate_checkpoint
 
     evaluation = evaluate_checkpoint(checkpoint, max_tracks=max_tracks,
                                      out_dir=Path(checkpoint).parent / "eval", progress=False)
@@ -234,8 +235,12 @@ def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, st
     # the HTMD-Net paper's silent-segment and segment-wise numbers (PES dB, VAD %, mean/median SDR)
     metrics.update({f"test_{target}_{name}": value for target, row in evaluation.extra.items()
                     for name, value in row.items()
-                    if name in ("PES", "VAD", "SDR_mean", "SDR_median", "NSDR")})
+                    if name in ("PES", "VAD", "SDR_mean", "SDR_median", "NSDR", "GNSDR")})
     run.log_metrics(metrics, step=step)
+    protocol = describe_protocol(evaluation.protocol)
+    run.set_tags({"sepcore.eval_protocol": protocol})
     table = Path(checkpoint).parent / "eval" / "test_results.txt"
-    table.write_text(evaluation.table + "\n")
+    table.write_text(protocol + "\n" + evaluation.table + "\n")
     run.log_artifact(table)
+    if evaluation.summary_path is not None:
+        run.log_artifact(evaluation.summary_path)

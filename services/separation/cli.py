@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-HELP = "serve a registry model over HTTP (separation API and web page)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="models:/NAME@ALIAS (followed when the alias moves) or "
@@ -26,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "(default 10) [SEPCORE_SERVE_POLL]")
     parser.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default "
                                                "sqlite:///mlruns.db) [MLFLOW_TRACKING_URI]")
-    parser.add_argument("--cache-dir", help="where checkpoints from S3 are downloaded "
+    parser.add_argument("--cache-dir", help="where verified copies of checkpoints are kept "
                                             "[SEPCORE_SERVE_CACHE_DIR]")
     parser.add_argument("--max-upload-mb", help="largest request body in MiB (default 200) "
                                                 "[SEPCORE_SERVE_MAX_UPLOAD_MB]")
@@ -36,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "(default 3600) [SEPCORE_SERVE_RESULT_TTL]")
     parser.add_argument("--queue-size", help="asynchronous separations that may wait "
                                              "(default 4) [SEPCORE_SERVE_QUEUE_SIZE]")
-    parser.add_argument("--log-level", default="info",
+    parser.add_argument("--log-level", default="info", help="log level (this service and uvicorn)",
                         choices=["critical", "error", "warning", "info", "debug"])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 from sepcore.errors import ConfigError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-MODEL_URI = re.compile(r"models:/(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))")
 
 # setting -> environment variable (the token has no flag)
 ENV = {
@@ -47,7 +45,7 @@ class ServeSettings:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
         tracking_uri: the MLflow tracking/registry URI (``sqlite:///mlruns.db`` by default,
             relative sqlite paths made absolute).
-        cache_dir: where checkpoints from S3 are downloaded.
+        cache_dir: where verified copies of the checkpoints are kept.
         max_upload_mb: largest accepted request body, in MiB (413 above).
         max_duration: longest accepted song, in seconds (400 above).
         result_ttl: seconds a finished asynchronous separation stays downloadable.
@@ -108,9 +106,10 @@ def _typed(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r} must be a finite number {bound}", key=where)
         return number
     value = str(value)
-    if name == "model" and not MODEL_URI.fullmatch(value):
-        raise ConfigError(f"{where}={value!r} is not models:/NAME@ALIAS or models:/NAME/VERSION",
-                          key=where)
+    if name == "model":
+        from services.registry import parse_model_uri
+
+        parse_model_uri(value, key=where)
     return value
 
 

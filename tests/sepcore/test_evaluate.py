@@ -35,7 +35,7 @@ def toy_models(monkeypatch):
 def _checkpoint(path, synth_root, cache_dir, targets=("vocals", "accompaniment"), **model):
     cfg = experiment_config({"name": "true_sources", **model}, synth_root, path.parent / "run",
                             cache_dir, rate=RATE, channels=2, targets=targets,
-                            evaluation={"nsdr": True})
+                            evaluation={"nsdr": True, "protocol": "model"})
     return save_checkpoint(path, Checkpoint(config=cfg.to_dict(), model_state={})), cfg
 
 

@@ -228,13 +228,18 @@ def test_lr_is_multiplied_by_lr_factor_after_patience_epochs(synth_root, cache_d
     assert groups[0]["lr"] == pytest.approx(2.5e-4, rel=1e-12)  # the optimizer's, not a label
 
 
-def test_flat_validation_loss_stops_training(synth_root, cache_dir, tmp_path):
-    """With lr = 0 the weights never move, so the (real) validation loss is the same every epoch:
-    epoch 1 sets the best, epochs 2 and 3 are not better, early_stop=2 stops after epoch 3."""
+def test_flat_validation_loss_stops_training(synth_root, cache_dir, tmp_path, monkeypatch):
+    """A validation loss that never improves (the real validation runs; its loss is replaced by a
+    constant): epoch 1 sets the best, epochs 2 and 3 are not better, early_stop=2 stops after
+    epoch 3."""
+    import sepcore.train as train_module
+
+    real = train_module._validate
+    monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, *real(*args)[1:]))
     result = fit(_mini(synth_root, tmp_path / "flat", cache_dir, epochs=10, steps_per_epoch=1,
-                       lr=0.0, early_stop=2))
+                       early_stop=2))
     assert result.epochs_run == 3 and result.stopped_early
-    assert len({h["valid_loss"] for h in result.history}) == 1
+    assert [h["valid_loss"] for h in result.history] == [0.5, 0.5, 0.5]
 
 
 # --- devices -------------------------------------------------------------------------------------

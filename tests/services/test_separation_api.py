@@ -390,7 +390,7 @@ def test_versions_that_do_not_verify_are_not_served(tmp_path, caplog):
     unsigned = registry.register(make_checkpoint(tmp_path / "d.safetensors", seed=3), 0.0,
                                  **{"sepcore.checkpoint_sha256": ""})
     with TestClient(create_app(service)) as client:
-        for version, reason in ((tampered, "SHA-256"), (unsigned, "cannot be verified")):
+        for version, reason in ((tampered, "SHA-256"), (unsigned, "has no recorded SHA-256")):
             promote(registry.client(), registry.name, version=version)
             caplog.clear()
             assert service.holder.check() is False
@@ -407,7 +407,8 @@ def test_pinned_version_and_bad_settings(registry, tmp_path):
     assert service.holder.current.version == "2"
     from sepcore.errors import ConfigError
 
-    for given, message in ((dict(model="champion"), "is not models:/NAME@ALIAS"),
+    for given, message in ((dict(model="champion"), "--model: 'champion' is not a model URI"),
+                           (dict(model="models:/m/x"), "bad model URI 'models:/m/x'"),
                            (dict(model="models:/m@c", poll="-1"), "--poll='-1' must be"),
                            (dict(model="models:/m@c", queue_size="0"), "--queue-size='0'"),
                            (dict(model="models:/m@c", max_upload_mb="x"), "is not a number")):

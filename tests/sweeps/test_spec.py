@@ -145,6 +145,11 @@ BAD = [
     ("parameter twice", "search: {train.lr: {choice: [0.1]}, train: {lr: {choice: [0.2]}}}\n",
      "search.train.lr"),
     ("bad profile key", "profiles: {smoke: {search2: {}}}\n", "profiles.smoke.search2"),
+    ("negative or NaN learning rate", "search: {train.lr: {choice: [-1, .nan]}}\n",
+     "search.train.lr"),
+    ("zero batch size", "search: {train.batch_size: {grid: [0]}}\n", "search.train.batch_size"),
+    ("overlap range reaching 1", "search: {eval.overlap: {uniform: [0.5, 1.0]}}\n",
+     "search.eval.overlap"),
     ("frozen pattern matches nothing", "search: {train.frozen: {grid: [[], [masker.*]]}}\n",
      "search.train.frozen"),
 ]

@@ -49,8 +49,9 @@ def evaluate(
     hop: int = 44100,
     backend: str = "sepcore",
     dtype: torch.dtype = torch.float64,
+    mode: str = "v4",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """BSSEval v4 image metrics per source and window, as ``museval.evaluate(..., mode="v4")``.
+    """BSSEval image metrics per source and window, as ``museval.evaluate(..., mode=mode)``.
 
     Estimates longer than the references are truncated, shorter ones zero-padded (museval).
     Computed on the inputs' device (CUDA tensors stay on the GPU).
@@ -62,6 +63,9 @@ def evaluate(
         hop: hop in samples (default 1 s at 44.1 kHz).
         backend: ``"sepcore"`` (this package) or ``"museval"`` (``museval.evaluate`` itself).
         dtype: working precision of ``"sepcore"``; keep float64 (see the package docstring).
+        mode: ``"v4"`` (filters estimated once on the whole track) or ``"v3"`` (filters per
+            window). With one window spanning the references (``win = hop = nsampl``) both are
+            the same computation and ``"sepcore"`` computes it; a windowed ``"v3"`` runs museval.
 
     Returns:
         ``(sdr, isr, sir, sar)``, each (nsrc, nwin) float64 numpy in dB; windows where any
@@ -70,13 +74,19 @@ def evaluate(
     Raises:
         ValueError: unknown backend, mismatched shapes, or an all-zero source (as museval).
     """
+    if mode not in ("v4", "v3"):
+        raise ValueError(f"unknown BSSEval mode {mode!r}; expected 'v4' or 'v3'")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown BSSEval backend {backend!r}; expected one of {BACKENDS}")
+    if mode == "v3" and backend == "sepcore" and int(win) < _num_samples(references):
+        logger.info("BSSEval v3 with %d-sample windows: per-window filters, museval computes them",
+                    int(win))
+        backend = "museval"
     if backend == "museval":
         sdr, isr, sir, sar = museval.evaluate(
-            _to_numpy(references), _to_numpy(estimates), win=int(win), hop=int(hop), mode="v4"
+            _to_numpy(references), _to_numpy(estimates), win=int(win), hop=int(hop), mode=mode
         )
         return sdr, isr, sir, sar
-    if backend != "sepcore":
-        raise ValueError(f"unknown BSSEval backend {backend!r}; expected one of {BACKENDS}")
     refs = _as_tensor(references, dtype)
     ests = _as_tensor(estimates, dtype).to(refs.device)
     if refs.ndim < 3:  # museval's np.atleast_3d: (nsrc, nsampl) -> (nsrc, nsampl, 1)
@@ -87,6 +97,12 @@ def evaluate(
     with torch.no_grad():
         out = bss_eval_v4(refs, ests, win=win, hop=hop).to("cpu", torch.float64).numpy()
     return out[0], out[1], out[2], out[3]
+
+
+def _num_samples(x: ArrayLike) -> int:
+    if isinstance(x, Sequence) and x:
+        return int(len(x[0]))
+    return int(x.shape[1])
 
 
 def _atleast_3d(x: torch.Tensor) -> torch.Tensor:
@@ -111,13 +127,19 @@ def _add_scores(
     hop: float,
     backend: str,
     skip: tuple[str, ...] = (),
+    version: str = "v4",
 ) -> None:
+    if version == "v3":  # one window over the whole track
+        win_n = hop_n = int(np.asarray(references[names[0]]).shape[0])
+    else:
+        win_n, hop_n = int(win * rate), int(hop * rate)
     sdr, isr, sir, sar = evaluate(
         [references[n] for n in names],
         [estimates[n] for n in names],
-        win=int(win * rate),
-        hop=int(hop * rate),
+        win=win_n,
+        hop=hop_n,
         backend=backend,
+        mode=version,
     )
     for i, name in enumerate(names):
         if name in skip:
@@ -139,6 +161,7 @@ def evaluate_track(
     win: float = 1.0,
     hop: float = 1.0,
     backend: str = "sepcore",
+    version: str = "v4",
 ) -> museval.TrackStore:
     """Scores one track the way ``museval.eval_mus_track`` does, as a museval ``TrackStore``.
 
@@ -156,20 +179,28 @@ def evaluate_track(
         win: window length in seconds.
         hop: hop in seconds.
         backend: ``"sepcore"`` (the fast path of this package) or ``"museval"``.
+        version: ``"v4"`` (windows of ``win`` s) or ``"v3"``: one window over the whole track
+            (``museval.evaluate(..., mode="v3", win=hop=len(track))``; ``win``/``hop`` ignored,
+            the store records the track's duration), one value per target and metric.
 
     Returns:
         ``museval.TrackStore`` holding per-window SDR/SIR/ISR/SAR per target (``.json``, ``.df``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown BSSEval backend {backend!r}; expected one of {BACKENDS}")
+    if version not in ("v4", "v3"):
+        raise ValueError(f"unknown BSSEval version {version!r}; expected 'v4' or 'v3'")
     targets = [name for name in references if name in estimates]
+    if version == "v3" and targets:
+        win = hop = np.asarray(references[targets[0]]).shape[0] / rate
     store = museval.TrackStore(win=win, hop=hop, track_name=track_name)
 
     has_acc = "vocals" in targets and "accompaniment" in targets
     joint = [name for name in targets if not (has_acc and name == "accompaniment")]
     if len(joint) >= 2:
         skip = ("vocals",) if has_acc else ()
-        _add_scores(store, joint, references, estimates, rate, win, hop, backend, skip=skip)
+        _add_scores(store, joint, references, estimates, rate, win, hop, backend, skip=skip,
+                    version=version)
     elif not has_acc:
         warnings.warn(
             f"track {track_name!r}: BSSEval needs at least two targets, got {targets}; "
@@ -179,7 +210,7 @@ def evaluate_track(
         )
     if has_acc:
         pair = ["vocals", "accompaniment"]
-        _add_scores(store, pair, references, estimates, rate, win, hop, backend)
+        _add_scores(store, pair, references, estimates, rate, win, hop, backend, version=version)
     return store
 
 
