@@ -579,13 +579,17 @@ class Stack:
         write_private(self.paths.auth_ini, "\n".join([
             "[mlflow]", "default_permission = READ", f"database_uri = {pg}/mlflow_auth",
             f"admin_username = {MLFLOW_USER}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", ""]))
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            # a checked password is trusted for a minute instead of hashing it on every request
+            "auth_cache_ttl_seconds = 60", ""]))
         env = {**self._base_env(), **self.s3_env(),
                "MLFLOW_BACKEND_STORE_URI": f"{pg}/mlflow",
                "MLFLOW_AUTH_CONFIG_PATH": str(self.paths.auth_ini),
                "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_USER,
                "MLFLOW_AUTH_ADMIN_PASSWORD": self.secrets["mlflow_password"],
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["flask_secret_key"]}
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["flask_secret_key"],
+               # no GenAI job runner (its 7 processes): sweeps never submit server-side jobs
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         record = self._record(name, spawn(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
              "--host", self.host, "--port", str(self.ports["mlflow"]), "--workers", "2",
