@@ -27,8 +27,34 @@ SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 
 # The worker's wrapper: $0 is its host name, "$@" the command. `ip netns exec` and `unshare`
 # exec their command (no extra process), so the command keeps the process group of the caller.
-_NODE_SCRIPT = ('set -e; mount -t tmpfs -o mode=1777 tmpfs /tmp; hostname "$0"; '
+# Folders the node must still see although they lie under /tmp (a checkout or venv there: the
+# code every node runs, as a cluster mounts it) are bound back from the host's /tmp, reached
+# for a moment through /mnt (in this private mount namespace only).
+_NODE_SCRIPT = ('set -e; {keep}mount -t tmpfs -o mode=1777 tmpfs /tmp; {rebind}hostname "$0"; '
                 'mkdir /tmp/node; cd /tmp/node; exec "$@"')
+
+
+def _under_tmp(paths) -> list[str]:
+    """The distinct folders of ``paths`` below ``/tmp`` (outermost only)."""
+    found: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths}):
+        if path.startswith("/tmp/") and not any(path.startswith(f + "/") for f in found):
+            found.append(path)
+    return found
+
+
+def node_script(shared=()) -> str:
+    """The wrapper script; ``shared`` folders below ``/tmp`` stay visible on the node."""
+    import shlex
+
+    kept = _under_tmp(shared)
+    if not kept:
+        return _NODE_SCRIPT.format(keep="", rebind="")
+    rebind = "".join(f"mkdir -p {shlex.quote(path)}; "
+                     f"mount --bind {shlex.quote('/mnt' + path[len('/tmp'):])} "
+                     f"{shlex.quote(path)}; " for path in kept)
+    return _NODE_SCRIPT.format(keep="mount --bind /tmp /mnt; ",
+                               rebind=rebind + "umount -l /mnt; ")
 
 
 class NamespaceError(RuntimeError):
@@ -160,8 +186,9 @@ def delete_bridge(bridge: str) -> None:
         _ip("link", "del", bridge)
 
 
-def node_command(netns: str, hostname: str, cmd: list[str]) -> list[str]:
+def node_command(netns: str, hostname: str, cmd: list[str], shared=()) -> list[str]:
     """``cmd`` run in ``netns``, in its own mount and UTS namespaces: tmpfs on ``/tmp``, working
-    directory ``/tmp/node``, host name ``hostname``."""
+    directory ``/tmp/node``, host name ``hostname``; the ``shared`` folders (the checkout, the
+    venv, the stack's state) stay visible even when they lie below ``/tmp``."""
     return ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts", "--propagation",
-            "private", "sh", "-c", _NODE_SCRIPT, hostname, *cmd]
+            "private", "sh", "-c", node_script(shared), hostname, *cmd]

@@ -70,6 +70,7 @@ MLFLOW_USER = "admin"
 REGION = "us-east-1"
 OBJECT_STORE_BYTES = 300 * 1024**2  # per Ray node (Ray's minimum is 75 MB)
 BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout every node runs (shared storage)
 COMPONENTS = ("postgres", "s3", "mlflow", "ray-head")  # then worker-1 … worker-N
 # environment variables of the launching shell that must not reach the stack's processes
 _NOT_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE",
@@ -621,8 +622,10 @@ class Stack:
                "--object-store-memory", str(OBJECT_STORE_BYTES),
                "--dashboard-agent-listen-port", "0", "--disable-usage-stats"]
         if self.state["mode"] == "namespaces":
+            shared = [REPO_ROOT, sys.prefix, self.paths.root]
             return (netns.node_command(worker["netns"], worker["hostname"],
-                                       [*cmd, "--temp-dir", "/tmp/ray"]), None, worker["netns"])
+                                       [*cmd, "--temp-dir", "/tmp/ray"], shared=shared),
+                    None, worker["netns"])
         temp = Path(worker["temp_dir"])
         return [*cmd, "--temp-dir", str(temp)], temp, str(temp)
 

@@ -334,3 +334,26 @@ def test_status_names_each_component_down(tmp_path):
         "postgres", "s3", "mlflow", "ray-head", "worker-1", "worker-2"]
     assert all(line.split()[1] == "DOWN" for line in lines)
 
+
+
+def test_node_keeps_shared_folders_below_tmp_and_hides_the_rest(tmp_path):
+    """A checkout or venv under /tmp (a clean clone there) must stay visible on a worker node,
+    whose /tmp is otherwise a fresh tmpfs: the shared folders are bound back, nothing else."""
+    why = netns.unavailable()
+    if why:
+        pytest.skip(f"namespaces unavailable: {why}")
+    assert str(tmp_path).startswith("/tmp/"), tmp_path
+    shared = tmp_path / "checkout with space"
+    shared.mkdir()
+    (shared / "code.py").write_text("x = 1\n")
+    private = tmp_path / "other"
+    private.mkdir()
+    (private / "secret").write_text("host only\n")
+    check = (f'test -f "{shared}/code.py" && ! test -e "{private}" && test "$(hostname)" = node-x '
+             f'&& test "$(pwd)" = /tmp/node && echo ok')
+    done = subprocess.run(["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c",
+                           netns.node_script([shared, "/usr"]), "node-x", "sh", "-c", check],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    assert (private / "secret").read_text() == "host only\n"  # the host's /tmp is untouched
+    assert netns.node_script(["/usr", "/var/tmp/x"]) == netns.node_script()  # nothing under /tmp
