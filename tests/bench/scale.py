@@ -23,7 +23,13 @@ Usage::
     python tests/bench/scale.py --trials 30 --sleep 0.2 --concurrency 16
     MLFLOW_TRACKING_URI=http://… python tests/bench/scale.py --backend-uri postgresql://…
 
-(the last form logs through a tracking server, e.g. the one `make stack` starts).
+(the last form logs through a tracking server). On the stack of `make stack` (several nodes, so
+the cluster checks apply: Tune's storage and the checkpoints in S3, a data root every node sees)::
+
+    source .stack/stack.env   # then GCS=the address `python -m services stack status` prints
+    python tests/bench/scale.py --address "$GCS" --concurrency 4 \
+        --storage s3://sepcore/scale --artifacts s3://sepcore/scale --data-root data/synth-demo \
+        --backend-uri postgresql://…
 """
 
 from __future__ import annotations
@@ -87,10 +93,10 @@ tune:
   resources: {{cpu: 1, gpu: 0}}
   max_failures: 0
   num_to_keep: {num_to_keep}
-  storage_path: {work}/ray-results
+  storage_path: {storage}
   test_eval: false
 tracking: {{experiment: scale-{trials}}}
-artifacts: {{uri: {work}/store, top_k: 1}}
+artifacts: {{uri: {artifacts}, top_k: 1}}
 registry: {{model_name: sepcore-scale-{trials}}}
 """
 
@@ -105,13 +111,17 @@ def one_size(args) -> dict:
     global EPOCHS, SLEEP
     EPOCHS, SLEEP = args.epochs, args.sleep
     work = Path(args.work)
-    (work / "data").mkdir(exist_ok=True)  # the base's data root must exist (never read here)
+    data_root = Path(args.data_root or work / "data")
+    data_root.mkdir(parents=True, exist_ok=True)  # the base's data root must exist (never read)
     path = work / "scale.yaml"
+    stamp = f"{args.one}-{int(time.time())}"  # a fresh folder on shared storage for each run
     path.write_text(textwrap.dedent(SWEEP.format(
-        trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg, work=work,
-        num_to_keep=args.num_to_keep)))
+        trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg,
+        num_to_keep=args.num_to_keep,
+        storage=f"{args.storage}/{stamp}" if args.storage else f"{work}/ray-results",
+        artifacts=f"{args.artifacts}/{stamp}" if args.artifacts else f"{work}/store")))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlruns.db")
-    sweep = load_sweep(path, overrides=[f"base.data.root={work / 'data'}"])
+    sweep = load_sweep(path, overrides=[f"base.data.root={data_root}"])
     finish_time = []
     real_finish = runner.finish_sweep
 
@@ -166,6 +176,10 @@ def main() -> None:
                              "time a trial has saved this many checkpoints since the last one)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
+    parser.add_argument("--storage", help="Tune's storage (e.g. s3://sepcore/scale on a cluster; "
+                                          "default: a local temporary folder)")
+    parser.add_argument("--artifacts", help="the checkpoint store (e.g. s3://sepcore/scale)")
+    parser.add_argument("--data-root", help="a data root every node sees (never read)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,7 +195,9 @@ def main() -> None:
                    "--epochs", str(args.epochs), "--sleep", str(args.sleep),
                    "--concurrency", str(args.concurrency), "--search-alg", args.search_alg,
                    "--num-to-keep", str(args.num_to_keep)]
-            for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri)):
+            for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri),
+                                ("--storage", args.storage), ("--artifacts", args.artifacts),
+                                ("--data-root", args.data_root)):
                 if value:
                     cmd += [flag, value]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
