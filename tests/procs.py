@@ -129,6 +129,8 @@ def kill_strays(text: str, grace: float = 10.0) -> list[int]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if left:  # SIGKILL is delivered asynchronously: wait until they are really gone
+        _wait_gone(lambda: [pid for pid in pids_mentioning(text) if pid in left], 10.0)
     return left
 
 
