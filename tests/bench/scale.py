@@ -154,7 +154,7 @@ def one_size(args) -> dict:
 
 
 def count_rows(uri: str) -> dict[str, int] | None:
-    if not uri.startswith(("sqlite:", "postgresql:", "mysql:")):
+    if not uri.startswith(("sqlite:", "postgresql", "mysql")):
         return None
     import sqlalchemy
 
