@@ -27,9 +27,9 @@ def start_time(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    found = []
+def _live_stats():
+    """``(pid, fields of /proc/<pid>/stat after the command name)`` of every live (non-zombie)
+    process: ``fields[0]`` state, ``[1]`` parent, ``[2]`` process group, ``[19]`` start time."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -37,9 +37,13 @@ def group_members(pgid: int) -> list[int]:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+        if fields[0] != "Z":
+            yield int(entry), fields
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    return [pid for pid, fields in _live_stats() if int(fields[2]) == pgid]
 
 
 def pids_mentioning(text: str) -> list[int]:
@@ -82,15 +86,8 @@ def descendants(pid: int) -> dict[int, int]:
     """Live descendants of ``pid`` -> their start times (children that left its group, e.g.
     PostgreSQL's backends, which start sessions of their own)."""
     parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
+    for child, fields in _live_stats():
+        parents.setdefault(int(fields[1]), []).append((child, int(fields[19])))
     found, todo = {}, [pid]
     while todo:
         for child, started in parents.get(todo.pop(), []):
