@@ -140,7 +140,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     """
     from mlflow import MlflowClient
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps import tracking
     from sweeps.trainable import TrialContext, train_trial
@@ -214,15 +213,17 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                 reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1,
-                # Tune's CSV and JSON result logs (Result.metrics_dataframe reads them); not its
-                # TensorBoard logger, whose per-result writes cost the driver ~2x the other two
-                # and whose event files nothing reads (metrics go to MLflow)
-                callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+                # none of Tune's per-trial result logs (CSV, JSON, TensorBoard): MLflow holds
+                # every metric, and those files sit in the folder Tune uploads whole to its
+                # storage at every experiment snapshot, a snapshot per checkpoint with
+                # num_to_keep=1, so on S3 each report would cost O(trials) uploads
+                # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
+                callbacks=[],
                 failure_config=tune.FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
                     checkpoint_score_order=t.mode)))
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
         results = tuner.fit()
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
 
@@ -237,6 +238,25 @@ def _tune_env(**defaults: str):
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+class _ResultFileFilter(logging.Filter):
+    """Drops Tune's "Failed to fetch metrics" warning: its ResultGrid looks for per-trial
+    result files, which a sweep does not write (see the callbacks in :func:`run_sweep`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def _no_result_file_warning():
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    flt = _ResultFileFilter()
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
 
 
 def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None) -> None:
@@ -272,13 +292,16 @@ def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | 
 
 
 def _best_value(result, metric: str, mode: str) -> float:
-    frame = result.metrics_dataframe
-    if frame is None or metric not in frame:
+    """The trial's best ``metric`` over its epochs. Every report carries a checkpoint and Tune
+    keeps the best ``num_to_keep`` of them by the sweep metric (and the latest), so the best
+    value is among their metrics (no per-trial result file is read: none is written)."""
+    values = [m.get(metric) for _, m in (result.best_checkpoints or [])]
+    values.append((result.metrics or {}).get(metric))
+    values = [float(v) for v in values
+              if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)]
+    if not values:
         return math.nan
-    series = frame[metric].dropna()
-    if series.empty:
-        return math.nan
-    return float(series.max() if mode == "max" else series.min())
+    return max(values) if mode == "max" else min(values)
 
 
 def _close_orphans(client, children: dict[str, Any], known: set[str]) -> list[str]:
