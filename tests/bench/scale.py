@@ -46,6 +46,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from services.redact import redact
+
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 3
 SLEEP = 0.5
@@ -200,9 +202,10 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds per epoch")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
-    parser.add_argument("--num-to-keep", type=int, default=1,
-                        help="tune.num_to_keep (Tune snapshots its whole experiment state each "
-                             "time a trial has saved this many checkpoints since the last one)")
+    parser.add_argument("--num-to-keep", type=int, default=2,
+                        help="tune.num_to_keep, default 2 as in a sweep file (Tune snapshots "
+                             "its whole experiment state each time a trial has saved this many "
+                             "checkpoints since the last snapshot)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
     parser.add_argument("--storage", help="Tune's storage (e.g. s3://sepcore/scale on a cluster; "
@@ -215,6 +218,11 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(one_size(args)), flush=True)
         return
+    print(f"# {args.epochs} epochs of {args.sleep} s per trial, {args.concurrency} at a time, "
+          f"tune.num_to_keep {args.num_to_keep}, {args.search_alg} search; Ray "
+          f"{args.address or 'local'}, tracking "
+          f"{redact(os.environ.get('MLFLOW_TRACKING_URI', 'sqlite (local)'))}, "
+          f"storage {args.storage or 'local folder'}", flush=True)
     print(f"{'trials':>6} {'wall s':>8} {'ideal s':>8} {'overhead/trial s':>17} "
           f"{'report+registry s':>18} {'driver CPU s':>13} {'driver peak RSS MB':>19} "
           f"{'load':>5}  MLflow rows")
