@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class SweepOutcome:
     registered: dict[str, Any] | None = None
     report: str = ""
     orphaned: list[str] = field(default_factory=list)  # run ids closed by _close_orphans
+    replayed: int = 0  # MLflow calls trials left unsent, sent by the driver after the sweep
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -223,7 +225,11 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
                     checkpoint_score_order=t.mode)))
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
+    # TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE: Tune's record of each kept checkpoint holds
+    # the sweep metric only (what ranks it and what _best_value reads), not every epoch metric:
+    # a smaller experiment state, which Tune writes and uploads whole at every snapshot
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+                   TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE="1"), _no_result_file_warning():
         results = tuner.fit()
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
 
@@ -304,6 +310,28 @@ def _best_value(result, metric: str, mode: str) -> float:
     return max(values) if mode == "max" else min(values)
 
 
+def _replay_unsent(client, results) -> int:
+    """Send what trials could not send to the tracking server before their last report (an
+    outage longer than their closing wait): it is in their latest checkpoint, on the shared
+    storage; only that small folder is fetched, for the trials whose report counted any."""
+    import pyarrow.fs
+
+    from sweeps import tracking
+
+    sent = 0
+    for result in results:
+        checkpoint = result.checkpoint
+        if not (result.metrics or {}).get(tracking.UNSENT_METRIC) or checkpoint is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="sepcore-unsent-") as folder:
+            pyarrow.fs.copy_files(f"{checkpoint.path}/{tracking.UNSENT_DIR}",
+                                  f"{folder}/{tracking.UNSENT_DIR}",
+                                  source_filesystem=checkpoint.filesystem,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+            sent += tracking.replay_unsent(client, folder)
+    return sent
+
+
 def _close_orphans(client, children: dict[str, Any], known: set[str]) -> list[str]:
     """Close the runs of trials Tune does not know (any more): a driver killed right after a trial
     started, before Tune saved its experiment state, leaves a run that `resume` cannot continue
@@ -340,6 +368,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     t = sweep.tune
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
                            tracking_uri=uri)
+    outcome.replayed = _replay_unsent(client, results)
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
                 for r in tracking.child_runs(client, experiment_id, parent, orphans=True)}
     max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs

@@ -100,7 +100,7 @@ tune:
   seed: 0
   scheduler: {{type: fifo}}
   max_concurrent: {concurrency}
-  resources: {{cpu: 1, gpu: 0}}
+  resources: {{cpu: {cpus}, gpu: 0}}
   max_failures: 0
   num_to_keep: {num_to_keep}
   storage_path: {storage}
@@ -127,7 +127,7 @@ def one_size(args) -> dict:
     stamp = f"{args.one}-{int(time.time())}"  # a fresh folder on shared storage for each run
     path.write_text(textwrap.dedent(SWEEP.format(
         trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg,
-        num_to_keep=args.num_to_keep,
+        num_to_keep=args.num_to_keep, cpus=args.cpus_per_trial,
         storage=f"{args.storage}/{stamp}" if args.storage else f"{work}/ray-results",
         artifacts=f"{args.artifacts}/{stamp}" if args.artifacts else f"{work}/store")))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlruns.db")
@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds per epoch")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0,
+                        help="tune.resources.cpu (the trainable sleeps: a fraction lets more "
+                             "trials share a node)")
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
     parser.add_argument("--num-to-keep", type=int, default=2,
                         help="tune.num_to_keep, default 2 as in a sweep file (Tune snapshots "
@@ -219,7 +222,8 @@ def main() -> None:
         print("RESULT " + json.dumps(one_size(args)), flush=True)
         return
     print(f"# {args.epochs} epochs of {args.sleep} s per trial, {args.concurrency} at a time, "
-          f"tune.num_to_keep {args.num_to_keep}, {args.search_alg} search; Ray "
+          f"{args.cpus_per_trial:g} CPU each, tune.num_to_keep {args.num_to_keep}, "
+          f"{args.search_alg} search; Ray "
           f"{args.address or 'local'}, tracking "
           f"{redact(os.environ.get('MLFLOW_TRACKING_URI', 'sqlite (local)'))}, "
           f"storage {args.storage or 'local folder'}", flush=True)
@@ -231,7 +235,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", str(trials), "--work", work,
                    "--epochs", str(args.epochs), "--sleep", str(args.sleep),
                    "--concurrency", str(args.concurrency), "--search-alg", args.search_alg,
-                   "--num-to-keep", str(args.num_to_keep)]
+                   "--num-to-keep", str(args.num_to_keep),
+                   "--cpus-per-trial", str(args.cpus_per_trial)]
             for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri),
                                 ("--storage", args.storage), ("--artifacts", args.artifacts),
                                 ("--data-root", args.data_root)):
