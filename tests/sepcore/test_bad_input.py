@@ -306,3 +306,49 @@ def test_separate_overrides_may_follow_the_options(checkpoint, tmp_path, capsys)
                  "eval.segment=0.5"]) == 0
     with pytest.raises(SystemExit):
         main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"), "--nope"])
+
+
+def _samples(path, frames, rate=RATE, channels=1):
+    import numpy as np
+    import soundfile as sf
+
+    audio = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels))
+    sf.write(path, audio.astype("float32"), rate, format="WAV", subtype="FLOAT")
+    return path
+
+
+def test_separate_refuses_an_empty_song_before_writing_anything(checkpoint, tmp_path, capsys):
+    good, empty = _song(tmp_path / "good.wav"), _samples(tmp_path / "empty.wav", 0)
+    out = tmp_path / "out"
+    assert main(["separate", str(checkpoint), str(good), str(empty), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert str(empty) in line and "no samples" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_separate_of_a_song_of_a_few_samples(checkpoint, tmp_path, capsys, frames):
+    import numpy as np
+    import soundfile as sf
+
+    song = _samples(tmp_path / "tiny.wav", frames, channels=2)
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "out")]) == 0
+    for name in ("vocals", "accompaniment"):
+        stem, rate = sf.read(tmp_path / "out" / "tiny" / f"{name}.wav", always_2d=True)
+        assert rate == RATE and stem.shape == (frames, 1) and np.isfinite(stem).all()
+    # at 44.1 kHz two samples last less than one sample of the 8 kHz model: an error, not 0 frames
+    short = _samples(tmp_path / "short.wav", 2, rate=44100)
+    assert main(["separate", str(checkpoint), str(short), "--out", str(tmp_path / "o2")]) == 2
+    line = _error_line(capsys)
+    assert str(short) in line and "too short" in line and "44100 Hz" in line
+
+
+def test_separator_refuses_audio_with_nothing_to_separate():
+    from sepcore.errors import DataError
+    from sepcore.separate import check_length
+
+    check_length(1, 1, 8000, 8000)
+    check_length(6, 2, 44100, 8000)
+    for frames, channels, rate in [(0, 1, 8000), (5, 0, 8000), (5, 2, 44100)]:
+        with pytest.raises(DataError, match="no samples|too short"):
+            check_length(frames, channels, rate, 8000)
