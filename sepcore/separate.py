@@ -127,11 +127,14 @@ def apply_model(
     else:
         stride = max(1, int(core * (1 - overlap)))
         fade = core - stride
-        weight = torch.ones(core)
+        # the cross-fade window, ramps of `fade` samples at both ends of `core`; only its first
+        # min(core, length) samples are ever used (a chunk longer than the song is never built)
+        index = torch.arange(min(core, length))
+        weight = torch.ones(len(index))
         if fade > 0:
-            ramp = torch.arange(1, fade + 1, dtype=torch.float32) / (fade + 1)
-            weight[:fade] = ramp
-            weight[-fade:] = ramp.flip(0)
+            weight = torch.where(index < fade, (index + 1).float() / (fade + 1), weight)
+            weight = torch.where(index >= core - fade, (core - index).float() / (fade + 1),
+                                 weight)
         total = torch.zeros(length)
         starts = [0]
         while starts[-1] + core < length:

@@ -23,6 +23,8 @@ OUT_OF_DOMAIN = [
     ("eval.win", 0.0), ("data.segment", 0.0), ("data.samples_per_track", 0),
     ("data.valid_segment", -1.0), ("data.valid_ratio", 1.0), ("audio.sample_rate", 0),
     ("audio.sample_rate", -8000),
+    # chunks 0.01 s apart (segment 10 s): the model would run once per 80 samples at 8 kHz
+    ("eval.overlap", 0.999),
 ]
 
 
@@ -352,3 +354,16 @@ def test_separator_refuses_audio_with_nothing_to_separate():
     for frames, channels, rate in [(0, 1, 8000), (5, 0, 8000), (5, 2, 44100)]:
         with pytest.raises(DataError, match="no samples|too short"):
             check_length(frames, channels, rate, 8000)
+
+
+def test_separate_with_a_chunk_far_longer_than_the_song(checkpoint, tmp_path):
+    """eval.segment=1e9 once allocated a cross-fade window of 8e12 samples (found by
+    tests/robustness): the window is never longer than the song."""
+    import numpy as np
+    import soundfile as sf
+
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "out"),
+                 "eval.segment=1e9", "eval.overlap=0.5"]) == 0
+    stem = sf.read(tmp_path / "out" / "a" / "vocals.wav")[0]
+    assert stem.shape == (int(0.5 * RATE),) and np.isfinite(stem).all()
