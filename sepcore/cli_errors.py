@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from sepcore.errors import SepcoreError
+from sepcore.errors import SepcoreError, one_line
 from sepcore.redact import redact
 
 DEBUG_ENV = "SEPCORE_DEBUG"
@@ -63,11 +62,6 @@ def debug_enabled(args: argparse.Namespace | None = None) -> bool:
     """``--debug`` was given or ``SEPCORE_DEBUG`` is set to something other than 0/false/no."""
     env = os.environ.get(DEBUG_ENV, "").strip().lower()
     return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no", "off")
-
-
-def one_line(text: object) -> str:
-    """``text`` on one line (line breaks and the indentation after them become one space)."""
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(text).strip())
 
 
 def _describe(exc: BaseException) -> str:

@@ -103,12 +103,12 @@ def run_cli(main: Callable[[list[str]], int], argv: list[str]) -> CliResult:
 
 
 def judge_cli(test: str, result: CliResult, names: tuple[str, ...],
-              check_output: Callable[[], None]) -> str:
+              check_output: Callable[[CliResult], None]) -> str:
     """Classify a CLI run (see the module docstring) and record it; raise
     :class:`ContractBroken` unless it is a clear error or a correct result.
 
     ``names``: what an error line may name (the file, key or argument at fault; one suffices).
-    ``check_output()``: asserts the outputs of an exit-0 run.
+    ``check_output(result)``: asserts the outputs of an exit-0 run.
     """
     if result.code == 2:
         lines = result.error_lines
@@ -119,7 +119,7 @@ def judge_cli(test: str, result: CliResult, names: tuple[str, ...],
         raise ContractBroken(f"exit 2 without one error line naming {names}: {result.err!r}")
     if result.code == 0:
         try:
-            check_output()
+            check_output(result)
         except AssertionError as exc:
             record(test, "wrong")
             raise ContractBroken(f"exit 0 with a wrong result: {exc}") from exc
@@ -160,7 +160,7 @@ def judge_call(test: str, call: Callable[[], object], errors: tuple[type[BaseExc
 
 
 def cli_case(test: str, main: Callable[[list[str]], int], argv: list[str],
-             names: tuple[str, ...], check_output: Callable[[], None]) -> str:
+             names: tuple[str, ...], check_output: Callable[[CliResult], None]) -> str:
     """:func:`run_cli` + :func:`judge_cli`; a hang or an escaping exception is recorded too."""
     try:
         result = run_cli(main, argv)

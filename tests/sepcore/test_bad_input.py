@@ -367,3 +367,20 @@ def test_separate_with_a_chunk_far_longer_than_the_song(checkpoint, tmp_path):
                  "eval.segment=1e9", "eval.overlap=0.5"]) == 0
     stem = sf.read(tmp_path / "out" / "a" / "vocals.wav")[0]
     assert stem.shape == (int(0.5 * RATE),) and np.isfinite(stem).all()
+
+
+def test_yaml_syntax_errors_are_one_line(tmp_path):
+    """A YAML parser's message spans lines; sepcore's errors never do (found by
+    tests/robustness on sweep files)."""
+    from sepcore.config import load_config
+    from sweeps.errors import SweepError
+    from sweeps.spec import load_sweep
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: [\n  - :\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    with pytest.raises(SweepError) as sweep_err:
+        load_sweep(bad)
+    for exc in (err.value, sweep_err.value):
+        assert str(bad) in str(exc) and "cannot parse YAML" in str(exc) and "\n" not in str(exc)
