@@ -384,3 +384,32 @@ def test_yaml_syntax_errors_are_one_line(tmp_path):
         load_sweep(bad)
     for exc in (err.value, sweep_err.value):
         assert str(bad) in str(exc) and "cannot parse YAML" in str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("change", ["huge config", "nan weight"])
+def test_checkpoint_whose_weights_disagree_with_it_is_one_line(checkpoint, tmp_path, change):
+    """A config of 10^9 encoder filters is refused from the weights' shapes before any model is
+    allocated; a NaN weight would give NaN stems."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from sepcore.checkpoint import load_model
+    from sepcore.errors import CheckpointError
+
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["sepcore"])
+    tensors = load_file(str(checkpoint))
+    if change == "huge config":
+        meta["config"]["model"]["encoder"]["N"] = 10**9
+    else:
+        key = sorted(tensors)[0]
+        tensors[key] = tensors[key].clone().fill_(float("nan"))
+    path = tmp_path / "odd.safetensors"
+    save_file(tensors, str(path), metadata={"sepcore": json.dumps(meta)})
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert ("do not match the stored config" in msg) if change == "huge config" else ("NaN" in msg)
