@@ -97,7 +97,8 @@ def _cmd_submit(args) -> int:
                              f"not shown: it may hold a secret)", key="--env")
         env_vars[key] = value
     job_id = submit(args.file, address=args.address, profile=args.profile,
-                    overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars)
+                    overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars,
+                    allow_secrets=args.allow_secrets)
     address = redact(args.address)
     print(f"submitted job {job_id}")
     print(f"follow its logs: ray job logs --address {address} --follow {job_id}")
@@ -163,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="Ray dashboard address, http://HEAD:8265")
     p.add_argument("--profile")
     p.add_argument("--working-dir", default=".")
+    p.add_argument("--allow-secrets", action="store_true",
+                   help="upload the working directory even if it holds files named like secrets "
+                        "(.env, *.pem, *.key, id_rsa*, .stack/ ...) that no .gitignore/.rayignore "
+                        "excludes")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment variable for the job (repeatable)")
     p.add_argument("overrides", nargs="*")
