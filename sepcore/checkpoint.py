@@ -322,9 +322,42 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     ckpt = load_checkpoint(path)
     config = experiment_config(ckpt.config, str(path), overrides)  # bad overrides fail first
     name, model_cfg = model_from_config(ckpt.config, str(path))
+    _check_weights(path, name, model_cfg, ckpt.model_state)
     model = build_model(name, model_cfg)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the stored config: {exc}") from None
     return model.to(device).eval(), config
+
+
+def _check_weights(path: str | Path, name: str, model_cfg: Any,
+                   weights: dict[str, torch.Tensor]) -> None:
+    """The stored weights against the stored config, before the model is built for real: the
+    model is first built on the ``meta`` device (no memory), so a config whose sizes disagree
+    with the weights (say ``N: 1000000000``) is an error naming the tensor, not an allocation of
+    the config's size. A NaN/inf weight is an error too (it would give NaN stems). Models whose
+    constructor cannot run on ``meta`` are checked by ``load_state_dict`` alone."""
+    from sepcore.models import build_model
+
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: weight {key!r} holds NaN or infinite values")
+    try:
+        with torch.device("meta"):
+            expected = build_model(name, model_cfg).state_dict()
+    except (RuntimeError, NotImplementedError):  # data-dependent constructors (item, nonzero)
+        return
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        what = (f"missing {missing[0]!r}" if missing else "") + (", " if missing and unexpected
+                                                                 else "") + \
+            (f"unexpected {unexpected[0]!r}" if unexpected else "")
+        raise CheckpointError(f"{path}: weights do not match the stored config "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected; {what})")
+    for key, tensor in expected.items():
+        if tuple(tensor.shape) != tuple(weights[key].shape):
+            raise CheckpointError(f"{path}: weights do not match the stored config: "
+                                  f"{key!r} is {tuple(weights[key].shape)} in the file, "
+                                  f"{tuple(tensor.shape)} by the config")

@@ -1,7 +1,8 @@
 """The ``sep`` command line: synth, train, evaluate, score, separate, info, analyze, oracle, demo.
 
-Every sub-command is a thin wrapper over a library function; errors of sepcore's own types are
-printed as one clear line (exit code 2) instead of a traceback.
+Every sub-command is a thin wrapper over a library function; errors are printed as one clear
+line by :func:`sepcore.cli_errors.run_command` (exit code 2 for bad input, 1 for a bug; ``--debug``
+or ``SEPCORE_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sepcore.errors import ConfigError, SepcoreError
+from sepcore.cli_errors import OneLineParser, add_debug_flag, run_command
+from sepcore.errors import ConfigError
 
 log = logging.getLogger("sepcore")
 
@@ -157,7 +159,7 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sep", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="sep", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -229,23 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*",
                    help="dotlist overrides of configs/demo.yaml, e.g. train.epochs=1")
     p.set_defaults(func=_cmd_demo)
+    add_debug_flag(parser)
     return parser
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed sub-command; sepcore's own errors become one ``error: …`` line (exit 2).
-
-    Shared by ``sep`` and ``python -m sweeps``.
-    """
-    try:
-        return args.func(args)
-    except SepcoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a path that cannot be read or written (a file where a folder goes)
-        log.debug("%s", exc, exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         args.inputs = list(args.inputs) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    return dispatch(args)
+    return run_command(args.func, args, prog="sep")
 
 
 if __name__ == "__main__":

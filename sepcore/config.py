@@ -22,7 +22,8 @@ Stating any of them under ``model:`` or ``data:`` is an error that names the ``a
 whose ``model`` is the typed model config (``model_name`` holds its registry name).
 
 Every numeric value is checked against its domain (:data:`DOMAINS`: sizes >= 1, rates finite and
-> 0, ``eval.overlap`` in [0, 1), ``eval.segment`` >= :data:`MIN_EVAL_SEGMENT` s, …) whenever a
+> 0, ``eval.overlap`` in [0, 1), ``eval.segment`` and the hop between chunks
+``eval.segment * (1 - eval.overlap)`` >= :data:`MIN_EVAL_SEGMENT` s, …) whenever a
 config is built, so ``sep``, checkpoints and sweep validation refuse the same values.
 """
 
@@ -374,6 +375,13 @@ def check_domains(sections: dict[str, Any], file: str | None = None) -> None:
             value = getattr(value, part)
         if not check(value):
             raise ConfigError(f"key '{key}' = {value!r} must be {what}", key=key, file=file)
+    ev = sections.get("eval")
+    if ev is not None and ev.segment * (1 - ev.overlap) < MIN_EVAL_SEGMENT:
+        # the hop between chunks: a smaller one runs the model once per few samples (a hang)
+        raise ConfigError(f"key 'eval.overlap' = {ev.overlap!r} with eval.segment = "
+                          f"{ev.segment!r} moves chunks by {ev.segment * (1 - ev.overlap):.3g} s; "
+                          f"segment * (1 - overlap) must be >= {MIN_EVAL_SEGMENT} s",
+                          key="eval.overlap", file=file)
     augment = sections["data"].augment if "data" in sections else None
     if augment is not None and augment.gain_min > augment.gain_max:
         raise ConfigError(f"key 'data.augment.gain_min' = {augment.gain_min!r} must be <= "

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line (line breaks and the indentation after them become one space)."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text).strip())
+
 
 class SepcoreError(Exception):
-    """Base class of sepcore's own errors."""
+    """Base class of sepcore's own errors. A message is kept on one line (a YAML parser's or a
+    library's several-line text is joined), whoever prints or logs it."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str):
+            args = (one_line(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(SepcoreError, ValueError):

@@ -127,11 +127,14 @@ def apply_model(
     else:
         stride = max(1, int(core * (1 - overlap)))
         fade = core - stride
-        weight = torch.ones(core)
+        # the cross-fade window, ramps of `fade` samples at both ends of `core`; only its first
+        # min(core, length) samples are ever used (a chunk longer than the song is never built)
+        index = torch.arange(min(core, length))
+        weight = torch.ones(len(index))
         if fade > 0:
-            ramp = torch.arange(1, fade + 1, dtype=torch.float32) / (fade + 1)
-            weight[:fade] = ramp
-            weight[-fade:] = ramp.flip(0)
+            weight = torch.where(index < fade, (index + 1).float() / (fade + 1), weight)
+            weight = torch.where(index >= core - fade, (core - index).float() / (fade + 1),
+                                 weight)
         total = torch.zeros(length)
         starts = [0]
         while starts[-1] + core < length:
@@ -182,11 +185,26 @@ class Separator:
         """
         from sepcore.data.audio import resample, to_channels
 
+        if audio.ndim != 2:
+            raise DataError(f"audio must be (channels, time), got shape {tuple(audio.shape)}")
+        check_length(audio.shape[1], audio.shape[0], rate, self.sample_rate)
         audio = to_channels(resample(audio, rate, self.model.sample_rate),
                             self.model.audio_channels)
         return apply_model(self.model, torch.from_numpy(np.ascontiguousarray(audio)),
                            segment=self.segment, overlap=self.overlap, device=self.device,
                            progress=progress, callback=callback)
+
+
+def check_length(frames: int, channels: int, rate: int, model_rate: int) -> None:
+    """Raise :class:`DataError` for audio with nothing to separate: no channel, no frame, or
+    fewer frames than one sample period of the model (``frames / rate < 1 / model_rate``: two
+    samples at 44.1 kHz resample to nothing at 8 kHz)."""
+    if channels < 1 or frames < 1:
+        raise DataError(f"the audio holds no samples ({frames} frames, {channels} channels); "
+                        "nothing to separate")
+    if frames * model_rate < rate:
+        raise DataError(f"the audio is too short: {frames} frame(s) at {rate} Hz last less than "
+                        f"one sample at the model's {model_rate} Hz")
 
 
 def load_separator(
@@ -245,12 +263,14 @@ def separate_files(
     """
     import soundfile as sf
 
-    from sepcore.data.audio import read_audio
+    from sepcore.data.audio import audio_frames, read_audio
 
     songs = [Path(song) for song in songs]
-    for song in songs:
+    for song in songs:  # every song is checked before the first is separated
         if not song.is_file():
             raise DataError(f"input song not found: {song}")
+        if audio_frames(song) == 0:
+            raise DataError(f"{song}: the audio holds no samples (0 frames); nothing to separate")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is a file, not a folder")
@@ -267,7 +287,10 @@ def separate_files(
     written: list[Path] = []
     for song, folder in zip(songs, folders, strict=True):
         audio, rate = read_audio(song, nan_policy=nan_policy)  # (C, T)
-        estimate = separator.separate(audio, rate, progress=progress)
+        try:
+            estimate = separator.separate(audio, rate, progress=progress)
+        except DataError as exc:
+            raise DataError(f"{song}: {exc}") from None
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

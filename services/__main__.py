@@ -5,7 +5,9 @@
 
 Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``
 (its one-line help is in ``COMMANDS``); only the module of the command being run is imported.
-Errors print one ``error: …`` line (exit code 2 for bad input, 1 for a failure).
+Errors print one ``error: …`` line (exit code 2 for bad input, 1 for a failure or a bug);
+``--debug`` or ``SEPCORE_DEBUG=1`` adds the traceback (:mod:`sepcore.cli_errors`, shared with
+``sep`` and ``python -m sweeps``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import importlib
 import logging
 import sys
 
-from sepcore.errors import SepcoreError
+from sepcore.cli_errors import OneLineParser, add_debug_flag, run_command
 
 # command -> (module, one-line help); the module is imported only when its command runs
 COMMANDS = {
@@ -28,7 +30,7 @@ COMMANDS = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; the sub-parser of ``command`` (only) gets its module's arguments."""
-    parser = argparse.ArgumentParser(prog="python -m services",
+    parser = OneLineParser(prog="python -m services",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +38,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             importlib.import_module(module).add_arguments(p)
+    add_debug_flag(parser)
     return parser
 
 
@@ -47,11 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "urllib3", "boto3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return importlib.import_module(COMMANDS[args.command][0]).run(args)
-    except SepcoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+    return run_command(importlib.import_module(COMMANDS[args.command][0]).run, args,
+                       prog="python -m services")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
+from sepcore.redact import redact
 from services.errors import ArtifactError, RegistryError
 from services.store import sha256_file
 
@@ -401,7 +402,7 @@ def resolve(client: MlflowClient, uri: str, cache_dir: str | Path, *, key: str =
     resolved = ResolvedModel(path=target, name=name, version=number, alias=alias,
                              sha256=expected, source=source)
     if target.is_file() and sha256_file(target) == expected:
-        log.info("resolved %s to cached %s (v%s)", uri, target, number)
+        log.info("resolved %s to cached %s (v%s)", redact(uri), target, number)
         return resolved
     folder.mkdir(parents=True, exist_ok=True)
     fd, name_tmp = tempfile.mkstemp(dir=folder, prefix=f".{basename}.", suffix=".part")
@@ -429,7 +430,7 @@ def resolve(client: MlflowClient, uri: str, cache_dir: str | Path, *, key: str =
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("resolved %s to %s (v%s, sha256 %s)", uri, target, number, expected)
+    log.info("resolved %s to %s (v%s, sha256 %s)", redact(uri), target, number, expected)
     return resolved
 
 

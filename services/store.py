@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from sepcore.redact import redact
 from services.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class LocalStore(ArtifactStore):
         _write_text_atomic(target.with_name(target.name + ".sha256"), digest + "\n")
         size = target.stat().st_size
         uri = target.as_uri()
-        log.info("stored %s (%d bytes, sha256 %s)", uri, size, digest)
+        log.info("stored %s (%d bytes, sha256 %s)", redact(uri), size, digest)
         return StoredArtifact(uri=uri, sha256=digest, size=size)
 
     def get(self, key_or_uri: str, dest: str | os.PathLike[str]) -> Path:
@@ -398,7 +399,7 @@ class S3Store(ArtifactStore):
             if completed:
                 self._delete_quietly(object_key)
             raise
-        log.info("uploaded %s (%d bytes, sha256 %s)", uri, size, digest)
+        log.info("uploaded %s (%d bytes, sha256 %s)", redact(uri), size, digest)
         return StoredArtifact(uri=uri, sha256=digest, size=size)
 
     def _verify_upload(self, object_key: str, digest: str, size: int) -> None:

@@ -6,7 +6,9 @@
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
     python -m sweeps report bands-20261123-101500           (a sweep run name or parent run id)
 
-Errors of the sweep or library layers print one line naming the file and key (exit code 2).
+Errors of the sweep or library layers print one line naming the file and key (exit code 2; a bug
+says so, exit 1); ``--debug`` or ``SEPCORE_DEBUG=1`` adds the traceback
+(:mod:`sepcore.cli_errors`, shared with ``sep`` and ``python -m services``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from sepcore.cli import dispatch
+from sepcore.cli_errors import OneLineParser, add_debug_flag, run_command
 
 
 def _print_outcome(outcome) -> None:
@@ -95,7 +97,8 @@ def _cmd_submit(args) -> int:
                              f"not shown: it may hold a secret)", key="--env")
         env_vars[key] = value
     job_id = submit(args.file, address=args.address, profile=args.profile,
-                    overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars)
+                    overrides=args.overrides, working_dir=args.working_dir, env_vars=env_vars,
+                    allow_secrets=args.allow_secrets)
     address = redact(args.address)
     print(f"submitted job {job_id}")
     print(f"follow its logs: ray job logs --address {address} --follow {job_id}")
@@ -139,7 +142,7 @@ def _cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m sweeps", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -161,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="Ray dashboard address, http://HEAD:8265")
     p.add_argument("--profile")
     p.add_argument("--working-dir", default=".")
+    p.add_argument("--allow-secrets", action="store_true",
+                   help="upload the working directory even if it holds files named like secrets "
+                        "(.env, *.pem, *.key, id_rsa*, .stack/ ...) that no .gitignore/.rayignore "
+                        "excludes")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment variable for the job (repeatable)")
     p.add_argument("overrides", nargs="*")
@@ -190,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=_cmd_report)
+    add_debug_flag(parser)
     return parser
 
 
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sweeps").setLevel(logging.INFO)
-    return dispatch(args)
+    return run_command(args.func, args, prog="python -m sweeps")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sepcore.errors import DataError
+from sepcore.separate import check_length
 from services.separation.audio import UploadError, decode, stem_arrays, write_stems
 from services.separation.holder import ModelHolder, ServedModel
 from services.separation.jobs import Job, JobQueue
@@ -68,6 +70,10 @@ class SeparationService:
 
     def _decode(self, served: ServedModel, upload: Path) -> tuple[np.ndarray, int]:
         audio, rate = decode(upload, self.settings.max_duration)
+        try:
+            check_length(audio.shape[1], audio.shape[0], rate, served.separator.sample_rate)
+        except DataError as exc:
+            raise UploadError(400, str(exc)) from None
         have, want = audio.shape[0], served.separator.model.audio_channels
         if have != want and have != 1 and want != 1:
             raise UploadError(400, f"the audio has {have} channels; this model takes {want} "

@@ -23,6 +23,8 @@ OUT_OF_DOMAIN = [
     ("eval.win", 0.0), ("data.segment", 0.0), ("data.samples_per_track", 0),
     ("data.valid_segment", -1.0), ("data.valid_ratio", 1.0), ("audio.sample_rate", 0),
     ("audio.sample_rate", -8000),
+    # chunks 0.01 s apart (segment 10 s): the model would run once per 80 samples at 8 kHz
+    ("eval.overlap", 0.999),
 ]
 
 
@@ -306,3 +308,108 @@ def test_separate_overrides_may_follow_the_options(checkpoint, tmp_path, capsys)
                  "eval.segment=0.5"]) == 0
     with pytest.raises(SystemExit):
         main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "o"), "--nope"])
+
+
+def _samples(path, frames, rate=RATE, channels=1):
+    import numpy as np
+    import soundfile as sf
+
+    audio = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels))
+    sf.write(path, audio.astype("float32"), rate, format="WAV", subtype="FLOAT")
+    return path
+
+
+def test_separate_refuses_an_empty_song_before_writing_anything(checkpoint, tmp_path, capsys):
+    good, empty = _song(tmp_path / "good.wav"), _samples(tmp_path / "empty.wav", 0)
+    out = tmp_path / "out"
+    assert main(["separate", str(checkpoint), str(good), str(empty), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert str(empty) in line and "no samples" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_separate_of_a_song_of_a_few_samples(checkpoint, tmp_path, capsys, frames):
+    import numpy as np
+    import soundfile as sf
+
+    song = _samples(tmp_path / "tiny.wav", frames, channels=2)
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "out")]) == 0
+    for name in ("vocals", "accompaniment"):
+        stem, rate = sf.read(tmp_path / "out" / "tiny" / f"{name}.wav", always_2d=True)
+        assert rate == RATE and stem.shape == (frames, 1) and np.isfinite(stem).all()
+    # at 44.1 kHz two samples last less than one sample of the 8 kHz model: an error, not 0 frames
+    short = _samples(tmp_path / "short.wav", 2, rate=44100)
+    assert main(["separate", str(checkpoint), str(short), "--out", str(tmp_path / "o2")]) == 2
+    line = _error_line(capsys)
+    assert str(short) in line and "too short" in line and "44100 Hz" in line
+
+
+def test_separator_refuses_audio_with_nothing_to_separate():
+    from sepcore.errors import DataError
+    from sepcore.separate import check_length
+
+    check_length(1, 1, 8000, 8000)
+    check_length(6, 2, 44100, 8000)
+    for frames, channels, rate in [(0, 1, 8000), (5, 0, 8000), (5, 2, 44100)]:
+        with pytest.raises(DataError, match="no samples|too short"):
+            check_length(frames, channels, rate, 8000)
+
+
+def test_separate_with_a_chunk_far_longer_than_the_song(checkpoint, tmp_path):
+    """eval.segment=1e9 once allocated a cross-fade window of 8e12 samples (found by
+    tests/robustness): the window is never longer than the song."""
+    import numpy as np
+    import soundfile as sf
+
+    song = _song(tmp_path / "a.wav")
+    assert main(["separate", str(checkpoint), str(song), "--out", str(tmp_path / "out"),
+                 "eval.segment=1e9", "eval.overlap=0.5"]) == 0
+    stem = sf.read(tmp_path / "out" / "a" / "vocals.wav")[0]
+    assert stem.shape == (int(0.5 * RATE),) and np.isfinite(stem).all()
+
+
+def test_yaml_syntax_errors_are_one_line(tmp_path):
+    """A YAML parser's message spans lines; sepcore's errors never do (found by
+    tests/robustness on sweep files)."""
+    from sepcore.config import load_config
+    from sweeps.errors import SweepError
+    from sweeps.spec import load_sweep
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: [\n  - :\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    with pytest.raises(SweepError) as sweep_err:
+        load_sweep(bad)
+    for exc in (err.value, sweep_err.value):
+        assert str(bad) in str(exc) and "cannot parse YAML" in str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("change", ["huge config", "nan weight"])
+def test_checkpoint_whose_weights_disagree_with_it_is_one_line(checkpoint, tmp_path, change):
+    """A config of 10^9 encoder filters is refused from the weights' shapes before any model is
+    allocated; a NaN weight would give NaN stems."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from sepcore.checkpoint import load_model
+    from sepcore.errors import CheckpointError
+
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["sepcore"])
+    tensors = load_file(str(checkpoint))
+    if change == "huge config":
+        meta["config"]["model"]["encoder"]["N"] = 10**9
+    else:
+        key = sorted(tensors)[0]
+        tensors[key] = tensors[key].clone().fill_(float("nan"))
+    path = tmp_path / "odd.safetensors"
+    save_file(tensors, str(path), metadata={"sepcore": json.dumps(meta)})
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert ("do not match the stored config" in msg) if change == "huge config" else ("NaN" in msg)

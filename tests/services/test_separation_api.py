@@ -176,6 +176,9 @@ BAD_UPLOADS = {
     "truncated": (_truncated(), 400, "truncated"),
     "nan": (_nan(), 400, "NaN or infinite"),
     "zero length": (wav_bytes(np.zeros((0, 2), np.float32)), 400, "no samples"),
+    # three samples at 44.1 kHz last less than one sample of the 11025 Hz model
+    "too short": (wav_bytes(np.full((3, 2), 0.1, np.float32), rate=44100), 400,
+                  "too short: 3 frame(s) at 44100 Hz"),
     "too long": (wav_bytes(song(seconds=7.0)), 400, "7.0 s long; the limit is 6 s"),
     "5 channels": (wav_bytes(song(seconds=0.5, channels=5)), 400,
                    "the audio has 5 channels; this model takes 2 (or mono)"),

@@ -118,3 +118,56 @@ def test_resume_without_state_names_the_file(tmp_path, capsys):
     assert out == ""
     assert main(["resume", str(tmp_path / "no-such-folder")]) == 2
     assert str(tmp_path / "no-such-folder" / "sepcore_sweep.json") in capsys.readouterr().err
+
+
+def _workdir(tmp_path, *files):
+    root = tmp_path / "work"
+    for name in ("sweeps/run.py", *files):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"{SECRET}\n" if name != "sweeps/run.py" else "print(1)\n")
+    return root
+
+
+@pytest.mark.parametrize("secret", [".env", "conf/server.pem", "keys/deploy.key", "id_rsa",
+                                    ".stack/stack.json", ".env.local", "deep/a/b/id_ed25519.pub"])
+def test_submit_refuses_a_working_dir_holding_a_secret(fake_jobs, sweep_file, tmp_path, capsys,
+                                                       secret):
+    work = _workdir(tmp_path, "docker/.env.example", secret)
+    argv = ["submit", str(sweep_file), "--address", "http://127.0.0.1:8265", "--working-dir",
+            str(work)]
+    assert main(argv) == 2 and fake_jobs == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(work / secret) in err and "--allow-secrets" in err
+    assert ".env.example" not in err and SECRET not in err
+    assert main(argv + ["--allow-secrets"]) == 0
+    assert fake_jobs[0]["runtime_env"]["working_dir"] == str(work)
+
+
+def test_submit_uploads_a_working_dir_whose_ignore_files_exclude_its_secrets(fake_jobs, sweep_file,
+                                                                             tmp_path):
+    work = _workdir(tmp_path, ".env", "sub/x.pem", "docker/.env.example")
+    (work / ".gitignore").write_text(".env\n")
+    (work / "sub" / ".rayignore").write_text("*.pem\n")
+    assert main(["submit", str(sweep_file), "--address", "http://127.0.0.1:8265",
+                 "--working-dir", str(work)]) == 0
+    assert len(fake_jobs) == 1
+
+
+def test_the_repository_gitignore_covers_every_secret_pattern():
+    """Each SECRET_PATTERNS name is ignored by the repository's .gitignore as Ray reads it (so a
+    checkout never uploads one), while the committed templates are not."""
+    from pathlib import Path
+
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    from sweeps.submit import SECRET_PATTERNS, is_secret_name
+
+    root = Path(__file__).resolve().parents[2]
+    spec = PathSpec.from_lines("gitwildmatch", (root / ".gitignore").read_text().splitlines())
+    for pattern in SECRET_PATTERNS:
+        name = pattern.replace("*", "x")
+        assert is_secret_name(name), name
+        for path in (name, f"sub/dir/{name}"):  # a file of that name, or a folder's files
+            assert spec.match_file(path) or spec.match_file(f"{path}/f"), path
+    for template in (".env.example", "docker/.env.example"):
+        assert not spec.match_file(template) and not is_secret_name(Path(template).name)
