@@ -82,12 +82,14 @@ def _copy(value: Any) -> Any:
 class AugmentConfig:
     """On-the-fly augmentations (Meta-TasNet, Samuel et al., ICASSP 2020; Défossez et al. 2019)."""
 
-    random_channel: bool = False  # pick one channel at random, copied to every channel (stereo)
+    random_channel: bool = False  # pick a channel at random, copied to every channel (stereo)
+    channel_pick: str = "shared"  # random_channel: one pick for all sources, or one per "source"
     gain: bool = True  # random gain per source in [gain_min, gain_max]
     gain_min: float = 0.75
     gain_max: float = 1.25
     channel_swap: bool = True  # swap left/right per source with probability 0.5
     remix: bool = True  # draw each source from a different random song (cross-song remix)
+    remix_share: float = 1.0  # remix: share of every batch remixed (Meta-TasNet: 0.5)
 
 
 @dataclass
@@ -339,6 +341,8 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.num_workers": (_non_negative, "an integer >= 0"),
     "data.augment.gain_min": (_positive, "finite and > 0"),
     "data.augment.gain_max": (_positive, "finite and > 0"),
+    "data.augment.remix_share": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    "data.augment.channel_pick": (lambda v: v in ("shared", "source"), "'shared' or 'source'"),
     "train.epochs": (_at_least_one, "an integer >= 1"),
     "train.steps_per_epoch": (_optional(_at_least_one), "null or an integer >= 1"),
     "train.max_steps": (_optional(_at_least_one), "null or an integer >= 1"),

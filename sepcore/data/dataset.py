@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sepcore.config import STEMS, DataConfig
-from sepcore.data.augment import augment
+from sepcore.data.augment import augment, remixed
 from sepcore.data.musdb import SongRef, list_songs, read_song
 from sepcore.data.split import split_train_valid
 from sepcore.data.track import TrackAudio, check_targets, targets_from_stems
@@ -78,19 +78,31 @@ def load_subset(cfg: DataConfig, subset: str = "test", names: list[str] | None =
     return [load_song(song, cfg) for song in songs]
 
 
+def _training_read_config(cfg: DataConfig) -> DataConfig:
+    """How training songs are read: in stereo when a mono model picks a channel per source
+    (Meta-TasNet's ``random_channels`` picks from the stereo stems; a mono mixdown has no
+    channel to pick), else as ``cfg`` says."""
+    aug = cfg.augment
+    if aug.random_channel and aug.channel_pick == "source" and cfg.channels == 1:
+        return dataclasses.replace(cfg, channels=2)
+    return cfg
+
+
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[TrainChunks, ValidChunks]:
     """Training and validation datasets of ``cfg.root``'s train subset (see the module doc)."""
+    read = _training_read_config(cfg)
     if cfg.layout == "folders":
         from sepcore.data.split import _named, _ratio
 
         songs = _folder_subset(cfg, "train")
         held = _named(cfg, songs) if cfg.valid_tracks else _ratio(cfg, songs, seed)
-        return (TrainChunks([s for s in songs if s.name not in held], cfg, seed),
+        train_songs = songs if read is cfg else _folder_subset(read, "train")
+        return (TrainChunks([s for s in train_songs if s.name not in held], cfg, seed),
                 ValidChunks([s for s in songs if s.name in held], cfg))
     check_targets(cfg.targets)
     _check_audio_config(cfg)
     train_songs, valid_songs = split_train_valid(cfg, seed)
-    train = TrainChunks([load_song(song, cfg) for song in train_songs], cfg, seed)
+    train = TrainChunks([load_song(song, read) for song in train_songs], cfg, seed)
     valid = ValidChunks([load_song(song, cfg) for song in valid_songs], cfg)
     return train, valid
 
@@ -171,6 +183,22 @@ class TrainChunks(Dataset):
         """Chunks are a function of (seed, epoch, index): a new epoch draws new chunks."""
         self.epoch = int(epoch)
 
+    def _song_of(self, index: int) -> int:
+        """The song of an item that keeps its own song's stems together.
+
+        In order (item ``i`` from song ``i // samples_per_track``) unless only a share of each
+        batch is remixed: then a permutation drawn from (seed, epoch) spreads the songs over
+        the batches (as the Meta-TasNet reference draws each item's song at random) while every
+        song still gives ``samples_per_track`` items per epoch.
+        """
+        if not self.cfg.augment.remix or self.cfg.augment.remix_share >= 1.0:
+            return index // self.cfg.samples_per_track
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            rng = np.random.default_rng([self.seed % 2**63, self.epoch, 2**32])
+            self._order = rng.permutation(len(self))
+            self._order_epoch = self.epoch
+        return int(self._order[index]) // self.cfg.samples_per_track
+
     def __len__(self) -> int:
         return len(self.songs) * self.cfg.samples_per_track
 
@@ -181,16 +209,17 @@ class TrainChunks(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"chunk {index} out of range for {len(self)} chunks")
         rng = np.random.default_rng([self.seed % 2**63, self.epoch, index])
-        if self.cfg.augment.remix:  # each stem from its own random song and offset
+        aug = self.cfg.augment
+        if aug.remix and remixed(index, aug.remix_share):  # each stem: own random song, offset
             picks = [int(p) for p in rng.integers(len(self.songs), size=len(self.stem_names))]
             offsets = [self._offset(p, rng) for p in picks]
         else:
-            picks = [index // self.cfg.samples_per_track] * len(self.stem_names)
+            picks = [self._song_of(index)] * len(self.stem_names)
             offsets = [self._offset(picks[0], rng)] * len(self.stem_names)
         stems = np.stack([self.songs[p].stems[name][:, o : o + self.chunk]
                           for p, o, name in zip(picks, offsets, self.stem_names,
                                                 strict=True)])  # (K, C, T)
-        stems = augment(stems, self.cfg.augment, rng)
+        stems = augment(stems, aug, rng, channels=self.cfg.channels)
         return _to_tensors(stems, list(self.cfg.targets), self.stem_names)
 
 

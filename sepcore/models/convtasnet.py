@@ -63,12 +63,14 @@ class EncoderConfig:
     L: int = 20  # filter length in samples
     stride: int | None = None  # hop in samples (None = L // 2)
     encoding: str = "simple"  # simple | filterbanks | hybrid | deep
-    filterbank: str = "conv"  # conv | param_sinc | pmpgtf | stft
+    filterbank: str = "conv"  # conv | param_sinc | pmpgtf | stft | mel
     fb_ratio: float = 0.5  # hybrid: share of the N channels given to the filterbank branch
     filters: int = 1  # hybrid: parallel layers per branch, each doubling the kernel (padded)
     depth: int = 2  # deep: stacked layers
     who_is_pinv: str | None = None  # enc | dec | None: that side is the other's pseudo-inverse
     init_type: str = "mel"  # mel | uniform: initial centre frequencies of parameterised filters
+    num_mels: int = 256  # filterbank mel: channels of the mel branch (Meta-TasNet encoder)
+    n_fft: int | None = None  # filterbank mel: STFT size (None = 1024 · sample_rate // 8000)
 
 
 @dataclass
@@ -299,6 +301,8 @@ class EncoderMaskerDecoder(SeparationModel):
         masker = getattr(self.cfg, "masker", None)
         if masker is not None and masker.norm == "gLN":
             return None  # the global norm sees the whole input
+        if getattr(self.encoder, "global_context", False):
+            return None  # e.g. the mel branch, interpolated over the whole input
         return self.conv_receptive_field
 
     def valid_length(self, length: int) -> int:

@@ -7,10 +7,14 @@ encoder-masker-decoder model:
 
 - filterbanks (``filterbank``): ``conv`` (free weights), ``param_sinc`` (SincNet band-pass filters,
   Ravanelli & Bengio, "Speaker Recognition from Raw Waveform with SincNet", SLT 2018; learnable
-  f1, f2), ``pmpgtf`` (parameterised gammatone, Patterson et al. 1992, in the form of the thesis
+  f1, f2; per band a cosine and a sine filter, asteroid-filterbanks' ``ParamSincFB`` layout),
+  ``pmpgtf`` (parameterised gammatone, Patterson et al. 1992, in the form of the thesis
   and of asteroid-filterbanks' ``ParamGTF``, learnable f, b, φ — re-implemented here because
   asteroid-filterbanks breaks on NumPy >= 1.24), ``stft`` (a fixed STFT magnitude followed by a
-  1×1 conv, the Meta-TasNet encoder branch; Samuel et al. 2020);
+  1×1 conv per kernel, the thesis's hybrid STFT branch), ``mel`` (Meta-TasNet's encoder and
+  decoder as the reference code ``pfnet-research/meta-tasnet`` builds them: conv layers ‖ a
+  256-band mel branch; Samuel et al., "Meta-learning Extractors for Music Source Separation",
+  ICASSP 2020, Fig. 3);
 - encodings (``encoding``): ``simple`` (one filterbank layer + ReLU, free transposed-conv decoder;
   with ``conv`` exactly Conv-TasNet's encoder/decoder), ``filterbanks`` (a parameterised
   filterbank in the encoder *and* in the decoder, Fig. 5.3), ``hybrid`` (conv branch ‖
@@ -32,9 +36,13 @@ Choices the thesis leaves open, as implemented here:
   tap of t^(k-1) is identically zero for k >= 2, which would waste a tap and leave every frame's
   first sample unseen, so no pseudo-inverse decoder could reconstruct it), order k = 2, and every
   filter is scaled to unit L2 norm (the t^(k-1) factor's scale drops out with it).
-- ``sinc`` filters are symmetric (zero phase), so a bank of them spans only the L/2-dimensional
-  even part of a frame whatever F is: a frame-wise pseudo-inverse decoder cannot reconstruct the
-  input (it does with ``conv`` and ``pmpgtf`` banks; see the tests).
+- ``param_sinc`` pairs every learned band's cosine (symmetric, zero-phase) filter with its sine
+  (odd, quadrature) filter, so ``F`` filters have ``ceil(F / 2C)`` bands per channel. A
+  cosine-only bank (this library's layout before the sine filters were added, and SincNet's)
+  spans only the L/2-dimensional even part of a frame whatever F is, so no frame-wise
+  pseudo-inverse decoder can reconstruct the input; with both phases and ``F >= 2·C·L`` the
+  pseudo-inverse pair reconstructs (see the tests). Checkpoints of the cosine-only layout (one
+  cut-off pair per filter) are refused on load with an error saying so.
 - Initialisation (``init_type``): ``mel`` = band edges equally spaced on the mel scale between
   30 Hz and Nyquist (SincNet), ``uniform`` = linearly spaced; a filter's centre is the middle of
   its band. sinc: f1, f2 = the band edges; gammatone: f = the centre, b = 1.019·ERB(f)
@@ -56,6 +64,12 @@ Choices the thesis leaves open, as implemented here:
   ``sqrt(re² + im² + 1e-8)`` of the ``n_fft // 2 + 1`` bins of all channels, then a 1×1 conv to
   the branch's channels. The DFT basis is a non-persistent buffer (not in checkpoints). It is only
   available inside ``hybrid`` (the magnitude is not linear, so it has no pseudo-inverse decoder).
+- ``mel`` (only inside ``hybrid``; ``fb_ratio`` is not used): :class:`MetaTasNetEncoder` and
+  :class:`MetaTasNetDecoder`, the reference's layout — ``filters`` conv layers of ``N // 4``
+  channels ‖ ``num_mels`` channels of :class:`MelBranch` (``n_fft`` = ``encoder.n_fft`` or the
+  reference's ``1024 · (sample_rate // 8000)``, hop ``n_fft // 4``), bottleneck to N; decoder
+  1×1 ``N → N/2 + N/4 + …`` + ReLU, one transposed conv per kernel. The mel frames are
+  interpolated over the whole input, so such a model has no bounded receptive field.
 - ``hybrid``: ``round(fb_ratio · N)`` channels for the filterbank branch, the rest for the conv
   branch; each branch has ``filters`` parallel layers with kernels ``L · 2**i``, zero-padded by
   ``L · (2**i - 1)`` (left half rounded down) so all produce the frames of the kernel-``L`` layer;
@@ -75,6 +89,7 @@ Shapes: B batch, C audio channels, T samples, F filters, N latent channels, K fr
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -84,7 +99,7 @@ from torch import nn
 from sepcore.errors import ConfigError
 
 ENCODINGS = ("simple", "filterbanks", "hybrid", "deep")
-FILTERBANKS = ("conv", "param_sinc", "pmpgtf", "stft")
+FILTERBANKS = ("conv", "param_sinc", "pmpgtf", "stft", "mel")
 PINV_SIDES = ("enc", "dec", None)
 INIT_TYPES = ("mel", "uniform")
 MIN_FREQUENCY_HZ = 30.0
@@ -142,6 +157,24 @@ def sinc_filters(f1: torch.Tensor, f2: torch.Tensor, length: int,
 
     # torch.sinc is sin(πx)/(πx), so sinc_normalised(2 f n) = sin(2π f n) / (2π f n).
     return (lowpass(f2) - lowpass(f1)) * window  # (F, L)
+
+
+def sine_sinc_filters(f1: torch.Tensor, f2: torch.Tensor, length: int,
+                      sample_rate: float) -> torch.Tensor:
+    """Quadrature (sine-modulated) band-pass ``g[n] = (cos 2π f1 n − cos 2π f2 n) / (π n)``.
+
+    The Hilbert transform of :func:`sinc_filters`' band-pass (odd-symmetric, ``g[0] = 0``; the
+    same unit pass-band gain and Hamming window), asteroid-filterbanks' ``ParamSincFB`` sine
+    filters up to its 1 / (2 (f2 − f1)) scaling. Args and returns as :func:`sinc_filters`.
+    """
+    n = torch.arange(length, dtype=f1.dtype, device=f1.device) - (length - 1) / 2  # (L,)
+    window = torch.hamming_window(length, periodic=False, dtype=f1.dtype, device=f1.device)
+    centre = n == 0
+    safe = torch.where(centre, torch.ones_like(n), n)  # (L,)
+    a1 = 2 * math.pi * (f1 / sample_rate)[:, None] * safe  # (F, L)
+    a2 = 2 * math.pi * (f2 / sample_rate)[:, None] * safe
+    g = (torch.cos(a1) - torch.cos(a2)) / (math.pi * safe)  # (F, L)
+    return torch.where(centre, torch.zeros_like(g), g) * window
 
 
 def gammatone_filters(f: torch.Tensor, b: torch.Tensor, phi: torch.Tensor, length: int,
@@ -218,15 +251,23 @@ class ConvFilterbank(Filterbank):
 
 
 class _ParamFilterbank(Filterbank):
-    """Shared channel layout of parameterised banks: filter f reads input channel f % C."""
+    """Shared channel layout of parameterised banks: filter f reads input channel f % C.
+
+    ``per_band`` consecutive filters of one channel share a band (1 for gammatone; 2 for sinc,
+    its cosine and sine filters): filter f has the band of index ``f // (C · per_band)`` of a
+    ``ceil(F / (C · per_band))``-point grid.
+    """
+
+    per_band = 1
 
     def __init__(self, in_channels: int, num_filters: int, kernel_size: int, stride: int,
                  sample_rate: float, init_type: str, relu: bool, transposed: bool):
         super().__init__(in_channels, num_filters, kernel_size, stride, relu, transposed)
         self.sample_rate = float(sample_rate)
-        per_channel = -(-num_filters // in_channels)
-        edges = band_edges(per_channel, sample_rate, init_type)  # (F/C+1,)
-        index = torch.arange(num_filters) // in_channels  # (F,)
+        group = in_channels * self.per_band
+        per_channel = -(-num_filters // group)
+        edges = band_edges(per_channel, sample_rate, init_type)  # (F/(C·per_band)+1,)
+        index = torch.arange(num_filters) // group  # (F,) band of each filter
         self.register_buffer("_init_low", edges[:-1][index].float(), persistent=False)
         self.register_buffer("_init_high", edges[1:][index].float(), persistent=False)
         mask = torch.zeros(num_filters, in_channels, 1)
@@ -245,34 +286,69 @@ class _ParamFilterbank(Filterbank):
 
 
 class SincFilterbank(_ParamFilterbank):
-    """``param_sinc``: learnable cut-offs f1 = f_min + |low|, f2 = f1 + f_min + |band|.
+    """``param_sinc``: per learned band a cosine- and a sine-modulated windowed sinc.
 
-    Both are clamped below Nyquist (f1 <= ½ − 2 f_min, f2 <= ½ − f_min; normalised frequencies),
-    so 0 < f1 < f2 < Nyquist always holds.
+    asteroid-filterbanks' ``ParamSincFB`` layout (``n_filters = 2 × bands``): band j with
+    cut-offs f1 = f_min + |low_j|, f2 = f1 + f_min + |band_j| gives the band-pass
+    :func:`sinc_filters` and its quadrature :func:`sine_sinc_filters`, so the bank spans odd as
+    well as even signals and a pseudo-inverse decoder reconstructs (a cosine-only bank cannot:
+    zero-phase filters see only the even half of a frame). Filters are ordered by band, then
+    phase, then channel: filter f reads channel ``f % C``, is the sine filter when
+    ``(f // C) % 2``, and uses the parameters of entry ``(f // 2C) · C + f % C`` (one band per
+    channel), so contiguous latent splits stay frequency bands (asteroid lists all cosines,
+    then all sines). Both cut-offs are clamped below Nyquist (f1 <= ½ − 2 f_min,
+    f2 <= ½ − f_min; normalised frequencies), so 0 < f1 < f2 < Nyquist always holds.
     """
 
     min_frequency = 1e-4  # cycles per sample
+    per_band = 2
 
     def __init__(self, in_channels: int, num_filters: int, kernel_size: int, stride: int,
                  sample_rate: float, init_type: str = "mel", relu: bool = False,
                  transposed: bool = False):
         super().__init__(in_channels, num_filters, kernel_size, stride, sample_rate, init_type,
                          relu, transposed)
+        f = torch.arange(num_filters)
+        entry = (f // (2 * in_channels)) * in_channels + f % in_channels  # (F,)
+        self.register_buffer("_entry", entry, persistent=False)
+        self.register_buffer("_is_sine", (f // in_channels) % 2 == 1, persistent=False)
+        first = torch.zeros(int(entry.max()) + 1, dtype=torch.long)
+        first[entry.flip(0)] = f.flip(0)  # a filter of each entry (all share its band)
+        init_low, init_high = self._init_low[first], self._init_high[first]
         # f1 = init low edge, f2 = init high edge - f_min (strictly below Nyquist, off the clamp)
-        low = self._init_low / self.sample_rate - self.min_frequency
-        band = (self._init_high - self._init_low) / self.sample_rate - 3 * self.min_frequency
-        self.low = nn.Parameter(low.clamp_min(0.0))  # (F,) cycles per sample
-        self.band = nn.Parameter(band.clamp_min(0.0))  # (F,)
+        low = init_low / self.sample_rate - self.min_frequency
+        band = (init_high - init_low) / self.sample_rate - 3 * self.min_frequency
+        self.low = nn.Parameter(low.clamp_min(0.0))  # (bands·C,) cycles per sample
+        self.band = nn.Parameter(band.clamp_min(0.0))  # (bands·C,)
 
-    def cutoffs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f1, f2) in Hz, each (F,)."""
+    def band_cutoffs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2) in Hz of each learned band (per channel), each ``(bands·C,)``."""
         f1 = torch.clamp(self.min_frequency + self.low.abs(), max=0.5 - 2 * self.min_frequency)
         f2 = torch.clamp(f1 + self.min_frequency + self.band.abs(), max=0.5 - self.min_frequency)
         return f1 * self.sample_rate, f2 * self.sample_rate
 
+    def cutoffs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2) in Hz of each filter, each (F,)."""
+        f1, f2 = self.band_cutoffs()
+        return f1[self._entry], f2[self._entry]
+
     def closed_form(self) -> torch.Tensor:
         f1, f2 = self.cutoffs()
-        return sinc_filters(f1, f2, self.kernel_size, self.sample_rate)  # (F, L)
+        cosine = sinc_filters(f1, f2, self.kernel_size, self.sample_rate)  # (F, L)
+        sine = sine_sinc_filters(f1, f2, self.kernel_size, self.sample_rate)  # (F, L)
+        return torch.where(self._is_sine[:, None], sine, cosine)  # (F, L)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        old = state_dict.get(prefix + "low")
+        if old is not None and old.shape != self.low.shape and old.shape[0] == self.num_filters:
+            raise RuntimeError(
+                f"{prefix}low has {old.shape[0]} entries, one per filter: these weights were "
+                f"trained with the former cosine-only param_sinc layout, which does not load "
+                f"into the sine+cosine layout ({self.low.shape[0]} bands for "
+                f"{self.num_filters} filters); retrain the model")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
 
 class GammatoneFilterbank(_ParamFilterbank):
@@ -355,6 +431,156 @@ class STFTBranch(nn.Module):
         re, im = spec.split(self.bins, dim=1)
         mag = torch.sqrt(re.pow(2) + im.pow(2) + 1e-8)  # (B·C, bins, K)
         return self.proj(mag.reshape(batch, channels * self.bins, -1))  # (B, F, K)
+
+
+def mel_fft_size(cfg, sample_rate: int) -> int:
+    """``n_fft`` of the mel branch: ``cfg.n_fft`` or the reference's 1024·K, K = rate // 8000."""
+    if cfg.n_fft is not None:
+        return int(cfg.n_fft)
+    return 1024 * max(1, int(sample_rate) // 8000)
+
+
+class MelBranch(nn.Module):
+    """Meta-TasNet's spectrogram branch: (B, C, T) -> (B, num_mels, K) on the conv frames.
+
+    As the reference ``model/spectrogram.py``: a Hann-windowed STFT (``n_fft``, hop
+    ``n_fft // 4``, centred, reflect padding) → log10 power (+1e-8) → per-bin normalisation
+    ``(x − mean) / std`` by statistics of the training inputs → a learned per-bin affine
+    (scale 1, bias 0 at start) → the learned "mel transform", a 1×1 conv with bias from the
+    ``n_fft // 2 + 1`` bins to ``num_mels`` channels → linear interpolation (align_corners) of
+    its frames onto the ``frames`` of the conv branch. The reference computes ``mean``/``std``
+    once before training from about 5000 training samples; sepcore's models read no data, so
+    the branch accumulates them (exact pooled mean and variance, per bin) from the first
+    ``stat_samples`` inputs it sees in training mode and keeps them fixed thereafter; they are
+    persistent buffers (saved and restored with the weights, not parameters). Multichannel
+    input: the power spectra of the channels are averaged (the reference is mono).
+    """
+
+    stat_samples = 5000
+
+    def __init__(self, num_mels: int, n_fft: int):
+        super().__init__()
+        self.pool = True  # False: inputs that are not mixtures (see ``frozen_statistics``)
+        self.n_fft, self.hop = n_fft, n_fft // 4
+        bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("mean", torch.zeros(1, bins, 1))
+        self.register_buffer("var", torch.ones(1, bins, 1))
+        self.register_buffer("seen", torch.zeros(()))  # inputs pooled into mean/var so far
+        self.affine_scale = nn.Parameter(torch.ones(1, bins, 1))
+        self.affine_bias = nn.Parameter(torch.zeros(1, bins, 1))
+        self.mel_transform = nn.Conv1d(bins, num_mels, 1, bias=True)
+
+    def log_power(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, bins, frames) log10 power, averaged over the channels."""
+        batch, channels, length = x.shape
+        flat = x.reshape(batch * channels, length).float()
+        mode = "reflect" if length > self.n_fft // 2 else "constant"
+        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, center=True,
+                          pad_mode=mode, return_complex=True)  # (B·C, bins, frames)
+        power = spec.real.pow(2) + spec.imag.pow(2)
+        power = power.view(batch, channels, *power.shape[1:]).mean(dim=1)  # (B, bins, frames)
+        return torch.log10(power + 1e-8)
+
+    @torch.no_grad()
+    def _pool_statistics(self, mag: torch.Tensor) -> None:
+        """Merge a batch's per-bin mean/variance into the running ones (exact pooling)."""
+        n, b = float(self.seen), float(mag.shape[0])
+        batch_mean = mag.mean(dim=(0, 2), keepdim=True).to(self.mean)
+        batch_var = mag.var(dim=(0, 2), keepdim=True, unbiased=False).to(self.var)
+        if n == 0:
+            self.mean.copy_(batch_mean)
+            self.var.copy_(batch_var)
+        else:
+            mean = (n * self.mean + b * batch_mean) / (n + b)
+            var = (n * (self.var + (self.mean - mean) ** 2)
+                   + b * (batch_var + (batch_mean - mean) ** 2)) / (n + b)
+            self.mean.copy_(mean)
+            self.var.copy_(var)
+        self.seen.add_(b)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        mag = self.log_power(x)  # (B, bins, frames_stft)
+        if self.training and self.pool and float(self.seen) < self.stat_samples:
+            self._pool_statistics(mag)
+        mag = (mag - self.mean) / torch.sqrt(self.var + 1e-8)  # (B, bins, frames_stft)
+        mag = mag * self.affine_scale + self.affine_bias
+        mel = self.mel_transform(mag.to(x.dtype))  # (B, num_mels, frames_stft)
+        return F.interpolate(mel, size=frames, mode="linear", align_corners=True)  # (B, M, K)
+
+
+@contextlib.contextmanager
+def frozen_statistics(module: nn.Module):
+    """Within the block, no :class:`MelBranch` under ``module`` pools input statistics (for
+    encodings of true sources, as the reference pools mixtures only)."""
+    branches = [m for m in module.modules() if isinstance(m, MelBranch)]
+    saved = [m.pool for m in branches]
+    for m in branches:
+        m.pool = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(branches, saved, strict=True):
+            m.pool = flag
+
+
+class MetaTasNetEncoder(nn.Module):
+    """Meta-TasNet's encoder: conv layers ‖ mel branch → Conv-ReLU-Conv 1×1 → (B, N, K).
+
+    Reference ``model/encoder.py``: ``filters`` parallel convs with kernels ``L · 2**i`` and
+    ``N // 4`` channels each (ReLU), concatenated with the :class:`MelBranch` (no ReLU), then
+    ``Conv1×1(filters·N//4 + num_mels → N)``-ReLU-``Conv1×1(N → N)``, no biases. The longer
+    kernels are zero-padded to the frames of the kernel-``L`` layer (sepcore's frame grid; the
+    reference pads every layer by ``(k − stride) // 2``).
+    """
+
+    global_context = True  # the mel frames are interpolated over the whole input
+
+    def __init__(self, cfg, audio_channels: int, sample_rate: int, stride: int):
+        super().__init__()
+        kernels = [cfg.L * 2**i for i in range(cfg.filters)]
+        self.pads = [_same_frames_pad(k, cfg.L) for k in kernels]
+        width = cfg.N // 4
+        self.conv = nn.ModuleList(ConvFilterbank(audio_channels, width, k, stride, relu=True)
+                                  for k in kernels)
+        self.mel = MelBranch(cfg.num_mels, mel_fft_size(cfg, sample_rate))
+        self.bottleneck = nn.Sequential(
+            nn.Conv1d(width * cfg.filters + cfg.num_mels, cfg.N, 1, bias=False), nn.ReLU(),
+            nn.Conv1d(cfg.N, cfg.N, 1, bias=False))
+        self.window = max(kernels[-1], self.mel.n_fft)
+        self.context_frames = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [layer(F.pad(x, pad)) for layer, pad in zip(self.conv, self.pads, strict=True)]
+        outs.append(self.mel(x, outs[0].shape[-1]))  # (B, num_mels, K)
+        return self.bottleneck(torch.cat(outs, dim=1))  # (B, filters·N/4 + mels, K) -> (B, N, K)
+
+
+class MetaTasNetDecoder(nn.Module):
+    """Reference ``model/decoder.py``: 1×1 ``N → Σ N//2**(i+1)`` + ReLU, then per kernel
+    ``L · 2**i`` a transposed conv from its ``N // 2**(i+1)`` channels, summed (no biases)."""
+
+    def __init__(self, cfg, audio_channels: int, stride: int):
+        super().__init__()
+        self.L, self.stride = cfg.L, stride
+        kernels = [cfg.L * 2**i for i in range(cfg.filters)]
+        self.widths = [cfg.N // 2 ** (i + 1) for i in range(cfg.filters)]
+        self.crops = [_same_frames_pad(k, cfg.L)[0] for k in kernels]
+        self.bottleneck = nn.Sequential(nn.Conv1d(cfg.N, sum(self.widths), 1, bias=False),
+                                        nn.ReLU())
+        self.layers = nn.ModuleList(ConvFilterbank(audio_channels, n, k, stride)
+                                    for n, k in zip(self.widths, kernels, strict=True))
+        self.window = kernels[-1]
+        self.context_frames = 0
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        length = (y.shape[-1] - 1) * self.stride + self.L
+        parts = self.bottleneck(y).split(self.widths, dim=1)  # filters × (B*, N/2^(i+1), K)
+        out = 0
+        for layer, crop, part in zip(self.layers, self.crops, parts, strict=True):
+            full = F.conv_transpose1d(part, layer.weight, stride=self.stride)  # (B*, C, T_k)
+            out = out + full[..., crop:crop + length]
+        return out  # (B*, C, (K-1)·stride + L)
 
 
 # --- encodings ----------------------------------------------------------------------------------
@@ -487,9 +713,16 @@ def check_encoder_config(cfg) -> None:
         raise _error("who_is_pinv", cfg.who_is_pinv, f"is unknown; choose from {list(PINV_SIDES)}")
     if cfg.init_type not in INIT_TYPES:
         raise _error("init_type", cfg.init_type, f"is unknown; choose from {list(INIT_TYPES)}")
-    if cfg.filterbank == "stft" and cfg.encoding != "hybrid":
-        raise _error("filterbank", "stft", f"is only available with encoding 'hybrid' (got "
-                     f"{cfg.encoding!r}): the STFT magnitude branch is not a linear filterbank")
+    if cfg.filterbank in ("stft", "mel") and cfg.encoding != "hybrid":
+        raise _error("filterbank", cfg.filterbank, f"is only available with encoding 'hybrid' "
+                     f"(got {cfg.encoding!r}): a magnitude branch is not a linear filterbank")
+    if cfg.filterbank == "mel":
+        if cfg.num_mels < 1:
+            raise _error("num_mels", cfg.num_mels, "must be >= 1")
+        if cfg.n_fft is not None and cfg.n_fft < 4:
+            raise _error("n_fft", cfg.n_fft, "must be >= 4 (or null for 1024 · rate // 8000)")
+        if cfg.N < 4:
+            raise _error("N", cfg.N, "must be >= 4 with filterbank 'mel' (N // 4 conv channels)")
     if cfg.encoding == "filterbanks" and cfg.filterbank == "conv":
         raise _error("filterbank", "conv", "is not a filterbank for encoding 'filterbanks' "
                      "(thesis Table A.1: 'param_sinc' or 'pmpgtf'; use encoding 'simple')")
@@ -524,6 +757,9 @@ def build_encoding(cfg, audio_channels: int, sample_rate: int) -> tuple[nn.Modul
     stride = cfg.stride if cfg.stride is not None else cfg.L // 2
     C, N, L = audio_channels, cfg.N, cfg.L
     kind, pinv = cfg.filterbank, cfg.who_is_pinv
+    if cfg.encoding == "hybrid" and kind == "mel":
+        return (MetaTasNetEncoder(cfg, C, sample_rate, stride),
+                MetaTasNetDecoder(cfg, C, stride))
     if cfg.encoding == "hybrid":
         return (HybridEncoder(cfg, C, sample_rate, stride), HybridDecoder(cfg, C, stride))
     if cfg.encoding == "deep":

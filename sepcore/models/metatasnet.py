@@ -14,11 +14,16 @@ Samuel, Ganeshan & Naradowsky, "Meta-learning Extractors for Music Source Separa
   *template* of it gives the tensors' names and shapes and the maths, and
   :func:`torch.func.functional_call` runs it once per instrument with that instrument's
   generated tensors (the reference runs the four instruments as one grouped conv; same maths);
-- **encoder** (paper Fig. 3, thesis Fig. 3.4c): a conv branch ‖ an STFT-magnitude branch with a
-  1×1 conv, concatenated, then a Conv-ReLU-Conv bottleneck: ``EncoderConfig(encoding="hybrid",
-  filterbank="stft")`` built by :func:`~sepcore.models.filterbanks.build_encoding` (the thesis's
-  "Meta-TasNet encoder", also S1 of the multi-band masking paper, Papantonakis et al., EUSIPCO
-  2022);
+- **encoder** (paper Fig. 3, thesis Fig. 3.4c; reference ``model/encoder.py``): ``filters``
+  conv layers of ``N // 4`` channels (kernels ``L · 2**i``) ‖ a 256-band mel branch (log-power
+  STFT of ``n_fft = 1024 · K``, K = the stage's rate // 8000, hop ``n_fft / 4``, normalised,
+  a learned per-bin affine and a learned 1×1 "mel transform", interpolated onto the conv
+  frames), concatenated, then a Conv-ReLU-Conv bottleneck; the reference decoder:
+  ``EncoderConfig(encoding="hybrid", filterbank="mel")`` built by
+  :func:`~sepcore.models.filterbanks.build_encoding` (:class:`~sepcore.models.filterbanks.
+  MetaTasNetEncoder`; also S1/S2 of the multi-band masking paper, Papantonakis et al.,
+  EUSIPCO 2022). Stage k's ``n_fft`` is 1024 · rate_k // 8000 (1024, 2048, 4096 at 8, 16,
+  32 kHz, as the reference), or ``encoder.n_fft · m_k`` when set;
 - **multi-stage cascade** (paper Fig. 2, thesis Fig. 3.4b): ``stages`` sample rates (8, 16 and
   32 kHz in the paper). Stage ``k`` reads the mixture resampled to its rate; its latent size,
   kernel and stride are those of stage 0 times ``m_k = rate_k / rate_0``, so every stage has the
@@ -58,9 +63,9 @@ Choices where the paper leaves details open or sepcore differs from the referenc
   tensor and ``W_2`` at a normal of std ``σ_θ / sqrt(generator_dim)`` (``σ_θ`` the std of that
   default, 0.1 where it is constant), so generated weights start at the scale PyTorch would give a
   static TCN and already differ per instrument;
-- the encoder is sepcore's hybrid STFT encoding (per kernel ``L·2^i`` a conv branch and an STFT
-  branch of ``n_fft`` = the kernel, ``filters·N`` channels into the bottleneck) rather than the
-  reference's 256-band mel spectrogram at ``n_fft`` 1024: more parameters in the bottleneck;
+- the mel branch's normalisation statistics are pooled from the first training inputs the
+  encoder sees (see :class:`~sepcore.models.filterbanks.MelBranch`) instead of a pass over the
+  data before training; multichannel power spectra are averaged over the channels;
 - resampling is a windowed-sinc polyphase filter (:func:`resample`; J. O. Smith's bandlimited
   interpolation with a Hann window of ``resample_width`` zero crossings and a cut-off of 0.99 ×
   the lower Nyquist), pure torch, applied inside the model to the mixture and, in
@@ -95,15 +100,16 @@ from sepcore.models.convtasnet import (
     check_tcn_config,
     encoder_stride,
 )
-from sepcore.models.filterbanks import build_encoding
+from sepcore.models.filterbanks import build_encoding, frozen_statistics
 
 # --- config -------------------------------------------------------------------------------------
 
 
 def _meta_encoder() -> EncoderConfig:
-    # reference code defaults: N = 440, L = W = 20, 3 parallel kernels (20, 40, 80) per branch
-    return EncoderConfig(N=440, L=20, stride=20, encoding="hybrid", filterbank="stft",
-                         fb_ratio=0.5, filters=3)
+    # reference code defaults: N = 440, L = W = 20, 3 parallel kernels (20, 40, 80), 256 mels,
+    # n_fft = 1024 · rate // 8000
+    return EncoderConfig(N=440, L=20, stride=20, encoding="hybrid", filterbank="mel",
+                         filters=3, num_mels=256)
 
 
 def _meta_masker() -> TCNConfig:
@@ -302,8 +308,9 @@ class MetaTasNetStage(nn.Module):
         super().__init__()
         base = cfg.encoder
         stride = encoder_stride(base)
+        n_fft = None if base.n_fft is None else base.n_fft * scale  # None: 1024 · rate // 8000
         self.enc_cfg = dataclasses.replace(base, N=base.N * scale, L=base.L * scale,
-                                           stride=stride * scale)
+                                           stride=stride * scale, n_fft=n_fft)
         self.rate, self.scale = rate, scale
         self.N = self.enc_cfg.N
         # (B, C, T_k) -> (B, N_k, K) and (B*, N_k, K) -> (B*, C, (K-1)·stride_k + L_k)
@@ -438,7 +445,8 @@ class MetaTasNet(SeparationModel):
             if cfg.dissimilarity_weight or cfg.similarity_weight:
                 batch, sources, channels, _ = truth.shape
                 padded = _fit(truth, out.mixture.shape[-1])  # (B, S, C, T_k')
-                z = stage.encoder(padded.reshape(batch * sources, channels, -1))  # (B·S, N, K)
+                with frozen_statistics(stage.encoder):  # statistics are the mixtures'
+                    z = stage.encoder(padded.reshape(batch * sources, channels, -1))  # (B·S,N,K)
                 z = z.view(batch, sources, z.shape[1], z.shape[2]).float()  # (B, S, N, K)
                 active = (truth.float().pow(2).sum(dim=(2, 3)) > 1e-8).float()  # (B, S)
                 if cfg.dissimilarity_weight:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from sepcore.config import AugmentConfig
-from sepcore.data.augment import augment, channel_swap, random_channel, random_gain
+from sepcore.data.augment import augment, channel_swap, random_channel, random_gain, remixed
 
 
 def _stems(seed: int = 0) -> np.ndarray:
@@ -58,3 +61,53 @@ def test_augment_is_deterministic_for_a_generator_state():
     b = augment(stems, cfg, np.random.default_rng(7))
     assert np.array_equal(a, b) and not np.array_equal(a, stems)
     assert np.array_equal(a[:, 0], a[:, 1])
+
+
+def test_random_channel_per_source_picks_each_source_its_own_channel():
+    stems = _stems()
+    mixed = False
+    for seed in range(10):
+        out = random_channel(stems, np.random.default_rng(seed), per_source=True)
+        assert out.shape == stems.shape and np.array_equal(out[:, 0], out[:, 1])
+        picks = []
+        for s in range(4):
+            picks.append(0 if np.array_equal(out[s, 0], stems[s, 0]) else 1)
+            assert np.array_equal(out[s, 0], stems[s, picks[-1]])
+        mixed |= len(set(picks)) == 2
+    assert mixed  # sources take different channels within one item
+    mono = random_channel(stems, np.random.default_rng(0), per_source=True, channels=1)
+    assert mono.shape == (4, 1, 1000)
+
+
+def test_shared_random_channel_is_unchanged():
+    """One pick for all sources, drawing exactly as before ``channel_pick`` existed."""
+    stems = _stems()
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        pick = int(np.random.default_rng(seed).integers(2))
+        expected = np.repeat(stems[:, pick:pick + 1], 2, axis=1)
+        assert np.array_equal(random_channel(stems, rng), expected)
+        after = np.random.default_rng(seed)
+        after.integers(2)
+        assert rng.bit_generator.state == after.bit_generator.state  # one draw, as before
+
+
+def test_augment_picks_per_source_with_the_meta_tasnet_settings():
+    stems = _stems()
+    cfg = AugmentConfig(random_channel=True, channel_pick="source", gain=False,
+                        channel_swap=False)
+    out = augment(stems, cfg, np.random.default_rng(1), channels=1)
+    assert out.shape == (4, 1, 1000)
+    assert all(np.array_equal(out[s, 0], stems[s, 0]) or np.array_equal(out[s, 0], stems[s, 1])
+               for s in range(4))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25, 1 / 3, 0.0, 1.0])
+def test_remixed_share_of_every_batch(share):
+    flags = [remixed(i, share) for i in range(600)]
+    for batch in range(1, 13):
+        for start in range(0, 600 - batch, batch):
+            count = sum(flags[start:start + batch])
+            assert math.floor(batch * share) <= count <= math.ceil(batch * share)
+            if share == 0.5 and batch % 2 == 0:
+                assert count == batch // 2

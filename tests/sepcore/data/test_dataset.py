@@ -256,3 +256,94 @@ def test_truncated_wav_caught_after_decoding_too(small_root, tmp_path, monkeypat
     monkeypatch.setattr(audio_mod, "audio_frames", lambda p: 132300)
     with pytest.raises(DataError, match=r"vocals\.wav \(vocals\) has \d+ samples"):
         load_subset(_cfg(root, tmp_path / "c"), "train", names=[song.name])
+
+
+def _labelled_songs(count: int, length: int) -> list[TrackAudio]:
+    """Stems whose left channel is +code and right −code, code = 10·song + stem + 1."""
+    songs = []
+    for k in range(count):
+        stems = {}
+        for j, name in enumerate(STEMS):
+            code = 10.0 * k + j + 1
+            stems[name] = np.stack([np.full(length, code), np.full(length, -code)]).astype(
+                np.float32)
+        songs.append(TrackAudio(name=f"song {k}", stems=stems))
+    return songs
+
+
+def test_meta_tasnet_augmentation_remixes_half_of_each_batch(tmp_path):
+    """Per-source random channel, and remix across songs in half of every batch (the other
+    half keeps each chunk's own song), as the Meta-TasNet reference's dataset.py."""
+    from sepcore.data.augment import remixed
+    from sepcore.data.dataset import TrainChunks
+
+    aug = AugmentConfig(random_channel=True, channel_pick="source", gain=False,
+                        channel_swap=False, remix=True, remix_share=0.5)
+    cfg = DataConfig(root=str(tmp_path), sample_rate=100, channels=2, segment=1.0,
+                     samples_per_track=8, targets=list(STEMS), augment=aug)
+    train = TrainChunks(_labelled_songs(6, 300), cfg, seed=5)
+    train.set_epoch(3)
+    batch = 4
+    kept_songs, mixed_items, flipped = set(), 0, set()
+    for start in range(0, len(train), batch):
+        flags = []
+        for i in range(start, start + batch):
+            mixture, targets = train[i]
+            assert torch.equal(targets[:, 0], targets[:, 1])  # one channel per source, copied
+            assert torch.allclose(mixture, targets.sum(0))
+            code = targets[:, 0, 0].numpy()  # (S,) ±(10·song + stem + 1)
+            assert np.array_equal(np.abs(code) % 10, [1, 2, 3, 4])  # stem j stays stem j
+            flipped.add(tuple(np.sign(code)))
+            songs = set((np.abs(code) // 10).astype(int).tolist())
+            flags.append(remixed(i, 0.5))
+            if flags[-1]:
+                mixed_items += len(songs) > 1
+            else:
+                assert len(songs) == 1
+                kept_songs |= songs
+        assert sum(flags) == batch // 2
+    assert mixed_items > len(train) // 4  # remixed items mostly combine several songs
+    assert len(kept_songs) >= 4  # the kept half is spread over the songs, not in song order
+    assert len(flipped) > 4  # channels are picked per source
+    again = TrainChunks(_labelled_songs(6, 300), cfg, seed=5)
+    again.set_epoch(3)
+    assert all(torch.equal(train[i][1], again[i][1]) for i in (0, 9, 30, 47))
+    again.set_epoch(4)
+    assert not all(torch.equal(train[i][1], again[i][1]) for i in range(len(train)))
+
+
+def test_mono_model_picks_a_channel_per_source_from_stereo_stems(synth_root, cache_dir):
+    aug = AugmentConfig(random_channel=True, channel_pick="source", gain=False,
+                        channel_swap=False, remix=False)
+    cfg = _cfg(synth_root, cache_dir, channels=1, augment=aug, targets=list(STEMS))
+    train, valid = build_datasets(cfg, seed=0)
+    assert train.songs[0].stems["vocals"].shape[0] == 2  # read in stereo for the pick
+    assert valid[0][0].shape[0] == 1  # validation: the model's mono
+    mixture, targets = train[0]
+    assert mixture.shape == (1, 8000) and targets.shape == (4, 1, 8000)
+    whole = train.songs[0].stems["vocals"]  # (2, T)
+    assert not np.allclose(whole[0], whole[1])  # the song's vocals are not dual-mono
+    target = targets[STEMS.index("vocals"), 0].numpy()
+    hits = [(c, o) for c in (0, 1) for o in np.flatnonzero(whole[c] == target[0])
+            if o + 8000 <= whole.shape[-1] and np.array_equal(whole[c, o:o + 8000], target)]
+    assert hits  # the target is one channel of the song's vocals, not the channel mean
+
+
+@pytest.mark.parametrize("key,value", [("channel_pick", "left"), ("remix_share", 1.5)])
+def test_bad_augment_values_name_the_key(key, value):
+    from sepcore.config import config_from_dict
+
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"name": "convtasnet"}, "data": {"augment": {key: value}}})
+    assert err.value.key == f"data.augment.{key}" and repr(value) in str(err.value)
+
+
+def test_configs_citing_meta_tasnet_use_its_augmentation():
+    from sepcore.config import load_config
+
+    for name in ("m1", "m2", "m3", "m4", "m5", "m6", "s1", "s2", "metatasnet", "metatasnet_8k"):
+        aug = load_config(f"paper/{name}.yaml").data.augment
+        assert (aug.random_channel, aug.channel_pick, aug.gain, aug.channel_swap, aug.remix,
+                aug.remix_share) == (True, "source", True, False, True, 0.5), name
+    other = load_config("paper/thesis_a1.yaml").data.augment  # other configs keep theirs
+    assert (other.channel_pick, other.remix_share) == ("shared", 1.0)

@@ -22,9 +22,11 @@ from sepcore.models.filterbanks import (
     PINV_SIDES,
     GammatoneFilterbank,
     SincFilterbank,
+    band_edges,
     build_encoding,
     centre_frequencies_and_bandwidths,
     filter_responses,
+    sinc_filters,
 )
 
 SR = 8000
@@ -34,7 +36,9 @@ SR = 8000
 
 
 def test_param_sinc_filters_equal_numpy_closed_form():
-    bank = SincFilterbank(1, 3, 25, 12, SR)
+    """Per band a cosine (ideal band-pass) and a sine (its quadrature) filter, band by band."""
+    bank = SincFilterbank(1, 6, 25, 12, SR)
+    assert bank.low.shape == bank.band.shape == (3,)  # n_filters = 2 × bands
     f1 = np.array([100.0, 700.0, 2500.0])
     f2 = np.array([400.0, 1900.0, 3900.0])
     with torch.no_grad():  # f1 = f_min + |low|, f2 = f1 + f_min + |band| (normalised)
@@ -47,13 +51,21 @@ def test_param_sinc_filters_equal_numpy_closed_form():
         safe = np.where(x == 0, 1.0, x)
         return 2 * (f / SR)[:, None] * np.where(x == 0, 1.0, np.sin(safe) / safe)
 
+    def sine(f_low, f_high):  # (cos 2π f1 n − cos 2π f2 n) / (π n), 0 at n = 0
+        safe = np.where(n == 0, 1.0, n)
+        g = (np.cos(2 * np.pi * (f_low / SR)[:, None] * safe)
+             - np.cos(2 * np.pi * (f_high / SR)[:, None] * safe)) / (np.pi * safe)
+        return np.where(n == 0, 0.0, g)
+
     hamming = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(25) / 24)
-    expected = (lowpass(f2) - lowpass(f1)) * hamming
     got = bank.filters().detach().double().numpy()[:, 0, :]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    # unit pass-band gain at the centre of the bands wider than the window's resolution
-    centre = (f1[1:] + f2[1:]) / 2
-    gain = np.abs((np.exp(-2j * np.pi * np.outer(centre / SR, np.arange(25))) * got[1:]).sum(1))
+    np.testing.assert_allclose(got[0::2], (lowpass(f2) - lowpass(f1)) * hamming, atol=1e-6)
+    np.testing.assert_allclose(got[1::2], sine(f1, f2) * hamming, atol=1e-6)
+    np.testing.assert_allclose(got[1::2], -got[1::2, ::-1], atol=1e-7)  # odd symmetric
+    # unit pass-band gain at the centre of the bands wider than the window's resolution, for
+    # both filters of a band
+    centre = np.repeat((f1[1:] + f2[1:]) / 2, 2)
+    gain = np.abs((np.exp(-2j * np.pi * np.outer(centre / SR, np.arange(25))) * got[2:]).sum(1))
     np.testing.assert_allclose(gain, 1.0, atol=0.02)
 
 
@@ -96,7 +108,7 @@ def _snr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(10 * torch.log10(x.pow(2).sum() / (x - y).pow(2).sum()))
 
 
-@pytest.mark.parametrize("filterbank", ["conv", "pmpgtf"])
+@pytest.mark.parametrize("filterbank", ["conv", "pmpgtf", "param_sinc"])
 @pytest.mark.parametrize("who_is_pinv", ["dec", "enc"])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_pinv_pair_reconstructs_when_overcomplete(filterbank, who_is_pinv, channels):
@@ -119,16 +131,66 @@ def test_pinv_pair_reconstructs_when_overcomplete(filterbank, who_is_pinv, chann
     assert _snr(x[..., L:-L], relu_y[..., L:-L]) < 20
 
 
-def test_sinc_pinv_pair_cannot_reconstruct_symmetric_bank():
-    """Documented limitation: zero-phase sinc filters span only the even half of a frame."""
-    cfg = EncoderConfig(N=64, L=16, stride=8, encoding="filterbanks", filterbank="param_sinc",
-                        who_is_pinv="dec")
-    encoder, decoder = build_encoding(cfg, 1, SR)
-    w = encoder.filters().detach()[:, 0]  # (F, L)
-    assert torch.linalg.matrix_rank(w) == 8
-    x = torch.randn(2, 1, 100 * 8 + 16)
+def _relative_error(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((x - y).norm() / x.norm())
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_param_sinc_pinv_pair_reconstructs_random_audio(channels):
+    """Cosine + sine filters span a whole frame: analysis → pseudo-inverse synthesis is an
+    identity away from the edges. At N = 2·C·L the bank's condition number is about 21, so the
+    float32 round trip errs by ~1e-6 relative: 1e-4 leaves two orders of magnitude for any
+    CPU's rounding."""
+    torch.manual_seed(0)
+    L, stride = 16, 8
+    cfg = EncoderConfig(N=2 * channels * L, L=L, stride=stride, encoding="filterbanks",
+                        filterbank="param_sinc", who_is_pinv="dec")
+    encoder, decoder = build_encoding(cfg, channels, SR)
+    w = encoder.filters().detach().double().reshape(cfg.N, channels * L)
+    assert torch.linalg.matrix_rank(w) == channels * L
+    assert torch.linalg.cond(w) < 100
+    x = torch.randn(3, channels, 100 * stride + L)
     with torch.no_grad():
-        assert _snr(x[..., 16:-16], decoder(encoder.transform(x))[..., 16:-16]) < 10
+        y = decoder(encoder.transform(x))
+    assert _relative_error(x[..., L:-L], y[..., L:-L]) < 1e-4
+
+
+def test_cosine_only_sinc_layout_cannot_reconstruct():
+    """Documented limitation of the former layout (cosine filters only, one per band): zero-phase
+    filters span only the L/2-dimensional even half of a frame, so no decoder inverts them."""
+    torch.manual_seed(0)
+    L, stride, bands = 16, 8, 32
+    edges = band_edges(bands, SR, "mel")
+    w = sinc_filters(edges[:-1], edges[1:] - 1.0, L, SR).float()  # (F, L), as the old bank
+    assert torch.linalg.matrix_rank(w.double()) == L // 2
+    pinv = torch.linalg.pinv(w).T * (stride / L)  # (F, L) synthesis filters
+    x = torch.randn(2, 1, 100 * stride + L)
+    with torch.no_grad():
+        latent = torch.nn.functional.conv1d(x, w[:, None], stride=stride)  # (B, F, K)
+        y = torch.nn.functional.conv_transpose1d(latent, pinv[:, None].contiguous(),
+                                                 stride=stride)
+    assert _relative_error(x[..., L:-L], y[..., L:-L]) > 0.5
+
+
+def test_old_cosine_only_checkpoint_fails_with_a_clear_error(tmp_path):
+    from sepcore.checkpoint import load_model
+    from sepcore.errors import CheckpointError
+
+    params = {"encoder": {"N": 16, "L": 8, "encoding": "filterbanks", "filterbank": "param_sinc"},
+              "masker": MASKER, "audio_channels": 1, "sample_rate": SR}
+    model = build_model("convtasnet", params)
+    state = model.state_dict()
+    assert state["encoder.low"].shape == (8,)
+    for key in ("encoder.low", "encoder.band", "decoder.low", "decoder.band"):
+        state[key] = torch.rand(16)  # the former layout: one cut-off pair per filter
+    path = save_checkpoint(tmp_path / "old.safetensors",
+                           Checkpoint(config={"model": {"name": "convtasnet", **params}},
+                                      model_state=state))
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert str(path) in message and "encoder.low" in message and "cosine-only" in message
+    assert "retrain" in message
 
 
 # --- every combination through both models --------------------------------------------------------
@@ -148,6 +210,15 @@ INVALID = {
     ("filterbanks", "stft", "dec"): "model.encoder.filterbank",
     **{("hybrid", fb, side): "model.encoder.who_is_pinv"
        for fb in FILTERBANKS for side in ("enc", "dec")},
+    ("simple", "mel", None): "model.encoder.filterbank",
+    ("simple", "mel", "enc"): "model.encoder.filterbank",
+    ("simple", "mel", "dec"): "model.encoder.filterbank",
+    ("filterbanks", "mel", None): "model.encoder.filterbank",
+    ("filterbanks", "mel", "enc"): "model.encoder.filterbank",
+    ("filterbanks", "mel", "dec"): "model.encoder.filterbank",
+    ("deep", "mel", None): "model.encoder.filterbank",
+    ("deep", "mel", "enc"): "model.encoder.filterbank",
+    ("deep", "mel", "dec"): "model.encoder.filterbank",
     ("deep", "stft", None): "model.encoder.filterbank",
     ("deep", "stft", "enc"): "model.encoder.filterbank",
     ("deep", "stft", "dec"): "model.encoder.filterbank",
@@ -169,7 +240,7 @@ def _params(model, encoding, filterbank, who_is_pinv, channels, **encoder):
 
 def test_invalid_list_is_a_subset_of_the_combinations():
     assert set(INVALID) < set(COMBINATIONS)
-    assert len(COMBINATIONS) - len(INVALID) == 20  # valid ones
+    assert len(COMBINATIONS) - len(INVALID) == 21  # valid ones
 
 
 @pytest.mark.parametrize("encoding,filterbank,who_is_pinv", COMBINATIONS)
@@ -297,16 +368,20 @@ def test_centre_frequencies_follow_the_initialisation(filterbank, init_type):
     encoder, _ = build_encoding(cfg, 1, SR)
     centre, bandwidth = centre_frequencies_and_bandwidths(filter_responses(encoder), SR)
     init = encoder.initial_centres()
-    assert torch.all(centre[1:] > centre[:-1])
+    step = 2 if filterbank == "param_sinc" else 1  # sinc: a cosine and a sine filter per band
+    assert torch.all(centre[step::step] > centre[:-step:step])
     tolerance = 0.05 * init + 2 * SR / 128  # window main-lobe leakage at low frequencies
     assert torch.all((centre - init).abs() < tolerance), (centre, init)
     assert torch.all(bandwidth > 0)
+    if filterbank == "param_sinc":  # both filters of a band have its centre
+        assert torch.equal(init[0::2], init[1::2])
     if filterbank == "param_sinc":  # the −3 dB width of a band-pass ≈ f2 − f1 for wide bands
         f1, f2 = encoder.cutoffs()
         wide = (f2 - f1) > 4 * SR / 128
         assert torch.allclose(bandwidth[wide], (f2 - f1)[wide].float(), rtol=0.25)
     if init_type == "mel":  # mel spacing: low bands narrower than high ones
-        assert (init[1] - init[0]) < (init[-1] - init[-2])
+        bands = init[::step]
+        assert (bands[1] - bands[0]) < (bands[-1] - bands[-2])
 
 
 def test_stereo_centres_are_non_decreasing_and_paired():
