@@ -225,11 +225,9 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
                     checkpoint_score_order=t.mode)))
-    # TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE: Tune's record of each kept checkpoint holds
-    # the sweep metric only (what ranks it and what _best_value reads), not every epoch metric:
-    # a smaller experiment state, which Tune writes and uploads whole at every snapshot
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
-                   TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE="1"), _no_result_file_warning():
+    # (not TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE, which would shrink Tune's experiment
+    # state but break ExperimentAnalysis.get_last_checkpoint: it ranks by training_iteration)
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
         results = tuner.fit()
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
 
