@@ -142,7 +142,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from sweeps import tracking
+    from sweeps import lineage, tracking
     from sweeps.trainable import TrialContext, train_trial
 
     t = sweep.tune
@@ -165,15 +165,21 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     check_cluster(sweep, uri, base, address=address)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment)
+    lineage.mark_experiment_kind(client, experiment_id)
+    commit, dirty = lineage.code_version()
+    source = {**lineage.source_tags(sweep.file, commit, dirty), **_ray_job_ids()}
     tags = {"sepcore.sweep_file": sweep.file, "sepcore.sweep_digest": sweep.digest,
-            "sepcore.profile": sweep.profile or "", "sepcore.git_commit": tracking.git_commit(),
+            "sepcore.profile": sweep.profile or "", "sepcore.git_commit": commit,
             "sepcore.sweep_name": sweep.name, "sepcore.metric": t.metric,
-            "sepcore.mode": t.mode, **_ray_job_ids()}
+            "sepcore.mode": t.mode, **source}
     parent = tracking.start_parent_run(client, experiment_id, experiment_path, name,
                                        {k: redact(v) for k, v in tags.items()}, resume=resume)
     if not resume:
         client.log_text(parent, json.dumps(redact_data(sweep.raw), indent=2, default=str),
                         "sweep.json")
+        if dirty:  # the uncommitted changes the sweep ran with
+            client.log_text(parent, lineage.dirty_diff(),
+                            f"{lineage.DIFF_ARTIFACT}/git_diff.patch")
     log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
 
     init_from = (base.get("train") or {}).get("init_from")
@@ -189,7 +195,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
-                           tags={"sepcore.sweep_name": sweep.name},
+                           tags={"sepcore.sweep_name": sweep.name, **source},
                            credentials=tracking.credentials())
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
@@ -374,7 +380,8 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             client, sweep.model_name, best["uri"], best["run_id"], t.metric, best["value"],
             t.mode, tags={"sepcore.trial_id": best["trial_id"],
                           "sepcore.checkpoint_sha256": best["sha256"],
-                          "sepcore.sweep_name": sweep.name, "sepcore.parent_run": parent},
+                          "sepcore.sweep_name": sweep.name, "sepcore.parent_run": parent,
+                          **_lineage_tags(client, best["run_id"], parent)},
             promote=sweep.registry.promote)
         outcome.registered = {"name": sweep.model_name, "version": reg.version,
                               "alias": reg.alias, "previous_champion": reg.previous_champion}
@@ -384,6 +391,19 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                                   else Path("runs/reports") / Path(experiment_path).name)
     tracking.terminate(client, parent, "FINISHED")
     return outcome
+
+
+def _lineage_tags(client, run_id: str, parent: str) -> dict[str, str]:
+    """What a registered version was made from: the code version, the data fingerprint and
+    config signature of its trial, and the sweep (its parent run's name)."""
+    from sweeps import lineage
+
+    run_tags = client.get_run(run_id).data.tags
+    names = {lineage.MLFLOW_GIT_COMMIT: "sepcore.git_commit", lineage.DIRTY_TAG: None,
+             lineage.IMAGE_TAG: None, lineage.DATA_TAG: None, lineage.SIGNATURE_TAG: None}
+    tags = {(name or key): run_tags[key] for key, name in names.items() if key in run_tags}
+    tags["sepcore.sweep"] = client.get_run(parent).info.run_name
+    return tags
 
 
 def _trial_id(result) -> str:

@@ -209,8 +209,8 @@ def is_transient(exc: BaseException) -> bool:
 class _Op:
     """One logging call not yet acknowledged by the server."""
 
-    kind: str  # params | metrics | tags | artifact | terminate
-    items: list[Any]  # Param / Metric / RunTag; [path, folder]; [status]
+    kind: str  # params | metrics | tags | artifact | inputs | terminate
+    items: list[Any]  # Param / Metric / RunTag; [path, folder]; DatasetInput; [status]
 
     def describe(self) -> str:
         if self.kind == "metrics":
@@ -223,6 +223,8 @@ class _Op:
             return f"{self.kind} " + ", ".join(i.key for i in self.items)
         if self.kind == "artifact":
             return f"artifact {Path(self.items[0]).name}"
+        if self.kind == "inputs":
+            return "dataset inputs " + ", ".join(i.dataset.name for i in self.items)
         return f"status {self.items[0]}"
 
     def to_json(self) -> dict[str, Any]:
@@ -231,6 +233,10 @@ class _Op:
                      for m in self.items]
         elif self.kind in ("params", "tags"):
             items = [{"key": i.key, "value": i.value} for i in self.items]
+        elif self.kind == "inputs":
+            items = [{"name": i.dataset.name, "digest": i.dataset.digest,
+                      "source": i.dataset.source, "profile": i.dataset.profile,
+                      "tags": {t.key: t.value for t in i.tags}} for i in self.items]
         else:
             items = [str(i) if i is not None else None for i in self.items]
         return {"kind": self.kind, "items": items}
@@ -324,6 +330,11 @@ class TrialRun:
         if not self._submit(op) and op in self._pending:
             op.items[0] = self._spool(Path(path))
 
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """MLflow dataset inputs (:class:`~mlflow.entities.DatasetInput`) of the run."""
+        if datasets:
+            self._submit(_Op("inputs", list(datasets)))
+
     def finish(self, status: str = "FINISHED", wait_s: float = FLUSH_WAIT_S) -> None:
         """Close the run; waits up to ``wait_s`` for an unreachable server, then spills."""
         self._pending.append(_Op("terminate", [status]))
@@ -396,6 +407,8 @@ class TrialRun:
             self.client.log_batch(self.run_id, tags=op.items)
         elif op.kind == "artifact":
             self.client.log_artifact(self.run_id, str(op.items[0]), op.items[1])
+        elif op.kind == "inputs":
+            self.client.log_inputs(self.run_id, datasets=op.items)
         else:
             self.client.set_terminated(self.run_id, status=op.items[0])
 

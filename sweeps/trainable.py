@@ -157,6 +157,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         spool_dir=trial_dir / "mlflow-unsent")
     run.set_tags(node_tags(run.tags))
     if run.created:
+        log_lineage(run, cfg, context)
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})
         run.log_metrics({"params": count_parameters(model)}, step=0)
         with tempfile.TemporaryDirectory() as folder:
@@ -194,6 +195,21 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         raise
     finalize(result.epochs_run)  # early stop or step budget: the loop ended before last_epoch
     run.finish("FINISHED")
+
+
+def log_lineage(run: TrialRun, cfg, context: TrialContext) -> None:
+    """The trial's datasets as MLflow dataset inputs (train, valid and the test songs it scores),
+    their fingerprint and the trial's config signature as tags (:mod:`sweeps.lineage`)."""
+    from sweeps import lineage
+
+    splits = lineage.data_splits(cfg.data, cfg.train.seed,
+                                 eval_cfg=cfg.eval if context.test_eval else None,
+                                 max_tracks=context.test_max_tracks)
+    fingerprint = lineage.data_fingerprint(splits)
+    commit = context.tags.get(lineage.MLFLOW_GIT_COMMIT, "unknown")
+    run.log_inputs([split.to_input() for split in splits])
+    run.set_tags({lineage.DATA_TAG: fingerprint, lineage.SIGNATURE_TAG:
+                  lineage.config_signature(cfg.to_dict(), fingerprint, commit)})
 
 
 def node_tags(previous: dict[str, str]) -> dict[str, str]:
