@@ -3,7 +3,8 @@
 Rows group a sweep's child runs by their searched parameters (``search.*`` params, the seed
 excluded); columns are the sweep metric, the paper's BSSEval columns (vocals and accompaniment
 SDR / SIR / SAR, or whatever targets the runs were tested on), the parameter count and the epochs
-run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run.
+run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run,
+with the HTML report and parameter importance of :mod:`sweeps.dashboard`.
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ def test_protocols(client, experiment_id: str, parent_run_id: str) -> list[str]:
 
 def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mode: str,
                  out_dir: Path) -> str:
-    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run.
-    The text starts with the protocol line(s) of the test scores when the runs have any."""
+    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run,
+    then the HTML report and parameter importance (:mod:`sweeps.dashboard`). The text starts
+    with the protocol line(s) of the test scores when the runs have any."""
     rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode)
     text = format_rows(rows, columns)
     protocols = test_protocols(client, experiment_id, parent_run_id)
@@ -148,4 +150,8 @@ def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mo
         files.append(write_png(rows, columns, out_dir / "comparison.png"))
     for path in files:
         client.log_artifact(parent_run_id, str(path), "report")
+    from sweeps.dashboard import write_dashboard
+
+    write_dashboard(client, experiment_id, parent_run_id, metric, mode, rows, columns, out_dir,
+                    header=[f"test scores: {line}" for line in protocols])
     return text
