@@ -215,7 +215,7 @@ class Flaky:
     """An MlflowClient whose server can be down, or lose the answer to requests it processed."""
 
     CALLS = ("log_batch", "log_artifact", "set_terminated", "search_runs", "create_run",
-             "update_run")
+             "update_run", "log_inputs")
 
     def __init__(self, client: MlflowClient):
         self.client = client
@@ -458,3 +458,38 @@ def test_runs_of_trials_tune_lost_are_closed_and_left_out(store, experiment):
     again = {r.data.tags[TRIAL_TAG]: r
              for r in child_runs(client, experiment, parent, orphans=True)}
     assert _close_orphans(client, again, {"kept"}) == []
+
+
+def test_dataset_inputs_are_buffered_through_an_outage_and_sent_once(store, experiment, tmp_path,
+                                                                    no_retry_pause):
+    """A trial's datasets (sweeps.lineage) reach the run once, with their split as context; an
+    outage keeps them in order with the rest; the experiment opens in the training view."""
+    from sweeps.lineage import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        DataSplit,
+        mark_experiment_kind,
+    )
+
+    uri, client = store
+    mark_experiment_kind(client, experiment)
+    mark_experiment_kind(client, experiment)  # again: nothing changes
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    parent = start_parent_run(client, experiment, "/s/inputs", "inputs", {})
+    opened = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {}, {})
+    flaky = Flaky(client)
+    run = TrialRun(flaky, opened.run_id, created=True, spool_dir=tmp_path / "spool")
+    splits = [DataSplit(split, "/data/musdb", {f"{split}/a/mixture.wav": (10 + i, 5)}, ["a"],
+                        8000, 1) for i, split in enumerate(("train", "valid"))]
+    flaky.down = True
+    run.log_inputs([s.to_input() for s in splits])
+    run.log_metrics({"epoch": 1}, step=1)
+    assert run.pending == ["dataset inputs musdb-train-8000Hz-mono, musdb-valid-8000Hz-mono",
+                           "metrics epoch (steps 1)"]
+    flaky.down = False
+    assert run.flush() and run.pending == []
+    assert flaky.calls[-2:] == ["log_inputs", "log_batch"]  # in the order they were logged
+    inputs = client.get_run(run.run_id).inputs.dataset_inputs
+    got = {i.dataset.name: (i.dataset.digest, [(t.key, t.value) for t in i.tags])
+           for i in inputs}
+    assert got == {s.name: (s.digest, [("mlflow.data.context", s.split)]) for s in splits}
