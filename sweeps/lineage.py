@@ -43,7 +43,8 @@ IMAGE_DIGEST_ENV = "SEPCORE_IMAGE_DIGEST"
 DIRTY_TAG = "sepcore.git_dirty"
 IMAGE_TAG = "sepcore.image_digest"
 DATA_TAG = "sepcore.data_fingerprint"
-SIGNATURE_TAG = "sepcore.config_signature"
+# the trial signature (config_signature); not "…signature": tags named like secrets are masked
+SIGNATURE_TAG = "sepcore.config_hash"
 DIFF_ARTIFACT = "source"  # the parent run's folder of git_diff.patch
 MAX_DIFF_BYTES = 5_000_000
 

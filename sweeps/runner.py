@@ -101,7 +101,14 @@ def _init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def _search_and_space(sweep: Sweep):
+def optuna_storage_url(url: str) -> str:
+    """``tune.optuna_storage`` with a relative sqlite path made absolute (as tracking URIs)."""
+    from sweeps.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(url) if url.startswith("sqlite:///") else url
+
+
+def _search_and_space(sweep: Sweep, study_name: str | None = None):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -111,9 +118,12 @@ def _search_and_space(sweep: Sweep):
     if t.search_alg == "optuna":
         import optuna
 
+        storage = (optuna.storages.RDBStorage(optuna_storage_url(t.optuna_storage))
+                   if t.optuna_storage else None)
         searcher = OptunaSearch(space=optuna_space(sweep), metric=t.metric, mode=t.mode,
                                 sampler=optuna.samplers.TPESampler(seed=t.seed),
-                                points_to_evaluate=list(t.points_to_evaluate) or None)
+                                points_to_evaluate=list(t.points_to_evaluate) or None,
+                                storage=storage, study_name=study_name if storage else None)
         return ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent), None
     return None, basic_space(sweep)
 
@@ -172,6 +182,9 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
             "sepcore.profile": sweep.profile or "", "sepcore.git_commit": commit,
             "sepcore.sweep_name": sweep.name, "sepcore.metric": t.metric,
             "sepcore.mode": t.mode, **source}
+    if t.optuna_storage:  # where optuna-dashboard finds the study
+        tags.update({"sepcore.optuna_storage": optuna_storage_url(t.optuna_storage),
+                     "sepcore.optuna_study": name})
     parent = tracking.start_parent_run(client, experiment_id, experiment_path, name,
                                        {k: redact(v) for k, v in tags.items()}, resume=resume)
     if not resume:
@@ -207,7 +220,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
     else:
         _write_state(experiment_path, sweep, overrides)
-        searcher, space = _search_and_space(sweep)
+        searcher, space = _search_and_space(sweep, name)
         tuner = tune.Tuner(
             trainable,
             param_space=space or {},

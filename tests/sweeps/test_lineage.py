@@ -117,3 +117,12 @@ def test_the_signature_is_the_config_data_and_code_not_the_paths():
     assert sign(config, "data1", "abc") == sign(same, "data1", "abc")
     assert len({sign(config, "data1", "abc"), sign(other_lr, "data1", "abc"),
                 sign(config, "data2", "abc"), sign(config, "data1", "abd")}) == 4
+
+
+def test_lineage_tags_are_not_named_like_secrets():
+    """Run tags named like secrets lose their value (sweeps.tracking redacts them)."""
+    from services.redact import is_secret_name
+
+    names = [lineage.SIGNATURE_TAG, lineage.DATA_TAG, lineage.IMAGE_TAG, lineage.DIRTY_TAG,
+             *lineage.source_tags("f.yaml", "abc", None)]
+    assert [n for n in names if is_secret_name(n)] == []

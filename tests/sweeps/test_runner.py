@@ -44,6 +44,38 @@ def _check_outcome(outcome, trials: int):
     return client, children
 
 
+def _check_lineage(client, outcome, children):
+    """Experiment kind, source tags on every run, dataset inputs on every trial, and the
+    registered version's lineage tags equal to its trial's (sweeps.lineage)."""
+    import re
+
+    from sweeps import lineage
+
+    parent = client.get_run(outcome.parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[lineage.EXPERIMENT_KIND_TAG] == lineage.EXPERIMENT_KIND
+    commit = parent.data.tags[lineage.MLFLOW_GIT_COMMIT]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)  # the checkout the sweeps package runs from
+    assert parent.data.tags["sepcore.git_commit"] == commit
+    assert parent.data.tags[lineage.MLFLOW_SOURCE_NAME].endswith("tiny.yaml")
+    assert parent.data.tags["sepcore.ray_job_id"]
+    for child in children:
+        tags = child.data.tags
+        assert tags[lineage.MLFLOW_GIT_COMMIT] == commit
+        assert tags["sepcore.ray_job_id"] == parent.data.tags["sepcore.ray_job_id"]
+        assert re.fullmatch(r"[0-9a-f]{16}", tags[lineage.DATA_TAG])
+        assert re.fullmatch(r"[0-9a-f]{16}", tags[lineage.SIGNATURE_TAG])
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        assert sorted(t.value for i in inputs for t in i.tags) == ["test", "train", "valid"]
+        assert all(i.dataset.name.endswith("-8000Hz-mono") for i in inputs)
+    version = client.get_model_version_by_alias("sepcore-tiny", "champion")
+    trial = client.get_run(version.run_id).data.tags
+    assert version.tags["sepcore.git_commit"] == commit
+    assert version.tags[lineage.DATA_TAG] == trial[lineage.DATA_TAG]
+    assert version.tags[lineage.SIGNATURE_TAG] == trial[lineage.SIGNATURE_TAG]
+    assert version.tags["sepcore.sweep"] == parent.info.run_name
+
+
 def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     outcome = run_sweep(load_sweep(tiny_sweep()))
     client, children = _check_outcome(outcome, trials=3)
@@ -58,7 +90,9 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     assert finished, "finished trials log the paper's test metrics"
     assert "config" in outcome.report and "vocals_SDR" in outcome.report
     artifacts = [a.path for a in client.list_artifacts(outcome.parent_run_id, "report")]
-    assert {"report/comparison.csv", "report/comparison.png"} <= set(artifacts)
+    assert {"report/comparison.csv", "report/comparison.png", "report/report.html",
+            "report/importance.csv", "report/importance.png"} <= set(artifacts)
+    _check_lineage(client, outcome, children)
     # a second sweep takes the champion alias only if it beats the first
     again = run_sweep(load_sweep(tiny_sweep(), overrides=["base.train.epochs=1",
                                                           "tune.num_samples=1"]))
