@@ -95,8 +95,17 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     _check_lineage(client, outcome, children)
     # a second sweep takes the champion alias only if it beats the first
     again = run_sweep(load_sweep(tiny_sweep(), overrides=["base.train.epochs=1",
-                                                          "tune.num_samples=1"]))
+                                                          "tune.num_samples=1",
+                                                          "tune.optuna_storage=sqlite:///o.db"]))
     assert again.registered["alias"] in ("champion", "challenger")
+    # its Optuna study is in the database, under the experiment's name (optuna-dashboard's view)
+    import optuna
+
+    study = optuna.load_study(study_name=Path(again.experiment_path).name,
+                              storage=f"sqlite:///{Path('o.db').resolve()}")
+    [trial] = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert trial.params["model.num_bands"] in (1, 2, 4)
+    assert client.get_run(again.parent_run_id).data.tags["sepcore.optuna_study"] == study.study_name
     champion = client.get_model_version_by_alias("sepcore-tiny", "champion")
     # each version's best validation SI-SDR, read from its trial's MLflow history (not from the
     # tags the registry wrote): the champion is the higher one (version 1 on a tie)
