@@ -31,6 +31,11 @@ def _print_outcome(outcome) -> None:
     if outcome.orphaned:
         print(f"{len(outcome.orphaned)} run(s) of trials Tune had not saved before the driver "
               f"died were closed as KILLED (tag sepcore.orphaned): {', '.join(outcome.orphaned)}")
+    from pathlib import Path
+
+    local = Path(outcome.experiment_path) / "report.html"
+    if "://" not in outcome.experiment_path and local.is_file():
+        print(f"report: {local} (and the parent run's report/report.html)")
     if outcome.registered:
         reg = outcome.registered
         print(f"registered {reg['name']} version {reg['version']} with alias '{reg['alias']}'")
@@ -133,8 +138,8 @@ def _cmd_report(args) -> int:
     mode = args.mode or tags.get("sepcore.mode", "max")
     out = Path(args.out or Path("runs/reports") / (tags.get("mlflow.runName") or run.info.run_id))
     print(sweep_report(client, run.info.experiment_id, run.info.run_id, metric, mode, out))
-    print(f"\nwrote {out}/comparison.csv and comparison.png (also logged to run "
-          f"{run.info.run_id})")
+    print(f"\nwrote {out}/comparison.csv, comparison.png, report.html and importance.csv "
+          f"(also logged to run {run.info.run_id})")
     return 0
 
 
@@ -183,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.set_defaults(func=_cmd_promote)
 
-    p = sub.add_parser("report", help="comparison table, CSV and PNG of a finished sweep")
+    p = sub.add_parser("report", help="comparison table, CSV, PNG, HTML report and parameter "
+                       "importance of a finished sweep")
     p.add_argument("sweep", help="the sweep's run name (as printed by `run`) or parent run id")
     p.add_argument("--metric")
     p.add_argument("--mode", choices=["max", "min"])
