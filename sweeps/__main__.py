@@ -1,10 +1,11 @@
-"""``python -m sweeps run|submit|resume|promote|report``.
+"""``python -m sweeps run|submit|resume|promote|report|show``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
     python -m sweeps report bands-20261123-101500           (a sweep run name or parent run id)
+    python -m sweeps show 3f9c0a1b2c3d4e5f                  (a trial signature: config, runs)
 
 Errors of the sweep or library layers print one line naming the file and key (exit code 2).
 """
@@ -143,6 +144,17 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_show(args) -> int:
+    from mlflow import MlflowClient
+
+    from sweeps.lineage import describe_signature
+    from sweeps.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    print(describe_signature(client, args.signature))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -196,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("show", help="the config, runs and checkpoints of a trial signature")
+    p.add_argument("signature", help="a trial run's sepcore.config_hash tag (16 hex digits)")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=_cmd_show)
     return parser
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,57 @@ def config_signature(config: dict[str, Any], data: str, commit: str) -> str:
     text = json.dumps({"config": flat, "data": data, "code": commit}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- a signature's runs (`python -m sweeps show SIG`) ------------------------------------------
+
+
+def signature_runs(client, signature: str) -> list[Any]:
+    """Every run (any experiment) tagged with ``signature``, newest first."""
+    import re
+
+    from sweeps.errors import SweepError
+
+    if not re.fullmatch(r"[0-9a-f]{16}", signature):
+        raise SweepError(f"{signature!r} is not a config signature (16 hex digits, the "
+                         f"{SIGNATURE_TAG} tag of a trial's run)", key="signature")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments,
+                              filter_string=f"tags.`{SIGNATURE_TAG}` = '{signature}'",
+                              max_results=1000, order_by=["attributes.start_time DESC"])
+
+
+def describe_signature(client, signature: str) -> str:
+    """The config, the runs and the checkpoints of ``signature``, as text."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeps.errors import SweepError
+
+    runs = signature_runs(client, signature)
+    if not runs:
+        raise SweepError(f"no run has {SIGNATURE_TAG} = {signature} in the tracking store",
+                         key="signature")
+    lines = [f"signature {signature}: {len(runs)} run(s)", ""]
+    config = "(no config.yaml artifact)"
+    for run in runs:
+        with tempfile.TemporaryDirectory(prefix="sepcore-show-") as folder:
+            try:
+                path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
+            except (MlflowException, OSError):
+                continue
+            config = Path(path).read_text()
+            break
+    lines += ["config:", *("  " + line for line in config.rstrip().splitlines()), "", "runs:"]
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        best = {k: v for k, v in metrics.items() if k.startswith("best_")}
+        lines.append(f"  {run.info.run_id}  {run.info.run_name}  {run.info.status}  "
+                     f"sweep {tags.get('mlflow.parentRunId', '-')}  "
+                     + "  ".join(f"{k}={v:.4f}" for k, v in sorted(best.items())))
+    checkpoints = [(r.info.run_id, r.data.tags["sepcore.checkpoint_uri"],
+                    r.data.tags.get("sepcore.checkpoint_sha256", "")) for r in runs
+                   if "sepcore.checkpoint_uri" in r.data.tags]
+    lines += ["", "checkpoints:" if checkpoints else "checkpoints: none pushed (not in the "
+              "sweep's top-k)"]
+    lines += [f"  {uri}  (run {run_id}, sha256 {sha[:12]}…)" for run_id, uri, sha in checkpoints]
+    return "\n".join(lines)

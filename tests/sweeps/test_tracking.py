@@ -493,3 +493,31 @@ def test_dataset_inputs_are_buffered_through_an_outage_and_sent_once(store, expe
     got = {i.dataset.name: (i.dataset.digest, [(t.key, t.value) for t in i.tags])
            for i in inputs}
     assert got == {s.name: (s.digest, [("mlflow.data.context", s.split)]) for s in splits}
+
+
+def test_show_prints_the_config_runs_and_checkpoint_of_a_signature(store, experiment, tmp_path,
+                                                                   monkeypatch, capsys):
+    from sweeps.__main__ import main
+    from sweeps.lineage import SIGNATURE_TAG
+
+    uri, client = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    sig = "0123456789abcdef"
+    parent = start_parent_run(client, experiment, "/s/show", "show", {})
+    runs = [TrialRun.open(uri, experiment, parent, t, f"train_{t}", {}, {SIGNATURE_TAG: sig})
+            for t in ("t1", "t2")]
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  name: multiband\n")
+    runs[0].log_artifact(config)
+    client.set_tag(runs[1].run_id, "sepcore.checkpoint_uri", "s3://b/k/model.safetensors")
+    client.set_tag(runs[1].run_id, "sepcore.checkpoint_sha256", "ab" * 32)
+    TrialRun.open(uri, experiment, parent, "t3", "train_t3", {}, {SIGNATURE_TAG: "f" * 16})
+    assert main(["show", sig]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"signature {sig}: 2 run(s)")
+    assert "  model:\n    name: multiband" in out
+    assert all(r.run_id in out for r in runs) and "train_t3" not in out
+    assert "s3://b/k/model.safetensors" in out
+    assert main(["show", "f" * 15 + "e"]) == 2 and main(["show", "not-a-sig"]) == 2
+    err = capsys.readouterr().err
+    assert "no run has sepcore.config_hash = fffffffffffffffe" in err
