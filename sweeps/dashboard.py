@@ -252,7 +252,7 @@ def curves_plot(client, runs: list[Any], metric: str) -> bytes | None:
         return None
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the lines
     ax.set_title(f"{metric} per epoch, best {drawn} trial(s)")
     return _png(fig)
 
