@@ -1,6 +1,7 @@
 """``python -m sweeps run|submit|resume|promote|report|show``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
+                                           [--reuse]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
@@ -54,7 +55,8 @@ def _cmd_run(args) -> int:
     from sweeps.spec import load_sweep
 
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
-    _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides))
+    _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides,
+                             reuse=args.reuse))
     return 0
 
 
@@ -73,7 +75,7 @@ def _cmd_demo(args) -> int:
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
     print(f"running sweep {sweep.file}: {sweep.tune.num_samples} trials on local Ray, "
           f"MLflow at {redact(sweep.tracking.uri or 'sqlite:///mlruns.db')}")
-    _print_outcome(run_sweep(sweep, overrides=args.overrides))
+    _print_outcome(run_sweep(sweep, overrides=args.overrides, reuse=args.reuse))
     return 0
 
 
@@ -155,6 +157,10 @@ def _cmd_show(args) -> int:
     return 0
 
 
+REUSE_HELP = ("replay, instead of training, each trial whose signature has a finished run "
+              "with its checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -164,11 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--profile")
     p.add_argument("--address", help="Ray cluster address (default: local Ray / $RAY_ADDRESS)")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.num_samples=4")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="synthetic data + the demo sweep on local Ray (make demo)")
     p.add_argument("--file", default="sweeps/demo.yaml")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("--profile")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_demo)

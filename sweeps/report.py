@@ -132,6 +132,18 @@ def test_protocols(client, experiment_id: str, parent_run_id: str) -> list[str]:
                    if "sepcore.eval_protocol" in run.data.tags})
 
 
+def reused_line(client, experiment_id: str, parent_run_id: str) -> str:
+    """"N reused: …" when trials of the sweep replayed earlier runs (``run --reuse``), else ""."""
+    from sweeps.reuse import reused_runs
+
+    runs = child_runs(client, experiment_id, parent_run_id)
+    reused = reused_runs(runs)
+    if not reused:
+        return ""
+    return (f"{len(reused)} reused: {len(reused)} of {len(runs)} trials replayed a finished run "
+            f"of the same signature (--reuse) and trained nothing")
+
+
 def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mode: str,
                  out_dir: Path) -> str:
     """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run,
@@ -142,6 +154,9 @@ def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mo
     protocols = test_protocols(client, experiment_id, parent_run_id)
     if protocols:
         text = "\n".join(f"test scores: {line}" for line in protocols) + "\n" + text
+    reused = reused_line(client, experiment_id, parent_run_id)
+    if reused:
+        text = reused + "\n" + text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.txt").write_text(text + "\n")
@@ -153,5 +168,6 @@ def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mo
     from sweeps.dashboard import write_dashboard
 
     write_dashboard(client, experiment_id, parent_run_id, metric, mode, rows, columns, out_dir,
-                    header=[f"test scores: {line}" for line in protocols])
+                    header=[f"test scores: {line}" for line in protocols]
+                    + ([reused] if reused else []))
     return text

@@ -142,11 +142,14 @@ def _scheduler(sweep: Sweep, base_epochs: int):
 
 
 def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | None = None,
-              experiment_path: str | None = None, trainable=None) -> SweepOutcome:
+              experiment_path: str | None = None, trainable=None,
+              reuse: bool = False) -> SweepOutcome:
     """Run ``sweep`` (new, or continued when ``experiment_path`` holds an interrupted run).
 
     ``trainable`` replaces :func:`sweeps.trainable.train_trial` (same ``(config, context)``
     signature); the scale benchmark passes a trivial one to measure the machinery alone.
+    ``reuse``: trials whose signature has a finished run with its checkpoint replay it instead
+    of training (:mod:`sweeps.reuse`).
     """
     from mlflow import MlflowClient
     from ray import tune
@@ -209,7 +212,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
                            tags={"sepcore.sweep_name": sweep.name, **source},
-                           credentials=tracking.credentials())
+                           credentials=tracking.credentials(), reuse=reuse)
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
@@ -332,6 +335,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     from services.store import open_store
     from sweeps import tracking
     from sweeps.report import sweep_report
+    from sweeps.reuse import TUNE_CHECKPOINT_TAG
 
     t = sweep.tune
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
@@ -350,8 +354,11 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             # one request per trial (hundreds of trials: per-call round trips dominate); the
             # status comes from the search above, so only runs still open are closed
             stopped = not result.error and result.metrics.get("epoch", 0) < max_epochs
+            # where the trial's last checkpoint stays (what `run --reuse` fetches)
+            kept = ([RunTag(TUNE_CHECKPOINT_TAG, result.checkpoint.path)]
+                    if result.checkpoint is not None and not result.error else [])
             client.log_batch(run.info.run_id, metrics=[Metric(f"best_{t.metric}", value, now, 0)],
-                             tags=[RunTag("sepcore.stopped_early", str(bool(stopped)))])
+                             tags=[RunTag("sepcore.stopped_early", str(bool(stopped))), *kept])
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, status=status)
         rows.append({"trial_id": trial_id, "value": value, "result": result,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from sweeps.lineage import SIGNATURE_TAG
 from sweeps.runner import run_sweep
 from sweeps.spec import load_sweep
 from sweeps.tracking import TRIAL_TAG, child_runs
@@ -79,6 +80,7 @@ def _check_lineage(client, outcome, children):
 def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     outcome = run_sweep(load_sweep(tiny_sweep()))
     client, children = _check_outcome(outcome, trials=3)
+    parent = client.get_run(outcome.parent_run_id)
     # the pushed checkpoint is the trial with the best validation SI-SDR in MLflow (no trial was
     # retried here, so MLflow's history holds exactly what Tune ranked)
     assert _best_logged(client, outcome.pushed[0]["run_id"]) == max(
@@ -134,6 +136,22 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
                                                           + c.data.params["search.train.lr"]
                                                           for c in children})
     assert main(["report", "no-such-sweep"]) == 2
+
+    # the first sweep again with --reuse (the same seeded TPE suggestions): every trial replays
+    # its finished run (same signature) and none trains; `show` finds both runs of a signature
+    reused = run_sweep(load_sweep(tiny_sweep()), reuse=True)
+    assert reused.report.startswith("3 reused: 3 of 3 trials replayed")
+    again_children = child_runs(client, parent.info.experiment_id, reused.parent_run_id)
+    originals = {c.info.run_id: c for c in children}
+    for child in again_children:
+        source = originals[child.data.tags["sepcore.reused_from"]]
+        assert child.data.tags[SIGNATURE_TAG] == source.data.tags[SIGNATURE_TAG]
+        assert not [a for a in client.list_artifacts(child.info.run_id)
+                    if a.path == "loss_curve.png"]  # logged by every trained epoch
+        assert child.data.metrics["best_valid_sisdr"] == source.data.metrics["best_valid_sisdr"]
+    assert reused.pushed[0]["value"] == outcome.pushed[0]["value"]
+    signature = again_children[0].data.tags[SIGNATURE_TAG]
+    assert main(["show", signature]) == 0
 
 
 def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_path):
