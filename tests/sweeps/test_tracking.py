@@ -521,3 +521,39 @@ def test_show_prints_the_config_runs_and_checkpoint_of_a_signature(store, experi
     assert main(["show", "f" * 15 + "e"]) == 2 and main(["show", "not-a-sig"]) == 2
     err = capsys.readouterr().err
     assert "no run has sepcore.config_hash = fffffffffffffffe" in err
+
+
+def test_reuse_finds_a_finished_run_of_the_signature_whose_checkpoint_is_there(store, experiment,
+                                                                              tmp_path):
+    """sweeps.reuse: only a FINISHED run of the signature, outside this sweep, whose Tune
+    checkpoint folder still exists is replayed; its epochs come back in order."""
+    from sweeps.lineage import SIGNATURE_TAG
+    from sweeps.reuse import TUNE_CHECKPOINT_TAG, epoch_history, find_reusable
+
+    uri, client = store
+    sig = "00112233aabbccdd"
+    old_sweep = start_parent_run(client, experiment, "/s/old", "old", {})
+    this_sweep = start_parent_run(client, experiment, "/s/new", "new", {})
+    kept = tmp_path / "checkpoint_000002"
+    kept.mkdir()
+
+    def trial(name, parent, status, checkpoint):
+        run = TrialRun.open(uri, experiment, parent, name, name, {}, {SIGNATURE_TAG: sig})
+        if checkpoint:
+            run.set_tags({TUNE_CHECKPOINT_TAG: str(checkpoint)})
+        for epoch in (2, 1):  # logged out of order
+            run.log_metrics({"epoch": epoch, "valid_sisdr": epoch / 2, "test_vocals_SDR": 9.0},
+                            step=epoch)
+        run.finish(status)
+        return run.run_id
+
+    assert find_reusable(client, experiment, sig, this_sweep) is None
+    trial("failed", old_sweep, "FAILED", kept)
+    trial("gone", old_sweep, "FINISHED", tmp_path / "deleted")
+    trial("mine", this_sweep, "FINISHED", kept)  # a run of this very sweep
+    assert find_reusable(client, experiment, sig, this_sweep) is None
+    good = trial("good", old_sweep, "FINISHED", kept)
+    found = find_reusable(client, experiment, sig, this_sweep)
+    assert found.info.run_id == good
+    assert epoch_history(client, found) == [{"epoch": 1.0, "valid_sisdr": 0.5},
+                                            {"epoch": 2.0, "valid_sisdr": 1.0}]
