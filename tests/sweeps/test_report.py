@@ -196,8 +196,8 @@ def test_the_html_report_holds_its_figures_and_the_table(html_report):
 
 @pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (make chromium)")
 def test_the_html_report_renders_in_headless_chromium(html_report, tmp_path):
-    """Chromium loads the file, its script counts the decoded figures (data-plots on <body>),
-    and the screenshot holds the drawn plots, not a blank page."""
+    """Chromium loads the file and its script counts the figures it decoded (an <img> whose
+    PNG the browser could not decode has no natural width): all of them, on <body>."""
     out, _, _ = html_report
     page = (out / "report.html").resolve().as_uri()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -206,11 +206,3 @@ def test_the_html_report_renders_in_headless_chromium(html_report, tmp_path):
                          timeout=120, check=True).stdout
     total = (out / "report.html").read_text().count('<img class="plot"')
     assert re.search(r'data-plots="(\d+)/(\d+)"', dom).groups() == (str(total), str(total))
-    shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page],
-                   capture_output=True, timeout=120, check=True)
-    import matplotlib.image
-
-    pixels = matplotlib.image.imread(shot)[..., :3].reshape(-1, 3)
-    colours = {tuple(p) for p in (pixels * 255).round().astype(int)[::7]}
-    assert len(colours) > 50  # the coloured lines and bars, not a white page with text
