@@ -63,7 +63,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: ffmpeg $(STAMP)
 
 demo: install
-	$(PY) -m sweeps demo
+	$(PY) -m sweeps demo $(DEMO_ARGS)
 
 test: install postgresql chromium
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -1,10 +1,12 @@
-"""``python -m sweeps run|submit|resume|promote|report``.
+"""``python -m sweeps run|submit|resume|promote|report|show``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
+                                           [--reuse]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
     python -m sweeps report bands-20261123-101500           (a sweep run name or parent run id)
+    python -m sweeps show 3f9c0a1b2c3d4e5f                  (a trial signature: config, runs)
 
 Errors of the sweep or library layers print one line naming the file and key (exit code 2; a bug
 says so, exit 1); ``--debug`` or ``SEPCORE_DEBUG=1`` adds the traceback
@@ -33,6 +35,11 @@ def _print_outcome(outcome) -> None:
     if outcome.orphaned:
         print(f"{len(outcome.orphaned)} run(s) of trials Tune had not saved before the driver "
               f"died were closed as KILLED (tag sepcore.orphaned): {', '.join(outcome.orphaned)}")
+    from pathlib import Path
+
+    local = Path(outcome.experiment_path) / "report.html"
+    if "://" not in outcome.experiment_path and local.is_file():
+        print(f"report: {local} (and the parent run's report/report.html)")
     if outcome.registered:
         reg = outcome.registered
         print(f"registered {reg['name']} version {reg['version']} with alias '{reg['alias']}'")
@@ -50,7 +57,8 @@ def _cmd_run(args) -> int:
     from sweeps.spec import load_sweep
 
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
-    _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides))
+    _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides,
+                             reuse=args.reuse))
     return 0
 
 
@@ -69,7 +77,7 @@ def _cmd_demo(args) -> int:
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
     print(f"running sweep {sweep.file}: {sweep.tune.num_samples} trials on local Ray, "
           f"MLflow at {redact(sweep.tracking.uri or 'sqlite:///mlruns.db')}")
-    _print_outcome(run_sweep(sweep, overrides=args.overrides))
+    _print_outcome(run_sweep(sweep, overrides=args.overrides, reuse=args.reuse))
     return 0
 
 
@@ -136,9 +144,24 @@ def _cmd_report(args) -> int:
     mode = args.mode or tags.get("sepcore.mode", "max")
     out = Path(args.out or Path("runs/reports") / (tags.get("mlflow.runName") or run.info.run_id))
     print(sweep_report(client, run.info.experiment_id, run.info.run_id, metric, mode, out))
-    print(f"\nwrote {out}/comparison.csv and comparison.png (also logged to run "
-          f"{run.info.run_id})")
+    print(f"\nwrote {out}/comparison.csv, comparison.png, report.html and importance.csv "
+          f"(also logged to run {run.info.run_id})")
     return 0
+
+
+def _cmd_show(args) -> int:
+    from mlflow import MlflowClient
+
+    from sweeps.lineage import describe_signature
+    from sweeps.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    print(describe_signature(client, args.signature))
+    return 0
+
+
+REUSE_HELP = ("replay, instead of training, each trial whose signature has a finished run "
+              "with its checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--profile")
     p.add_argument("--address", help="Ray cluster address (default: local Ray / $RAY_ADDRESS)")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.num_samples=4")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="synthetic data + the demo sweep on local Ray (make demo)")
     p.add_argument("--file", default="sweeps/demo.yaml")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("--profile")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_demo)
@@ -190,13 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.set_defaults(func=_cmd_promote)
 
-    p = sub.add_parser("report", help="comparison table, CSV and PNG of a finished sweep")
+    p = sub.add_parser("report", help="comparison table, CSV, PNG, HTML report and parameter "
+                       "importance of a finished sweep")
     p.add_argument("sweep", help="the sweep's run name (as printed by `run`) or parent run id")
     p.add_argument("--metric")
     p.add_argument("--mode", choices=["max", "min"])
     p.add_argument("--out")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("show", help="the config, runs and checkpoints of a trial signature")
+    p.add_argument("signature", help="a trial run's sepcore.config_hash tag (16 hex digits)")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=_cmd_show)
     add_debug_flag(parser)
     return parser
 

@@ -3,7 +3,8 @@
 Rows group a sweep's child runs by their searched parameters (``search.*`` params, the seed
 excluded); columns are the sweep metric, the paper's BSSEval columns (vocals and accompaniment
 SDR / SIR / SAR, or whatever targets the runs were tested on), the parameter count and the epochs
-run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run.
+run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run,
+with the HTML report and parameter importance of :mod:`sweeps.dashboard`.
 """
 
 from __future__ import annotations
@@ -131,15 +132,31 @@ def test_protocols(client, experiment_id: str, parent_run_id: str) -> list[str]:
                    if "sepcore.eval_protocol" in run.data.tags})
 
 
+def reused_line(client, experiment_id: str, parent_run_id: str) -> str:
+    """"N reused: …" when trials of the sweep replayed earlier runs (``run --reuse``), else ""."""
+    from sweeps.reuse import reused_runs
+
+    runs = child_runs(client, experiment_id, parent_run_id)
+    reused = reused_runs(runs)
+    if not reused:
+        return ""
+    return (f"{len(reused)} reused: {len(reused)} of {len(runs)} trials replayed a finished run "
+            f"of the same signature (--reuse) and trained nothing")
+
+
 def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mode: str,
                  out_dir: Path) -> str:
-    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run.
-    The text starts with the protocol line(s) of the test scores when the runs have any."""
+    """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run,
+    then the HTML report and parameter importance (:mod:`sweeps.dashboard`). The text starts
+    with the protocol line(s) of the test scores when the runs have any."""
     rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode)
     text = format_rows(rows, columns)
     protocols = test_protocols(client, experiment_id, parent_run_id)
     if protocols:
         text = "\n".join(f"test scores: {line}" for line in protocols) + "\n" + text
+    reused = reused_line(client, experiment_id, parent_run_id)
+    if reused:
+        text = reused + "\n" + text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.txt").write_text(text + "\n")
@@ -148,4 +165,9 @@ def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mo
         files.append(write_png(rows, columns, out_dir / "comparison.png"))
     for path in files:
         client.log_artifact(parent_run_id, str(path), "report")
+    from sweeps.dashboard import write_dashboard
+
+    write_dashboard(client, experiment_id, parent_run_id, metric, mode, rows, columns, out_dir,
+                    header=[f"test scores: {line}" for line in protocols]
+                    + ([reused] if reused else []))
     return text

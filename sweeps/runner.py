@@ -103,7 +103,14 @@ def _init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def _search_and_space(sweep: Sweep):
+def optuna_storage_url(url: str) -> str:
+    """``tune.optuna_storage`` with a relative sqlite path made absolute (as tracking URIs)."""
+    from sweeps.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(url) if url.startswith("sqlite:///") else url
+
+
+def _search_and_space(sweep: Sweep, study_name: str | None = None):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -113,9 +120,12 @@ def _search_and_space(sweep: Sweep):
     if t.search_alg == "optuna":
         import optuna
 
+        storage = (optuna.storages.RDBStorage(optuna_storage_url(t.optuna_storage))
+                   if t.optuna_storage else None)
         searcher = OptunaSearch(space=optuna_space(sweep), metric=t.metric, mode=t.mode,
                                 sampler=optuna.samplers.TPESampler(seed=t.seed),
-                                points_to_evaluate=list(t.points_to_evaluate) or None)
+                                points_to_evaluate=list(t.points_to_evaluate) or None,
+                                storage=storage, study_name=study_name if storage else None)
         return ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent), None
     return None, basic_space(sweep)
 
@@ -134,16 +144,19 @@ def _scheduler(sweep: Sweep, base_epochs: int):
 
 
 def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | None = None,
-              experiment_path: str | None = None, trainable=None) -> SweepOutcome:
+              experiment_path: str | None = None, trainable=None,
+              reuse: bool = False) -> SweepOutcome:
     """Run ``sweep`` (new, or continued when ``experiment_path`` holds an interrupted run).
 
     ``trainable`` replaces :func:`sweeps.trainable.train_trial` (same ``(config, context)``
     signature); the scale benchmark passes a trivial one to measure the machinery alone.
+    ``reuse``: trials whose signature has a finished run with its checkpoint replay it instead
+    of training (:mod:`sweeps.reuse`).
     """
     from mlflow import MlflowClient
     from ray import tune
 
-    from sweeps import tracking
+    from sweeps import lineage, tracking
     from sweeps.trainable import TrialContext, train_trial
 
     t = sweep.tune
@@ -166,15 +179,24 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     check_cluster(sweep, uri, base, address=address)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment)
+    lineage.mark_experiment_kind(client, experiment_id)
+    commit, dirty = lineage.code_version()
+    source = {**lineage.source_tags(sweep.file, commit, dirty), **_ray_job_ids()}
     tags = {"sepcore.sweep_file": sweep.file, "sepcore.sweep_digest": sweep.digest,
-            "sepcore.profile": sweep.profile or "", "sepcore.git_commit": tracking.git_commit(),
+            "sepcore.profile": sweep.profile or "", "sepcore.git_commit": commit,
             "sepcore.sweep_name": sweep.name, "sepcore.metric": t.metric,
-            "sepcore.mode": t.mode, **_ray_job_ids()}
+            "sepcore.mode": t.mode, **source}
+    if t.optuna_storage:  # where optuna-dashboard finds the study
+        tags.update({"sepcore.optuna_storage": optuna_storage_url(t.optuna_storage),
+                     "sepcore.optuna_study": name})
     parent = tracking.start_parent_run(client, experiment_id, experiment_path, name,
                                        {k: redact(v) for k, v in tags.items()}, resume=resume)
     if not resume:
         client.log_text(parent, json.dumps(redact_data(sweep.raw), indent=2, default=str),
                         "sweep.json")
+        if dirty:  # the uncommitted changes the sweep ran with
+            client.log_text(parent, lineage.dirty_diff(),
+                            f"{lineage.DIFF_ARTIFACT}/git_diff.patch")
     log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
 
     init_from = (base.get("train") or {}).get("init_from")
@@ -190,8 +212,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
-                           tags={"sepcore.sweep_name": sweep.name},
-                           credentials=tracking.credentials())
+                           tags={"sepcore.sweep_name": sweep.name, **source},
+                           credentials=tracking.credentials(), reuse=reuse)
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
@@ -202,7 +224,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
     else:
         _write_state(experiment_path, sweep, overrides)
-        searcher, space = _search_and_space(sweep)
+        searcher, space = _search_and_space(sweep, name)
         tuner = tune.Tuner(
             trainable,
             param_space=space or {},
@@ -362,6 +384,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     from services.store import open_store
     from sweeps import tracking
     from sweeps.report import sweep_report
+    from sweeps.reuse import TUNE_CHECKPOINT_TAG
 
     t = sweep.tune
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
@@ -381,8 +404,11 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             # one request per trial (hundreds of trials: per-call round trips dominate); the
             # status comes from the search above, so only runs still open are closed
             stopped = not result.error and result.metrics.get("epoch", 0) < max_epochs
+            # where the trial's last checkpoint stays (what `run --reuse` fetches)
+            kept = ([RunTag(TUNE_CHECKPOINT_TAG, result.checkpoint.path)]
+                    if result.checkpoint is not None and not result.error else [])
             client.log_batch(run.info.run_id, metrics=[Metric(f"best_{t.metric}", value, now, 0)],
-                             tags=[RunTag("sepcore.stopped_early", str(bool(stopped)))])
+                             tags=[RunTag("sepcore.stopped_early", str(bool(stopped))), *kept])
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, status=status)
         rows.append({"trial_id": trial_id, "value": value, "result": result,
@@ -424,7 +450,8 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             client, sweep.model_name, best["uri"], best["run_id"], t.metric, best["value"],
             t.mode, tags={"sepcore.trial_id": best["trial_id"],
                           "sepcore.checkpoint_sha256": best["sha256"],
-                          "sepcore.sweep_name": sweep.name, "sepcore.parent_run": parent},
+                          "sepcore.sweep_name": sweep.name, "sepcore.parent_run": parent,
+                          **_lineage_tags(client, best["run_id"], parent)},
             promote=sweep.registry.promote)
         outcome.registered = {"name": sweep.model_name, "version": reg.version,
                               "alias": reg.alias, "previous_champion": reg.previous_champion}
@@ -434,6 +461,19 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                                   else Path("runs/reports") / Path(experiment_path).name)
     tracking.terminate(client, parent, "FINISHED")
     return outcome
+
+
+def _lineage_tags(client, run_id: str, parent: str) -> dict[str, str]:
+    """What a registered version was made from: the code version, the data fingerprint and
+    config signature of its trial, and the sweep (its parent run's name)."""
+    from sweeps import lineage
+
+    run_tags = client.get_run(run_id).data.tags
+    names = {lineage.MLFLOW_GIT_COMMIT: "sepcore.git_commit", lineage.DIRTY_TAG: None,
+             lineage.IMAGE_TAG: None, lineage.DATA_TAG: None, lineage.SIGNATURE_TAG: None}
+    tags = {(name or key): run_tags[key] for key, name in names.items() if key in run_tags}
+    tags["sepcore.sweep"] = client.get_run(parent).info.run_name
+    return tags
 
 
 def _trial_id(result) -> str:

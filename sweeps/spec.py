@@ -78,6 +78,9 @@ class TuneSpec:
     test_eval: bool = True  # BSSEval the finished trials' best checkpoints on the test subset
     test_max_tracks: int | None = None
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # Optuna warm start
+    # an RDB URL (sqlite:///optuna.db, postgresql://host/db) where the Optuna study of each run is
+    # kept, named after the Tune experiment: `optuna-dashboard URL` shows it (None = in memory)
+    optuna_storage: str | None = None
 
 
 @dataclass
@@ -373,6 +376,22 @@ def reported_metrics(sources: list[str]) -> set[str]:
     return set(epoch_metric_names(sources))
 
 
+def _check_optuna_storage(t: TuneSpec, file: str) -> None:
+    from urllib.parse import urlsplit
+
+    key = "tune.optuna_storage"
+    if t.search_alg != "optuna":
+        raise SweepError(f"'{key}' needs search_alg 'optuna' (got {t.search_alg!r})", key=key,
+                         file=file)
+    if "://" not in t.optuna_storage:
+        raise SweepError(f"'{key}' must be a database URL such as sqlite:///optuna.db or "
+                         f"postgresql://host/db, got {t.optuna_storage!r}", key=key, file=file)
+    if urlsplit(t.optuna_storage).password is not None:  # the value is not echoed
+        raise SweepError(f"'{key}' holds a password, which Tune would save in its experiment "
+                         f"state: give it through PGPASSWORD or ~/.pgpass instead", key=key,
+                         file=file)
+
+
 def validate(sweep: Sweep) -> None:
     """Everything that can be checked before a trial starts; raises SweepError naming the key."""
     file = sweep.file
@@ -404,6 +423,8 @@ def validate(sweep: Sweep) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise SweepError(f"'{key}' {msg}", key=key, file=file)
+    if t.optuna_storage:
+        _check_optuna_storage(t, file)
     metrics = reported_metrics(list(base_cfg.audio.sources))
     if t.metric not in metrics:
         raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "

@@ -211,8 +211,8 @@ def is_transient(exc: BaseException) -> bool:
 class _Op:
     """One logging call not yet acknowledged by the server."""
 
-    kind: str  # params | metrics | tags | artifact | terminate
-    items: list[Any]  # Param / Metric / RunTag; [path, folder]; [status]
+    kind: str  # params | metrics | tags | artifact | inputs | terminate
+    items: list[Any]  # Param / Metric / RunTag; [path, folder]; DatasetInput; [status]
 
     def describe(self) -> str:
         if self.kind == "metrics":
@@ -225,6 +225,8 @@ class _Op:
             return f"{self.kind} " + ", ".join(i.key for i in self.items)
         if self.kind == "artifact":
             return f"artifact {Path(self.items[0]).name}"
+        if self.kind == "inputs":
+            return "dataset inputs " + ", ".join(i.dataset.name for i in self.items)
         return f"status {self.items[0]}"
 
     @classmethod
@@ -239,6 +241,13 @@ class _Op:
             return cls(kind, [entity(i["key"], i["value"]) for i in items])
         if kind == "artifact":
             return cls(kind, [base / items[0], items[1]])
+        if kind == "inputs":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            return cls(kind, [DatasetInput(
+                Dataset(i["name"], i["digest"], i.get("source_type", "local"), i["source"],
+                        profile=i["profile"]),
+                tags=[InputTag(k, v) for k, v in i["tags"].items()]) for i in items])
         if kind == "terminate":
             return cls(kind, [items[0]])
         raise ValueError(f"unknown logging call {kind!r}")
@@ -249,6 +258,11 @@ class _Op:
                      for m in self.items]
         elif self.kind in ("params", "tags"):
             items = [{"key": i.key, "value": i.value} for i in self.items]
+        elif self.kind == "inputs":
+            items = [{"name": i.dataset.name, "digest": i.dataset.digest,
+                      "source_type": i.dataset.source_type,
+                      "source": i.dataset.source, "profile": i.dataset.profile,
+                      "tags": {t.key: t.value for t in i.tags}} for i in self.items]
         else:
             items = [str(i) if i is not None else None for i in self.items]
         return {"kind": self.kind, "items": items}
@@ -341,6 +355,11 @@ class TrialRun:
         op = _Op("artifact", [Path(path), folder])
         if not self._submit(op) and op in self._pending:
             op.items[0] = self._spool(Path(path))
+
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """MLflow dataset inputs (:class:`~mlflow.entities.DatasetInput`) of the run."""
+        if datasets:
+            self._submit(_Op("inputs", list(datasets)))
 
     def finish(self, status: str = "FINISHED", wait_s: float = FLUSH_WAIT_S) -> None:
         """Close the run; waits up to ``wait_s`` for an unreachable server, then spills."""
@@ -456,6 +475,8 @@ class TrialRun:
             self.client.log_batch(self.run_id, tags=op.items)
         elif op.kind == "artifact":
             self.client.log_artifact(self.run_id, str(op.items[0]), op.items[1])
+        elif op.kind == "inputs":
+            self.client.log_inputs(self.run_id, datasets=op.items)
         else:
             self.client.set_terminated(self.run_id, status=op.items[0])
 

@@ -26,6 +26,7 @@ from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
+from sweeps.lineage import SIGNATURE_TAG
 from sweeps.space import trial_params
 from sweeps.spec import build_trial_config
 from sweeps.tracking import (
@@ -64,6 +65,7 @@ class TrialContext:
     tags: dict[str, str] = field(default_factory=dict)
     # the tracking server's basic auth for nodes that hold none (never printed or logged)
     credentials: tuple[str, str] | None = field(default=None, repr=False)
+    reuse: bool = False  # replay a finished run of the same signature instead of training
 
 
 class TuneHook:
@@ -171,7 +173,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         run.take_unsent(out_dir)
         shutil.rmtree(out_dir / UNSENT_DIR)
     run.set_tags(node_tags(run.tags))
+    signature = run.tags.get(SIGNATURE_TAG)
     if run.created:
+        signature = log_lineage(run, cfg, context)
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})
         run.log_metrics({"params": count_parameters(model)}, step=0)
         with tempfile.TemporaryDirectory() as folder:
@@ -179,6 +183,14 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
             path.write_text(OmegaConf.to_yaml(redact_data(cfg.to_dict())))
             run.log_artifact(path)
     del model
+
+    if context.reuse and checkpoint is None and signature:
+        from sweeps.reuse import find_reusable
+
+        previous = find_reusable(run.client, context.experiment_id, signature,
+                                 context.parent_run_id)
+        if previous is not None and _replay(run, previous, out_dir):
+            return
 
     t0 = time.perf_counter()
     done: list[int] = []
@@ -209,6 +221,50 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         raise
     finalize(result.epochs_run)  # early stop or step budget: the loop ended before last_epoch
     run.finish("FINISHED")
+
+
+def log_lineage(run: TrialRun, cfg, context: TrialContext) -> str:
+    """The trial's datasets as MLflow dataset inputs (train, valid and the test songs it scores),
+    their fingerprint and the trial's config signature as tags (:mod:`sweeps.lineage`); returns
+    the signature."""
+    from sweeps import lineage
+
+    splits = lineage.data_splits(cfg.data, cfg.train.seed,
+                                 eval_cfg=cfg.eval if context.test_eval else None,
+                                 max_tracks=context.test_max_tracks)
+    fingerprint = lineage.data_fingerprint(splits)
+    commit = context.tags.get(lineage.MLFLOW_GIT_COMMIT, "unknown")
+    signature = lineage.config_signature(cfg.to_dict(), fingerprint, commit)
+    run.log_inputs([split.to_input() for split in splits])
+    run.set_tags({lineage.DATA_TAG: fingerprint, lineage.SIGNATURE_TAG: signature})
+    return signature
+
+
+def _replay(run: TrialRun, previous, out_dir: Path) -> bool:
+    """Report a finished run of the same signature to Tune instead of training (--reuse);
+    False when that run has no epoch to report."""
+    from sweeps.reuse import replay
+
+    history = replay(run.client, previous, run, out_dir, (LAST, BEST))
+    if not history:
+        return False
+    try:
+        for number, row in enumerate(history, 1):
+            if number < len(history):
+                tune.report(dict(row))
+                continue
+            with tempfile.TemporaryDirectory(prefix="sepcore-ckpt-") as folder:
+                for name in (LAST, BEST):
+                    if (out_dir / name).exists():
+                        shutil.copyfile(out_dir / name, Path(folder) / name)
+                run.flush(FLUSH_WAIT_S)  # the last report may end this thread
+                tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(folder))
+    except SystemExit:
+        if not run.flush(RETRY_INTERVAL_S):
+            run.spill()
+        raise
+    run.finish("FINISHED")
+    return True
 
 
 def node_tags(previous: dict[str, str]) -> dict[str, str]:

@@ -7,8 +7,13 @@ standard deviation are exact in binary floating point, so every number is checke
 
 from __future__ import annotations
 
+import base64
 import csv
 import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -112,7 +117,10 @@ def test_text_csv_and_png_are_written_and_logged(sweep, tmp_path):
     assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert logged == {"report/comparison.txt", "report/comparison.csv",
-                      "report/comparison.png"}
+                      "report/comparison.png", "report/report.html", "report/importance.csv",
+                      "report/importance.png"}
+    for name in ("report.html", "importance.csv", "importance.png"):
+        assert (tmp_path / "out" / name).is_file()  # also written locally
 
 
 def test_png_draws_only_the_best_configurations(tmp_path):
@@ -150,3 +158,51 @@ def test_the_report_names_the_protocol_of_the_test_scores(tmp_path):
     assert {head[0], head[1]} == {f"test scores: {line}" for line in lines}
     assert head[2].split()[:2] == ["config", "runs"]
     assert (tmp_path / "out" / "comparison.txt").read_text().startswith("test scores: ")
+
+
+# --- the HTML report and parameter importance (sweeps.dashboard) ---------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def html_report(sweep, tmp_path_factory):
+    """The report of the module's sweep, written once: (folder, client, parent run id)."""
+    client, experiment, parent = sweep
+    out = tmp_path_factory.mktemp("html")
+    sweep_report(client, experiment, parent, "valid_sisdr", "max", out)
+    return out, client, parent
+
+
+def test_the_html_report_holds_its_figures_and_the_table(html_report):
+    out, client, parent = html_report
+    page = (out / "report.html").read_text()
+    # self-contained: every figure inlined, nothing fetched (no http(s), no <link>, no src file)
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    sources = re.findall(r'<img class="plot" alt="([^"]+)" src="([^"]+)"', page)
+    assert [alt for alt, _ in sources] == ["parallel coordinates", "parameter importance",
+                                           "curves"][:len(sources)] and len(sources) >= 2
+    for _, src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert "<td>2.00 ± 1.00</td>" in page and "<td>6.00 ± 2.00</td>" in page  # mean ± std
+    rows = list(csv.DictReader((out / "importance.csv").open()))
+    assert {r["param"] for r in rows} == {"model.num_bands", "train.lr"}
+    assert sum(float(r["importance"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
+    assert all(r["trials"] == "7" and r["method"] == "fanova" for r in rows)
+    logged = client.download_artifacts(parent, "report/report.html", str(out / "logged"))
+    assert Path(logged).read_text() == page
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (make chromium)")
+def test_the_html_report_renders_in_headless_chromium(html_report, tmp_path):
+    """Chromium loads the file and its script counts the figures it decoded (an <img> whose
+    PNG the browser could not decode has no natural width): all of them, on <body>."""
+    out, _, _ = html_report
+    page = (out / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    total = (out / "report.html").read_text().count('<img class="plot"')
+    assert re.search(r'data-plots="(\d+)/(\d+)"', dom).groups() == (str(total), str(total))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from sweeps.lineage import SIGNATURE_TAG
 from sweeps.runner import run_sweep
 from sweeps.spec import load_sweep
 from sweeps.tracking import TRIAL_TAG, child_runs
@@ -45,6 +46,38 @@ def _check_outcome(outcome, trials: int):
     return client, children
 
 
+def _check_lineage(client, outcome, children):
+    """Experiment kind, source tags on every run, dataset inputs on every trial, and the
+    registered version's lineage tags equal to its trial's (sweeps.lineage)."""
+    import re
+
+    from sweeps import lineage
+
+    parent = client.get_run(outcome.parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[lineage.EXPERIMENT_KIND_TAG] == lineage.EXPERIMENT_KIND
+    commit = parent.data.tags[lineage.MLFLOW_GIT_COMMIT]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)  # the checkout the sweeps package runs from
+    assert parent.data.tags["sepcore.git_commit"] == commit
+    assert parent.data.tags[lineage.MLFLOW_SOURCE_NAME].endswith("tiny.yaml")
+    assert parent.data.tags["sepcore.ray_job_id"]
+    for child in children:
+        tags = child.data.tags
+        assert tags[lineage.MLFLOW_GIT_COMMIT] == commit
+        assert tags["sepcore.ray_job_id"] == parent.data.tags["sepcore.ray_job_id"]
+        assert re.fullmatch(r"[0-9a-f]{16}", tags[lineage.DATA_TAG])
+        assert re.fullmatch(r"[0-9a-f]{16}", tags[lineage.SIGNATURE_TAG])
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        assert sorted(t.value for i in inputs for t in i.tags) == ["test", "train", "valid"]
+        assert all(i.dataset.name.endswith("-8000Hz-mono") for i in inputs)
+    version = client.get_model_version_by_alias("sepcore-tiny", "champion")
+    trial = client.get_run(version.run_id).data.tags
+    assert version.tags["sepcore.git_commit"] == commit
+    assert version.tags[lineage.DATA_TAG] == trial[lineage.DATA_TAG]
+    assert version.tags[lineage.SIGNATURE_TAG] == trial[lineage.SIGNATURE_TAG]
+    assert version.tags["sepcore.sweep"] == parent.info.run_name
+
+
 def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     seen = []  # what Tune's ResultGrid logs ("ray" does not propagate to pytest's caplog)
     handler = logging.Handler()
@@ -62,6 +95,7 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     assert not [p for p in folder.rglob("*") if p.name in ("result.json", "progress.csv",
                                                            "params.json", "params.pkl")]
     assert not [m for m in seen if "Failed to fetch metrics" in m]
+    parent = client.get_run(outcome.parent_run_id)
     # the pushed checkpoint is the trial with the best validation SI-SDR in MLflow (no trial was
     # retried here, so MLflow's history holds exactly what Tune ranked)
     assert _best_logged(client, outcome.pushed[0]["run_id"]) == max(
@@ -73,11 +107,22 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     assert finished, "finished trials log the paper's test metrics"
     assert "config" in outcome.report and "vocals_SDR" in outcome.report
     artifacts = [a.path for a in client.list_artifacts(outcome.parent_run_id, "report")]
-    assert {"report/comparison.csv", "report/comparison.png"} <= set(artifacts)
+    assert {"report/comparison.csv", "report/comparison.png", "report/report.html",
+            "report/importance.csv", "report/importance.png"} <= set(artifacts)
+    _check_lineage(client, outcome, children)
     # a second sweep takes the champion alias only if it beats the first
     again = run_sweep(load_sweep(tiny_sweep(), overrides=["base.train.epochs=1",
-                                                          "tune.num_samples=1"]))
+                                                          "tune.num_samples=1",
+                                                          "tune.optuna_storage=sqlite:///o.db"]))
     assert again.registered["alias"] in ("champion", "challenger")
+    # its Optuna study is in the database, under the experiment's name (optuna-dashboard's view)
+    import optuna
+
+    study = optuna.load_study(study_name=Path(again.experiment_path).name,
+                              storage=f"sqlite:///{Path('o.db').resolve()}")
+    [trial] = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert trial.params["model.num_bands"] in (1, 2, 4)
+    assert client.get_run(again.parent_run_id).data.tags["sepcore.optuna_study"] == study.study_name
     champion = client.get_model_version_by_alias("sepcore-tiny", "champion")
     # each version's best validation SI-SDR, read from its trial's MLflow history (not from the
     # tags the registry wrote): the champion is the higher one (version 1 on a tie)
@@ -106,6 +151,24 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
                                                           + c.data.params["search.train.lr"]
                                                           for c in children})
     assert main(["report", "no-such-sweep"]) == 2
+
+    # the first sweep again with --reuse (the same seeded TPE suggestions; one trial, to keep
+    # the suite short): it replays its finished run (same signature) and trains nothing; `show`
+    # finds both runs of that signature
+    reused = run_sweep(load_sweep(tiny_sweep(), overrides=["tune.num_samples=1"]), reuse=True)
+    assert reused.report.startswith("1 reused: 1 of 1 trials replayed")
+    again_children = child_runs(client, parent.info.experiment_id, reused.parent_run_id)
+    originals = {c.info.run_id: c for c in children}
+    for child in again_children:
+        source = originals[child.data.tags["sepcore.reused_from"]]
+        assert child.data.tags[SIGNATURE_TAG] == source.data.tags[SIGNATURE_TAG]
+        assert not [a for a in client.list_artifacts(child.info.run_id)
+                    if a.path == "loss_curve.png"]  # logged by every trained epoch
+        assert child.data.metrics["best_valid_sisdr"] == source.data.metrics["best_valid_sisdr"]
+    assert len(again_children) == 1 and reused.pushed[0]["value"] == _best_logged(
+        client, again_children[0].data.tags["sepcore.reused_from"])
+    signature = again_children[0].data.tags[SIGNATURE_TAG]
+    assert main(["show", signature]) == 0
 
 
 def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_path):

@@ -152,6 +152,9 @@ BAD = [
      "search.eval.overlap"),
     ("frozen pattern matches nothing", "search: {train.frozen: {grid: [[], [masker.*]]}}\n",
      "search.train.frozen"),
+    ("optuna storage without optuna", "tune: {search_alg: random, optuna_storage: "
+     "'sqlite:///o.db'}\n", "tune.optuna_storage"),
+    ("optuna storage not a URL", "tune: {optuna_storage: optuna.db}\n", "tune.optuna_storage"),
 ]
 
 
@@ -215,3 +218,13 @@ def test_every_metric_the_validator_accepts_is_reported_by_fit(synth_root, cache
     assert all(isinstance(v, int | float) and math.isfinite(v) for v in seen[0].values()), seen
     for metric in sorted(accepted):
         assert load_sweep(write(tmp_path, f"tune: {{metric: {metric}}}\n")).tune.metric == metric
+
+
+def test_an_optuna_storage_with_a_password_is_refused_without_showing_it(tmp_path):
+    """``tune.optuna_storage`` would be saved with the searcher in Tune's experiment state (the
+    study itself landing there is checked by tests/sweeps/test_runner.py's sweep)."""
+    path = write(tmp_path, "tune: {optuna_storage: 'sqlite:///optuna.db'}\n")
+    assert load_sweep(path).tune.optuna_storage == "sqlite:///optuna.db"
+    with pytest.raises(SweepError) as err:
+        load_sweep(path, overrides=["tune.optuna_storage=postgresql://u:pa55word@db/optuna"])
+    assert err.value.key == "tune.optuna_storage" and "pa55word" not in str(err.value)

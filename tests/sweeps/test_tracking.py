@@ -217,7 +217,7 @@ class Flaky:
     """An MlflowClient whose server can be down, or lose the answer to requests it processed."""
 
     CALLS = ("log_batch", "log_artifact", "set_terminated", "search_runs", "create_run",
-             "update_run")
+             "update_run", "log_inputs")
 
     def __init__(self, client: MlflowClient):
         self.client = client
@@ -514,5 +514,116 @@ def test_unsent_calls_travel_with_the_checkpoint_and_are_sent_once(store, experi
     assert sorted(_steps(client, opened.run_id, "valid_sisdr")) == [1, 2]
     names = [a.path for a in client.list_artifacts(opened.run_id)]
     assert "loss_curve.png" in names
+    # every kind of call survives the trip through JSON
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Param, RunTag
+
+    from sweeps.tracking import _Op
+
+    dataset = Dataset("synth-train", "abc", "local", '{"uri": "/d"}', profile="{}")
+    ops = [_Op("inputs", [DatasetInput(dataset, tags=[InputTag("context", "train")])]),
+           _Op("params", [Param("a", "1")]), _Op("tags", [RunTag("b", "2")]),
+           _Op("terminate", ["FINISHED"])]
+    for op in ops:
+        again = _Op.from_json(op.to_json(), tmp_path)
+        assert again.to_json() == op.to_json() and again.describe() == op.describe()
     # nothing unsent: replaying an empty folder sends nothing
     assert replay_unsent(client, tmp_path / "nowhere") == 0
+
+
+def test_dataset_inputs_are_buffered_through_an_outage_and_sent_once(store, experiment, tmp_path,
+                                                                    no_retry_pause):
+    """A trial's datasets (sweeps.lineage) reach the run once, with their split as context; an
+    outage keeps them in order with the rest; the experiment opens in the training view."""
+    from sweeps.lineage import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        DataSplit,
+        mark_experiment_kind,
+    )
+
+    uri, client = store
+    mark_experiment_kind(client, experiment)
+    mark_experiment_kind(client, experiment)  # again: nothing changes
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    parent = start_parent_run(client, experiment, "/s/inputs", "inputs", {})
+    opened = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {}, {})
+    flaky = Flaky(client)
+    run = TrialRun(flaky, opened.run_id, created=True, spool_dir=tmp_path / "spool")
+    splits = [DataSplit(split, "/data/musdb", {f"{split}/a/mixture.wav": (10 + i, 5)}, ["a"],
+                        8000, 1) for i, split in enumerate(("train", "valid"))]
+    flaky.down = True
+    run.log_inputs([s.to_input() for s in splits])
+    run.log_metrics({"epoch": 1}, step=1)
+    assert run.pending == ["dataset inputs musdb-train-8000Hz-mono, musdb-valid-8000Hz-mono",
+                           "metrics epoch (steps 1)"]
+    flaky.down = False
+    assert run.flush() and run.pending == []
+    assert flaky.calls[-2:] == ["log_inputs", "log_batch"]  # in the order they were logged
+    inputs = client.get_run(run.run_id).inputs.dataset_inputs
+    got = {i.dataset.name: (i.dataset.digest, [(t.key, t.value) for t in i.tags])
+           for i in inputs}
+    assert got == {s.name: (s.digest, [("mlflow.data.context", s.split)]) for s in splits}
+
+
+def test_show_prints_the_config_runs_and_checkpoint_of_a_signature(store, experiment, tmp_path,
+                                                                   monkeypatch, capsys):
+    from sweeps.__main__ import main
+    from sweeps.lineage import SIGNATURE_TAG
+
+    uri, client = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    sig = "0123456789abcdef"
+    parent = start_parent_run(client, experiment, "/s/show", "show", {})
+    runs = [TrialRun.open(uri, experiment, parent, t, f"train_{t}", {}, {SIGNATURE_TAG: sig})
+            for t in ("t1", "t2")]
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  name: multiband\n")
+    runs[0].log_artifact(config)
+    client.set_tag(runs[1].run_id, "sepcore.checkpoint_uri", "s3://b/k/model.safetensors")
+    client.set_tag(runs[1].run_id, "sepcore.checkpoint_sha256", "ab" * 32)
+    TrialRun.open(uri, experiment, parent, "t3", "train_t3", {}, {SIGNATURE_TAG: "f" * 16})
+    assert main(["show", sig]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"signature {sig}: 2 run(s)")
+    assert "  model:\n    name: multiband" in out
+    assert all(r.run_id in out for r in runs) and "train_t3" not in out
+    assert "s3://b/k/model.safetensors" in out
+    assert main(["show", "f" * 15 + "e"]) == 2 and main(["show", "not-a-sig"]) == 2
+    err = capsys.readouterr().err
+    assert "no run has sepcore.config_hash = fffffffffffffffe" in err
+
+
+def test_reuse_finds_a_finished_run_of_the_signature_whose_checkpoint_is_there(store, experiment,
+                                                                              tmp_path):
+    """sweeps.reuse: only a FINISHED run of the signature, outside this sweep, whose Tune
+    checkpoint folder still exists is replayed; its epochs come back in order."""
+    from sweeps.lineage import SIGNATURE_TAG
+    from sweeps.reuse import TUNE_CHECKPOINT_TAG, epoch_history, find_reusable
+
+    uri, client = store
+    sig = "00112233aabbccdd"
+    old_sweep = start_parent_run(client, experiment, "/s/old", "old", {})
+    this_sweep = start_parent_run(client, experiment, "/s/new", "new", {})
+    kept = tmp_path / "checkpoint_000002"
+    kept.mkdir()
+
+    def trial(name, parent, status, checkpoint):
+        run = TrialRun.open(uri, experiment, parent, name, name, {}, {SIGNATURE_TAG: sig})
+        if checkpoint:
+            run.set_tags({TUNE_CHECKPOINT_TAG: str(checkpoint)})
+        for epoch in (2, 1):  # logged out of order
+            run.log_metrics({"epoch": epoch, "valid_sisdr": epoch / 2, "test_vocals_SDR": 9.0},
+                            step=epoch)
+        run.finish(status)
+        return run.run_id
+
+    assert find_reusable(client, experiment, sig, this_sweep) is None
+    trial("failed", old_sweep, "FAILED", kept)
+    trial("gone", old_sweep, "FINISHED", tmp_path / "deleted")
+    trial("mine", this_sweep, "FINISHED", kept)  # a run of this very sweep
+    assert find_reusable(client, experiment, sig, this_sweep) is None
+    good = trial("good", old_sweep, "FINISHED", kept)
+    found = find_reusable(client, experiment, sig, this_sweep)
+    assert found.info.run_id == good
+    assert epoch_history(client, found) == [{"epoch": 1.0, "valid_sisdr": 0.5},
+                                            {"epoch": 2.0, "valid_sisdr": 1.0}]
