@@ -4,7 +4,9 @@
 once through the cache (resampled to ``cfg.sample_rate``, converted to ``cfg.channels``) and returns
 a :class:`TrainChunks` (random, augmented chunks; each item is a pure function of
 ``(seed, epoch, index)`` so neither DataLoader workers nor iteration order change it, which exact
-resume relies on) and a :class:`ValidChunks` (no augmentation). Items are
+resume relies on; with ``data.augment.remix_share`` < 1 only that share of every in-order batch
+is remixed across songs, see :func:`sepcore.data.augment.remixed`) and a :class:`ValidChunks`
+(no augmentation). Items are
 ``(mixture (C, T), targets (S, C, T))`` float32 tensors with the mixture the sum of all four stems.
 
 With ``data.layout = "folders"`` the songs come from a multitrack folder dataset grouped into
@@ -160,6 +162,7 @@ class TrainChunks(Dataset):
         self.cfg = cfg
         self.seed = int(seed)
         self.epoch = 0
+        self._order, self._order_epoch = None, None  # see _song_of
         self.chunk = int(round(cfg.segment * cfg.sample_rate))
         self.songs = [song for song in (self._fit(song) for song in songs) if song is not None]
         if not self.songs:
@@ -193,7 +196,7 @@ class TrainChunks(Dataset):
         """
         if not self.cfg.augment.remix or self.cfg.augment.remix_share >= 1.0:
             return index // self.cfg.samples_per_track
-        if getattr(self, "_order_epoch", None) != self.epoch:
+        if self._order_epoch != self.epoch:
             rng = np.random.default_rng([self.seed % 2**63, self.epoch, 2**32])
             self._order = rng.permutation(len(self))
             self._order_epoch = self.epoch

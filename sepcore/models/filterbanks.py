@@ -453,7 +453,11 @@ class MelBranch(nn.Module):
     the branch accumulates them (exact pooled mean and variance, per bin) from the first
     ``stat_samples`` inputs it sees in training mode and keeps them fixed thereafter; they are
     persistent buffers (saved and restored with the weights, not parameters). Multichannel
-    input: the power spectra of the channels are averaged (the reference is mono).
+    input: the power spectra of the channels are averaged (the reference is mono). The reference
+    also divides every training track by its mixture's standard deviation; sepcore feeds the
+    audio as it is, so at initialisation the normalised mel channels outweigh the conv channels
+    of quiet audio (e.g. std 0.5 against 0.035 for white noise of std 0.1) until training
+    rebalances the bottleneck.
     """
 
     stat_samples = 5000

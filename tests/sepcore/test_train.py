@@ -111,6 +111,35 @@ def test_resume_from_an_explicit_checkpoint(straight, synth_root, cache_dir, tmp
     _assert_same_weights(reference.last_checkpoint, resumed.last_checkpoint)
 
 
+def test_resume_is_exact_with_the_mel_encoder_and_meta_tasnet_augmentation(synth_root, cache_dir,
+                                                                          tmp_path):
+    """The mel branch's pooled statistics travel with the checkpoint, and half-batch remixing
+    with per-source channels stays a function of (seed, epoch, index): 1 + 1 epochs == 2."""
+    from sepcore.config import AugmentConfig
+    from tests.sepcore.helpers import experiment_config
+
+    def config(out, epochs, resume=None):
+        cfg = experiment_config(
+            {"name": "convtasnet", "encoder": {"N": 16, "L": 16, "encoding": "hybrid",
+                                               "filterbank": "mel", "num_mels": 8, "n_fft": 256},
+             "masker": {"B": 16, "H": 32, "P": 3, "X": 2, "R": 1}},
+            synth_root, tmp_path / out, cache_dir,
+            train={"epochs": epochs, "steps_per_epoch": 1, "batch_size": 4,
+                   "deterministic": True, "resume": resume})
+        cfg.data.augment = AugmentConfig(random_channel=True, channel_pick="source",
+                                         channel_swap=False, remix_share=0.5)
+        return cfg
+
+    straight = fit(config("a", 2))
+    fit(config("b", 1))
+    resumed = fit(config("b", 2, resume="auto"))
+    _assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    state = _weights(resumed.last_checkpoint)
+    assert float(state["encoder.mel.seen"]) == 8  # 2 epochs x 1 step x 4 inputs pooled
+    assert [h["train_loss"] for h in straight.history] == \
+        [h["train_loss"] for h in resumed.history]
+
+
 def test_resume_from_a_missing_checkpoint_names_it(synth_root, cache_dir, tmp_path):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(CheckpointError, match=r"train\.resume=.*nope\.safetensors"):

@@ -231,7 +231,8 @@ MASKER = {"B": 8, "H": 16, "P": 3, "X": 2, "R": 1}
 
 def _params(model, encoding, filterbank, who_is_pinv, channels, **encoder):
     params = {"encoder": {"N": 16, "L": 8, "encoding": encoding, "filterbank": filterbank,
-                          "who_is_pinv": who_is_pinv, "filters": 2, "depth": 2, **encoder},
+                          "who_is_pinv": who_is_pinv, "filters": 2, "depth": 2,
+                          "num_mels": 16, "n_fft": 64, **encoder},
               "masker": MASKER, "audio_channels": channels, "sample_rate": SR}
     if model == "multiband":
         params["num_bands"] = 2
