@@ -31,7 +31,7 @@ _DEBUG_HELP = f"on an error, print the traceback too (or set {DEBUG_ENV}=1)"
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``error: PROG: …; see PROG --help``), exit 2."""
+    """ArgumentParser whose errors are one line (``error: PROG: … (see PROG --help)``), exit 2."""
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)

@@ -266,16 +266,17 @@ def separate_files(
     from sepcore.data.audio import audio_frames, read_audio
 
     songs = [Path(song) for song in songs]
-    for song in songs:  # every song is checked before the first is separated
+    for song in songs:
         if not song.is_file():
             raise DataError(f"input song not found: {song}")
-        if audio_frames(song) == 0:
-            raise DataError(f"{song}: the audio holds no samples (0 frames); nothing to separate")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is a file, not a folder")
     separator = load_separator(checkpoint, overrides, segment=segment, overlap=overlap,
-                               device=device)
+                               device=device)  # bad overrides are named first
+    for song in songs:  # every song's header is checked before the first is separated
+        if audio_frames(song) == 0:
+            raise DataError(f"{song}: the audio holds no samples (0 frames); nothing to separate")
     model = separator.model
     folders = song_folders(songs, out_dir)
     if not force:
