@@ -14,6 +14,15 @@ A sweep file (``sweeps/*.yaml``, the README's "Sweeps" section) has these blocks
     registry: {model_name: null, promote: true}
     profiles: {smoke: {...}, paper: {...}}   # named partial sweep files merged on top
 
+Paper tables: the reserved search key ``row`` is a grid of whole configurations, one per row of a
+paper's table, each a mapping with an ``id``, the config sections it sets (``model``, ``audio``,
+``data``, ``train``, ``eval``; a ``model`` that names its ``name`` replaces the base model instead
+of merging into it) and optionally ``published``: the paper's numbers for that row, as report
+columns (``test_vocals_SDR: 5.81``...) plus ``source`` (the table). ``published`` is kept out of
+the trial's config; ``python -m sweeps report`` prints it beside the measured values. A row whose
+``train.init_from`` is ``row:<id>`` starts from the best checkpoint of row ``<id>`` of the same
+sweep: the runner trains the rows it depends on first (stage 1), then the dependent rows (stage 2).
+
 Distributions: ``grid`` and ``choice`` (lists), ``uniform``/``loguniform`` ([low, high]),
 ``randint`` ([low, high), high exclusive as in Tune), ``quniform`` ([low, high, q]). ``when``
 makes a parameter conditional: it only exists for trials whose other parameters match, so a grid
@@ -41,6 +50,9 @@ KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 BLOCKS = ("requires", "base", "search", "tune", "tracking", "artifacts", "registry", "profiles")
 SEARCH_ALGS = ("optuna", "grid", "random")
 SCHEDULERS = ("asha", "fifo")
+ROW = "row"  # the search key of paper-table rows (whole configurations, see the module docstring)
+ROW_REF = "row:"  # train.init_from prefix: the best checkpoint of another row of the sweep
+ROW_KEYS = ("id", "published", "model", "audio", "data", "train", "eval")
 
 
 # --- typed blocks ---------------------------------------------------------------------------------
@@ -127,6 +139,7 @@ class Sweep:
     registry: RegistrySpec
     digest: str  # SHA-256 of the resolved sweep (file + profile + overrides)
     raw: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> paper numbers
 
     @property
     def grid(self) -> list[Param]:
@@ -190,6 +203,7 @@ def load_sweep(path: str | Path, profile: str | None = None,
         profile=profile,
         base=OmegaConf.to_container(node.base, resolve=True),
         params=_parse_search(node.get("search") or OmegaConf.create({}), file),
+        published={},
         tune=tune_spec,
         tracking=_typed(TrackingSpec, node.get("tracking"), "tracking", file),
         artifacts=_typed(ArtifactsSpec, node.get("artifacts"), "artifacts", file),
@@ -197,6 +211,7 @@ def load_sweep(path: str | Path, profile: str | None = None,
         digest="",
         raw={},
     )
+    sweep.published = _split_published(sweep.params, file)
     raw = OmegaConf.to_container(node, resolve=True)
     raw.pop("profiles", None)
     sweep.raw = raw
@@ -266,6 +281,9 @@ def _parse_search(search: Any, file: str) -> list[Param]:
                 when[other] = list(allowed) if isinstance(allowed, list) else [allowed]
         params.append(Param(path=path, kind=kind, values=_check_values(kind, values, key, file),
                             when=when))
+    for p in params:
+        if p.path == ROW:
+            _check_rows(p, file)
     names = {p.path for p in params}
     if len(names) != len(params):
         twice = sorted({p.path for p in params if [q.path for q in params].count(p.path) > 1})
@@ -280,6 +298,68 @@ def _parse_search(search: Any, file: str) -> list[Param]:
                 raise SweepError("a parameter cannot depend on itself", key=f"search.{p.path}",
                                  file=file)
     return params
+
+
+def _check_rows(param: Param, file: str) -> None:
+    key = f"search.{ROW}"
+    if param.kind != "grid" or param.when:
+        raise SweepError(f"'{key}' must be a plain grid of rows ({{grid: [{{id: ..., model: ...}}, "
+                         f"...]}})", key=key, file=file)
+    ids = []
+    for number, row in enumerate(param.values):
+        where = f"{key}.grid[{number}]"
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+            raise SweepError(f"'{where}' must be a mapping with an 'id' (a row name such as M1)",
+                             key=where, file=file)
+        unknown = sorted(set(row) - set(ROW_KEYS))
+        if unknown:
+            raise SweepError(f"'{where}' (row {row['id']}) has unknown key {unknown[0]!r} "
+                             f"(expected one of {list(ROW_KEYS)})", key=f"{where}.{unknown[0]}",
+                             file=file)
+        for section in ROW_KEYS[1:]:
+            if section in row and not isinstance(row[section], dict):
+                raise SweepError(f"'{where}.{section}' (row {row['id']}) must be a mapping",
+                                 key=f"{where}.{section}", file=file)
+        for name, value in (row.get("published") or {}).items():
+            if name != "source" and (isinstance(value, bool)
+                                     or not isinstance(value, int | float)):
+                raise SweepError(f"'{where}.published.{name}' = {value!r} (row {row['id']}) must "
+                                 f"be a number", key=f"{where}.published.{name}", file=file)
+        ids.append(row["id"])
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise SweepError(f"'{key}': row id {twice[0]!r} is given twice", key=key, file=file)
+    for row in param.values:
+        ref = row_dependency(row)
+        if ref is None:
+            continue
+        target = next((r for r in param.values if r["id"] == ref), None)
+        if target is None or row_dependency(target) is not None:
+            raise SweepError(f"'{key}': row {row['id']} has train.init_from {ROW_REF}{ref}, which "
+                             f"is not a row of this sweep that trains from scratch (rows: "
+                             f"{', '.join(ids)})", key=f"{key}.{row['id']}.train.init_from",
+                             file=file)
+
+
+def row_dependency(row: dict[str, Any]) -> str | None:
+    """The id of the row whose checkpoint ``row`` starts from (``train.init_from: row:<id>``)."""
+    init = (row.get("train") or {}).get("init_from")
+    if isinstance(init, str) and init.startswith(ROW_REF):
+        return init[len(ROW_REF):]
+    return None
+
+
+def _split_published(params: list[Param], file: str) -> dict[str, dict[str, Any]]:
+    """Move each row's ``published`` numbers out of the trial values (they are no config)."""
+    published = {}
+    for p in params:
+        if p.path != ROW:
+            continue
+        for row in p.values:
+            numbers = row.pop("published", None)
+            if numbers:
+                published[row["id"]] = numbers
+    return published
 
 
 def _flatten_search(node: DictConfig, prefix: str = ""):
@@ -329,6 +409,13 @@ def build_trial_config(base: dict[str, Any], params: dict[str, Any],
     """Merge a trial's dotted ``params`` (``None`` values = not applicable) into ``base``."""
     node = OmegaConf.create(base)
     dotlist = {k: v for k, v in params.items() if v is not None and not k.startswith("_")}
+    row = dotlist.pop(ROW, None)
+    for section, value in (row or {}).items():
+        if section in ("id", "published"):
+            continue
+        # a row's model that names its model is a whole model (M1 is a convtasnet, M2 multiband)
+        whole = section == "model" and "name" in value
+        OmegaConf.update(node, section, value, merge=not whole, force_add=True)
     for key, value in dotlist.items():
         OmegaConf.update(node, key, value, merge=True, force_add=True)
     return config_from_dict(node, file=file)
@@ -420,13 +507,17 @@ def validate(sweep: Sweep) -> None:
             if param.kind == "randint":
                 value = min(value, param.values[1] - 1)
             context = {other: allowed[0] for other, allowed in param.when.items()}
+            key = f"search.{param.path}"
+            shown = f"{value!r}"
+            if param.path == ROW:
+                key, shown = f"search.{ROW}.{value['id']}", f"row {value['id']}"
             try:
                 cfg = build_trial_config(sweep.base, {**context, param.path: value})
             except ConfigError as exc:
-                raise SweepError(f"'search.{param.path}' = {value!r} gives a config that does not "
-                                 f"build: {exc}", key=f"search.{param.path}", file=file) from None
-            if param.path == "train" or param.path.startswith(_MODEL_PATHS):
-                _build_model(cfg, f"search.{param.path}", file)
+                raise SweepError(f"'search.{param.path}' = {shown} gives a config that does not "
+                                 f"build: {exc}", key=key, file=file) from None
+            if param.path in ("train", ROW) or param.path.startswith(_MODEL_PATHS):
+                _build_model(cfg, key, file)
     _build_model(base_cfg, "base", file)
 
 

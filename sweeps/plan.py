@@ -1,0 +1,183 @@
+"""``python -m sweeps plan``: what a sweep will run, without running it.
+
+For every trial of a resolved sweep file (profile and overrides merged): its searched overrides,
+its seeds, the parameter count and receptive field of the model it builds (on the CPU, no
+checkpoint read), the stage it runs in (rows that start from another row's checkpoint run after
+it), the paper's published numbers when the sweep file carries them; and the scheduler. Grid and
+choice parameters are enumerated; sampled ones (``uniform``, ``loguniform``...) are shown as their
+space with ``num_samples``. With ``timed=True`` one forward/backward pass per distinct model is
+timed on this machine's CPU and scaled to an upper bound of the sweep's compute (labelled
+CPU-measured: a GPU runs it much faster).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from sweeps.spec import ROW, Sweep, _prune, row_dependency
+
+MUSDB_TRAIN_TRACKS = 86  # MUSDB18 train split without musdb's 14 validation tracks
+TIMED_SECONDS = 1.0  # audio per timed pass; the step time is scaled to data.segment
+
+
+def discrete_points(sweep: Sweep) -> list[dict[str, Any]]:
+    """Every combination of the grid and choice parameters (conditions pruned, no duplicates)."""
+    discrete = [p for p in sweep.params if p.kind in ("grid", "choice")]
+    points, seen = [], set()
+    for combo in itertools.product(*[p.values for p in discrete]):
+        point = _prune(dict(zip([p.path for p in discrete], combo, strict=True)), discrete)
+        marker = repr(sorted(point.items(), key=lambda kv: kv[0]))
+        if marker not in seen:
+            seen.add(marker)
+            points.append(point)
+    return points
+
+
+def _sampled(sweep: Sweep) -> dict[str, Any]:
+    return {p.path: {p.kind: p.values, **({"when": p.when} if p.when else {})}
+            for p in sweep.params if p.kind not in ("grid", "choice")}
+
+
+def _scheduler(sweep: Sweep) -> tuple[str, dict[str, Any]]:
+    s = sweep.tune.scheduler
+    if s.type == "fifo":
+        return "FIFO", {}
+    return "ASHA", {"grace_period": s.grace_period, "reduction_factor": s.reduction_factor,
+                    "max_t": s.max_t or sweep.config_for({}).train.epochs}
+
+
+def _train_tracks(cfg) -> tuple[int, str]:
+    root = Path(cfg.data.root) / "train"
+    if root.is_dir():
+        return sum(1 for p in root.iterdir() if p.is_dir()), f"{root}"
+    return MUSDB_TRAIN_TRACKS, "assumed: MUSDB18 train split"
+
+
+def _step_seconds(model, cfg) -> float:
+    """Seconds of one training step (forward + backward) on the CPU, scaled to data.segment."""
+    import torch
+
+    seconds = min(cfg.data.segment, TIMED_SECONDS)
+    samples = model.valid_length(int(seconds * cfg.audio.sample_rate))
+    mixture = torch.randn(cfg.train.batch_size, cfg.audio.channels, samples)
+    model.train()
+    best = math.inf
+    for _ in range(2):  # the first pass pays allocations; keep the faster
+        start = time.perf_counter()
+        estimate = model(mixture)
+        estimate.abs().mean().backward()
+        best = min(best, time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    return best * cfg.data.segment / seconds
+
+
+def _label(overrides: dict[str, Any]) -> str:
+    if ROW in overrides:
+        rest = {k: v for k, v in overrides.items() if k != ROW}
+        return " ".join([f"row={overrides[ROW]['id']}", *(f"{k}={v}" for k, v in rest.items())])
+    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
+
+
+def plan_sweep(sweep: Sweep, timed: bool = False) -> dict[str, Any]:
+    """The sweep's trials as a JSON-ready mapping (see the module docstring)."""
+    import torch
+
+    from sepcore.info import config_info
+    from sepcore.models import build_model
+
+    t = sweep.tune
+    scheduler, scheduler_args = _scheduler(sweep)
+    seeds = list(t.seeds) or [sweep.config_for({}).train.seed]
+    sampled = _sampled(sweep)
+    trials = []
+    for point in discrete_points(sweep):
+        cfg = sweep.config_for(point)
+        info = config_info(cfg)
+        trial: dict[str, Any] = {
+            "label": _label(point), "overrides": point, "params": info["params"],
+            "trainable_params": info["trainable_params"],
+            "receptive_field_samples": info["receptive_field_samples"],
+            "receptive_field_ms": info["receptive_field_ms"],
+            "global_context": info["global_context"], "seeds": seeds,
+            "repeats": t.num_samples if t.search_alg != "optuna" else None,
+            "epochs": cfg.train.epochs, "stage": 1}
+        if ROW in point:
+            trial["row"] = point[ROW]["id"]
+            after = row_dependency(point[ROW])
+            if after is not None:
+                trial["stage"], trial["after"] = 2, after
+            if point[ROW]["id"] in sweep.published:
+                trial["published"] = sweep.published[point[ROW]["id"]]
+        if timed:
+            torch.manual_seed(0)
+            with torch.device("cpu"):
+                model = build_model(cfg.model_name, cfg.model)
+            step = _step_seconds(model, cfg)
+            tracks, where = _train_tracks(cfg)
+            steps = cfg.train.steps_per_epoch or max(
+                1, tracks * cfg.data.samples_per_track // cfg.train.batch_size)
+            runs = len(seeds) * (t.num_samples if t.search_alg != "optuna" else 1)
+            trial["timing"] = {
+                "measured_on": "cpu", "step_seconds": step, "steps_per_epoch": steps,
+                "train_tracks": tracks, "tracks_from": where,
+                # an upper bound: every epoch run, early stopping and a GPU both make it shorter
+                "cpu_hours": step * steps * cfg.train.epochs * runs / 3600.0}
+        trials.append(trial)
+    plan: dict[str, Any] = {
+        "sweep": sweep.name, "file": sweep.file, "profile": sweep.profile,
+        "scheduler": scheduler, "scheduler_args": scheduler_args, "search_alg": t.search_alg,
+        "num_samples": t.num_samples, "trials": trials}
+    if sampled:
+        plan["sampled"] = sampled
+    if t.search_alg == "optuna":
+        plan["note"] = (f"Optuna draws {t.num_samples} trial(s) from these "
+                        f"{len(trials)} discrete point(s) and the sampled space")
+    if timed:
+        plan["cpu_hours"] = sum(tr["timing"]["cpu_hours"] for tr in trials)
+    return plan
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The plan as a table (``--json`` prints the mapping itself)."""
+    args = ", ".join(f"{k}={v}" for k, v in plan["scheduler_args"].items())
+    lines = [f"sweep {plan['sweep']} ({plan['file']}, profile {plan['profile'] or '-'})",
+             f"scheduler {plan['scheduler']}{f' ({args})' if args else ''}; search "
+             f"{plan['search_alg']}, num_samples {plan['num_samples']}"]
+    for path, space in (plan.get("sampled") or {}).items():
+        lines.append(f"sampled {path}: {space}")
+    if plan.get("note"):
+        lines.append(plan["note"])
+    timed = any("timing" in t for t in plan["trials"])
+    header = ["trial", "params", "published", "receptive field", "seeds", "stage"]
+    if timed:
+        header.append("CPU-measured h")
+    body = []
+    for trial in plan["trials"]:
+        rf = trial["receptive_field_samples"]
+        rf_text = "unbounded" if rf is None else f"{rf} ({trial['receptive_field_ms']:.0f} ms)"
+        if rf is not None and trial["global_context"]:
+            rf_text += " + gLN"
+        pub = (trial.get("published") or {}).get("params")
+        cells = [trial["label"], f"{trial['params'] / 1e6:.2f}M",
+                 f"{pub / 1e6:.2f}M ({100 * (trial['params'] - pub) / pub:+.1f}%)" if pub
+                 else "-", rf_text, ",".join(str(s) for s in trial["seeds"]),
+                 str(trial["stage"]) + (f" after {trial['after']}" if "after" in trial else "")]
+        if timed:
+            cells.append(f"{trial['timing']['cpu_hours']:.3g}")
+        body.append(cells)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    if timed:
+        first = next(t["timing"] for t in plan["trials"])
+        lines.append(f"compute: {plan['cpu_hours']:.3g} h measured on this CPU (one timed "
+                     f"forward/backward per trial, every epoch run, {first['train_tracks']} "
+                     f"training tracks, {first['tracks_from']}); an upper bound for a GPU")
+    return "\n".join(lines)
+
