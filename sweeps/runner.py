@@ -23,7 +23,8 @@ from typing import Any
 from services.redact import redact, redact_data
 from sweeps.cluster import check_cluster, check_registry_source
 from sweeps.errors import SweepError
-from sweeps.spec import Sweep, load_sweep
+from sweeps.report import PUBLISHED_ARTIFACT
+from sweeps.spec import ROW, Sweep, load_sweep, row_dependency, split_stages, with_row_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     """
     from mlflow import MlflowClient
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps import tracking
     from sweeps.trainable import TrialContext, train_trial
@@ -174,6 +174,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     if not resume:
         client.log_text(parent, json.dumps(redact_data(sweep.raw), indent=2, default=str),
                         "sweep.json")
+        if sweep.published:  # the paper's numbers per row, for `sweeps report`
+            client.log_text(parent, json.dumps(sweep.published, indent=2), PUBLISHED_ARTIFACT)
     log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
 
     init_from = (base.get("train") or {}).get("init_from")
@@ -194,37 +196,107 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
+    if not resume:
+        _write_state(experiment_path, sweep, overrides)
+    first, second = split_stages(sweep)
+    tuner = _tuner(first, trainable, name, storage, experiment_path, resume, base_cfg)
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        results = list(tuner.fit())
+    if second is not None:
+        # rows that start from another row's checkpoint (train.init_from: row:<id>) run after it
+        checkpoints = _row_checkpoints(first, results, second, experiment_path)
+        second = with_row_checkpoints(second, checkpoints)
+        path = f"{experiment_path}{STAGE2_SUFFIX}"
+        tuner = _tuner(second, trainable, f"{name}{STAGE2_SUFFIX}", storage, path,
+                       resume and _restorable(path), base_cfg)
+        with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+            results += list(tuner.fit())
+    return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+
+
+STAGE2_SUFFIX = "-stage2"  # the Tune experiment of the rows that wait for another row
+
+
+def _restorable(path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
+
+
+def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: str,
+           resume: bool, base_cfg):
+    """A new ``tune.Tuner`` for ``sweep`` (or the interrupted one at ``experiment_path``)."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    t = sweep.tune
     if resume:
         if not tune.Tuner.can_restore(experiment_path):
             raise SweepError(f"no restorable Tune experiment at {experiment_path}",
                              key="experiment")
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
-    else:
-        _write_state(experiment_path, sweep, overrides)
-        searcher, space = _search_and_space(sweep)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space or {},
-            tune_config=tune.TuneConfig(
-                metric=t.metric, mode=t.mode, num_samples=t.num_samples, search_alg=searcher,
-                scheduler=_scheduler(sweep, base_cfg.train.epochs),
-                max_concurrent_trials=None if searcher is not None else t.max_concurrent,
-                # a new trial runs in a finished trial's worker process (same resources): no
-                # process start and imports per trial (tests/bench/scale.py: ~2x faster)
-                reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=1,
-                # Tune's CSV and JSON result logs (Result.metrics_dataframe reads them); not its
-                # TensorBoard logger, whose per-result writes cost the driver ~2x the other two
-                # and whose event files nothing reads (metrics go to MLflow)
-                callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
-                failure_config=tune.FailureConfig(max_failures=t.max_failures),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
-                    checkpoint_score_order=t.mode)))
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
-        results = tuner.fit()
-    return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+    searcher, space = _search_and_space(sweep)
+    return tune.Tuner(
+        trainable,
+        param_space=space or {},
+        tune_config=tune.TuneConfig(
+            metric=t.metric, mode=t.mode, num_samples=t.num_samples, search_alg=searcher,
+            scheduler=_scheduler(sweep, base_cfg.train.epochs),
+            max_concurrent_trials=None if searcher is not None else t.max_concurrent,
+            # a new trial runs in a finished trial's worker process (same resources): no
+            # process start and imports per trial (tests/bench/scale.py: ~2x faster)
+            reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=1,
+            # Tune's CSV and JSON result logs (Result.metrics_dataframe reads them); not its
+            # TensorBoard logger, whose per-result writes cost the driver ~2x the other two
+            # and whose event files nothing reads (metrics go to MLflow)
+            callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+            failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
+                checkpoint_score_order=t.mode)))
+
+
+def _row_checkpoints(first: Sweep, results: list, second: Sweep,
+                     experiment_path: str) -> dict[str, str]:
+    """Row id -> a local copy of the best checkpoint of that row's stage-1 trials."""
+    import shutil
+
+    from sepcore.train import LAST
+    from sweeps.space import trial_params
+
+    t = first.tune
+    needed = {row_dependency(v) for p in second.params if p.path == ROW for v in p.values}
+    best: dict[str, tuple[float, Any]] = {}
+    for result in results:
+        row = trial_params(result.config or {}).get(ROW)
+        if not row or row["id"] not in needed or result.error:
+            continue
+        value = _best_value(result, t.metric, t.mode)
+        if math.isnan(value):
+            continue
+        if row["id"] not in best or (value > best[row["id"]][0]) == (t.mode == "max"):
+            best[row["id"]] = (value, result)
+    folder = Path(".cache/sepcore/rows") / Path(experiment_path).name
+    paths = {}
+    for row_id in sorted(needed):
+        checkpoint = best[row_id][1].get_best_checkpoint(t.metric, t.mode) \
+            if row_id in best else None
+        if checkpoint is None:
+            waiting = sorted(v["id"] for p in second.params if p.path == ROW for v in p.values
+                             if row_dependency(v) == row_id)
+            raise SweepError(f"row {row_id} finished without a checkpoint, so the rows that start "
+                             f"from it ({', '.join(waiting)}) cannot run",
+                             key=f"search.{ROW}.{row_id}", file=first.file)
+        folder.mkdir(parents=True, exist_ok=True)
+        with checkpoint.as_directory() as local:
+            target = folder / f"{row_id}.safetensors"
+            shutil.copyfile(Path(local) / LAST, target)
+        paths[row_id] = str(target.resolve())
+        log.info("rows starting from %s use %s (%s = %.4f)", row_id, target, t.metric,
+                 best[row_id][0])
+    return paths
 
 
 @contextlib.contextmanager

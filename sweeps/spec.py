@@ -33,6 +33,7 @@ Every error is a :class:`~sweeps.errors.SweepError` naming the file and the dott
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -313,7 +314,7 @@ def _check_rows(param: Param, file: str) -> None:
                              key=where, file=file)
         unknown = sorted(set(row) - set(ROW_KEYS))
         if unknown:
-            raise SweepError(f"'{where}' (row {row['id']}) has unknown key {unknown[0]!r} "
+            raise SweepError(f"'{where}.{unknown[0]}': row {row['id']} has an unknown key "
                              f"(expected one of {list(ROW_KEYS)})", key=f"{where}.{unknown[0]}",
                              file=file)
         for section in ROW_KEYS[1:]:
@@ -335,10 +336,9 @@ def _check_rows(param: Param, file: str) -> None:
             continue
         target = next((r for r in param.values if r["id"] == ref), None)
         if target is None or row_dependency(target) is not None:
-            raise SweepError(f"'{key}': row {row['id']} has train.init_from {ROW_REF}{ref}, which "
-                             f"is not a row of this sweep that trains from scratch (rows: "
-                             f"{', '.join(ids)})", key=f"{key}.{row['id']}.train.init_from",
-                             file=file)
+            where = f"{key}.{row['id']}.train.init_from"
+            raise SweepError(f"'{where}' = {ROW_REF}{ref} is not a row of this sweep that trains "
+                             f"from scratch (rows: {', '.join(ids)})", key=where, file=file)
 
 
 def row_dependency(row: dict[str, Any]) -> str | None:
@@ -347,6 +347,37 @@ def row_dependency(row: dict[str, Any]) -> str | None:
     if isinstance(init, str) and init.startswith(ROW_REF):
         return init[len(ROW_REF):]
     return None
+
+
+def split_stages(sweep: Sweep) -> tuple[Sweep, Sweep | None]:
+    """(the rows that train from scratch, the rows that start from another row's checkpoint).
+
+    The second is ``None`` when no row depends on another: the sweep runs in one stage.
+    """
+    row = next((p for p in sweep.params if p.path == ROW), None)
+    if row is None or not any(row_dependency(v) for v in row.values):
+        return sweep, None
+
+    def only(values):
+        param = dataclasses.replace(row, values=values)
+        return dataclasses.replace(sweep, params=[param if p is row else p
+                                                  for p in sweep.params])
+
+    return (only([v for v in row.values if row_dependency(v) is None]),
+            only([v for v in row.values if row_dependency(v) is not None]))
+
+
+def with_row_checkpoints(sweep: Sweep, checkpoints: dict[str, str]) -> Sweep:
+    """``sweep`` with each ``train.init_from: row:<id>`` replaced by ``checkpoints[id]``."""
+    def resolved(row):
+        ref = row_dependency(row)
+        if ref is None:
+            return row
+        return {**row, "train": {**row["train"], "init_from": checkpoints[ref]}}
+
+    params = [dataclasses.replace(p, values=[resolved(v) for v in p.values]) if p.path == ROW
+              else p for p in sweep.params]
+    return dataclasses.replace(sweep, params=params)
 
 
 def _split_published(params: list[Param], file: str) -> dict[str, dict[str, Any]]:

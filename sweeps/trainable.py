@@ -27,7 +27,7 @@ from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
 from sweeps.space import trial_params
-from sweeps.spec import build_trial_config
+from sweeps.spec import ROW, build_trial_config
 from sweeps.tracking import (
     FLUSH_WAIT_S,
     RETRY_INTERVAL_S,
@@ -119,6 +119,12 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def search_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's searched parameters as MLflow params; a paper-table row is logged by its id
+    (its config is in the flattened config beside it)."""
+    return {f"search.{k}": (v["id"] if k == ROW else v) for k, v in params.items()}
+
+
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable (Ray ≥ 2.7 API: tune.report / tune.get_checkpoint)."""
     params = trial_params(config)
@@ -152,7 +158,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     run = TrialRun.open(
         context.tracking_uri, context.experiment_id, context.parent_run_id, trial_id,
         run_name=ctx.get_trial_name(),
-        params={**flatten(cfg.to_dict()), **{f"search.{k}": v for k, v in params.items()}},
+        params={**flatten(cfg.to_dict()), **search_params(params)},
         tags={**context.tags, "sepcore.model": cfg.model_name},
         spool_dir=trial_dir / "mlflow-unsent")
     run.set_tags(node_tags(run.tags))
