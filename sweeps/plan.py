@@ -64,11 +64,17 @@ def _step_seconds(model, cfg) -> float:
     seconds = min(cfg.data.segment, TIMED_SECONDS)
     samples = model.valid_length(int(seconds * cfg.audio.sample_rate))
     mixture = torch.randn(cfg.train.batch_size, cfg.audio.channels, samples)
+    runner, inputs = model, mixture
+    if getattr(model, "needs_references", False):  # oracles (FB-IRM) also read the sources
+        from sepcore.models.oracles import with_references
+
+        targets = torch.randn(mixture.shape[0], len(cfg.audio.sources), *mixture.shape[1:])
+        runner, inputs = with_references(model, mixture, targets)
     model.train()
     best = math.inf
     for _ in range(2):  # the first pass pays allocations; keep the faster
         start = time.perf_counter()
-        estimate = model(mixture)
+        estimate = runner(inputs)
         estimate.abs().mean().backward()
         best = min(best, time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
@@ -141,6 +147,10 @@ def plan_sweep(sweep: Sweep, timed: bool = False) -> dict[str, Any]:
     return plan
 
 
+def _count(params: int) -> str:
+    return f"{params / 1e6:.2f}M" if params >= 100_000 else f"{params:,}"
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a table (``--json`` prints the mapping itself)."""
     args = ", ".join(f"{k}={v}" for k, v in plan["scheduler_args"].items())
@@ -162,7 +172,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         if rf is not None and trial["global_context"]:
             rf_text += " + gLN"
         pub = (trial.get("published") or {}).get("params")
-        cells = [trial["label"], f"{trial['params'] / 1e6:.2f}M",
+        cells = [trial["label"], _count(trial["params"]),
                  f"{pub / 1e6:.2f}M ({100 * (trial['params'] - pub) / pub:+.1f}%)" if pub
                  else "-", rf_text, ",".join(str(s) for s in trial["seeds"]),
                  str(trial["stage"]) + (f" after {trial['after']}" if "after" in trial else "")]
