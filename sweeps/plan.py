@@ -171,10 +171,12 @@ def format_plan(plan: dict[str, Any]) -> str:
         rf_text = "unbounded" if rf is None else f"{rf} ({trial['receptive_field_ms']:.0f} ms)"
         if rf is not None and trial["global_context"]:
             rf_text += " + gLN"
-        pub = (trial.get("published") or {}).get("params")
-        cells = [trial["label"], _count(trial["params"]),
-                 f"{pub / 1e6:.2f}M ({100 * (trial['params'] - pub) / pub:+.1f}%)" if pub
-                 else "-", rf_text, ",".join(str(s) for s in trial["seeds"]),
+        published = trial.get("published") or {}
+        pub = published.get("params")
+        paper = (f"{pub / 1e6:.2f}M ({100 * (trial['params'] - pub) / pub:+.1f}%)" if pub
+                 else published.get("source", "yes") if published else "-")
+        cells = [trial["label"], _count(trial["params"]), paper, rf_text,
+                 ",".join(str(s) for s in trial["seeds"]),
                  str(trial["stage"]) + (f" after {trial['after']}" if "after" in trial else "")]
         if timed:
             cells.append(f"{trial['timing']['cpu_hours']:.3g}")

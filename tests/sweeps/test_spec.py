@@ -31,8 +31,8 @@ def write(tmp_path, body: str, name="s.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,points", [("demo", 1), ("bands", 3), ("filterbanks", 9),
-                                         ("fb_ratio", 4), ("loss_weights", 14),
+@pytest.mark.parametrize("name,points", [("demo", 1), ("bands", 3), ("filterbanks", 6),
+                                         ("fb_ratio", 4), ("fb_irm", 2), ("loss_weights", 6),
                                          ("openunmix_transfer", 3), ("mad_recurrent", 3),
                                          ("metatasnet_stages", 3)])
 def test_shipped_runnable_sweeps_parse(name, points):
