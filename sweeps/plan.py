@@ -3,11 +3,12 @@
 For every trial of a resolved sweep file (profile and overrides merged): its searched overrides,
 its seeds, the parameter count and receptive field of the model it builds (on the CPU, no
 checkpoint read), the stage it runs in (rows that start from another row's checkpoint run after
-it), the paper's published numbers when the sweep file carries them; and the scheduler. Grid and
-choice parameters are enumerated; sampled ones (``uniform``, ``loguniform``...) are shown as their
-space with ``num_samples``. With ``timed=True`` one forward/backward pass per distinct model is
-timed on this machine's CPU and scaled to an upper bound of the sweep's compute (labelled
-CPU-measured: a GPU runs it much faster).
+it), the paper's published numbers when the sweep file carries them; and the scheduler. Grid
+parameters are enumerated (and ``choice`` ones under Optuna, which searches them as categories;
+Tune's grid/random generator samples a choice per trial); sampled ones (``uniform``,
+``loguniform``...) are shown as their space with ``num_samples``. With ``timed=True`` one
+forward/backward pass per trial is timed on this machine's CPU and scaled to an upper bound of
+the sweep's compute (labelled CPU-measured: a GPU runs it much faster).
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ MUSDB_TRAIN_TRACKS = 86  # MUSDB18 train split without musdb's 14 validation tra
 TIMED_SECONDS = 1.0  # audio per timed pass; the step time is scaled to data.segment
 
 
+def _enumerated(sweep: Sweep) -> tuple[str, ...]:
+    # Optuna searches grid and choice parameters alike (categorical); Tune's grid/random
+    # generator runs every grid point and samples a choice per trial
+    return ("grid", "choice") if sweep.tune.search_alg == "optuna" else ("grid",)
+
+
 def discrete_points(sweep: Sweep) -> list[dict[str, Any]]:
-    """Every combination of the grid and choice parameters (conditions pruned, no duplicates)."""
-    discrete = [p for p in sweep.params if p.kind in ("grid", "choice")]
+    """Every combination of the enumerated parameters (conditions pruned, no duplicates)."""
+    discrete = [p for p in sweep.params if p.kind in _enumerated(sweep)]
     points, seen = [], set()
     for combo in itertools.product(*[p.values for p in discrete]):
         point = _prune(dict(zip([p.path for p in discrete], combo, strict=True)), discrete)
@@ -39,7 +46,7 @@ def discrete_points(sweep: Sweep) -> list[dict[str, Any]]:
 
 def _sampled(sweep: Sweep) -> dict[str, Any]:
     return {p.path: {p.kind: p.values, **({"when": p.when} if p.when else {})}
-            for p in sweep.params if p.kind not in ("grid", "choice")}
+            for p in sweep.params if p.kind not in _enumerated(sweep)}
 
 
 def _scheduler(sweep: Sweep) -> tuple[str, dict[str, Any]]:

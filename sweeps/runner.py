@@ -192,7 +192,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
                            tags={"sepcore.sweep_name": sweep.name},
-                           credentials=tracking.credentials())
+                           credentials=tracking.credentials(),
+                           artifacts_uri=sweep.artifacts.uri)
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
@@ -260,10 +261,10 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
 
 def _row_checkpoints(first: Sweep, results: list, second: Sweep,
                      experiment_path: str) -> dict[str, str]:
-    """Row id -> a local copy of the best checkpoint of that row's stage-1 trials."""
-    import shutil
-
+    """Row id -> the artifact-store URI of the best checkpoint of that row's stage-1 trials
+    (pushed and verified here; each stage-2 trial fetches and verifies it on its own node)."""
     from sepcore.train import LAST
+    from services.store import open_store
     from sweeps.space import trial_params
 
     t = first.tune
@@ -278,7 +279,7 @@ def _row_checkpoints(first: Sweep, results: list, second: Sweep,
             continue
         if row["id"] not in best or (value > best[row["id"]][0]) == (t.mode == "max"):
             best[row["id"]] = (value, result)
-    folder = Path(".cache/sepcore/rows") / Path(experiment_path).name
+    store = open_store(first.artifacts.uri)
     paths = {}
     for row_id in sorted(needed):
         checkpoint = best[row_id][1].get_best_checkpoint(t.metric, t.mode) \
@@ -289,13 +290,12 @@ def _row_checkpoints(first: Sweep, results: list, second: Sweep,
             raise SweepError(f"row {row_id} finished without a checkpoint, so the rows that start "
                              f"from it ({', '.join(waiting)}) cannot run",
                              key=f"search.{ROW}.{row_id}", file=first.file)
-        folder.mkdir(parents=True, exist_ok=True)
         with checkpoint.as_directory() as local:
-            target = folder / f"{row_id}.safetensors"
-            shutil.copyfile(Path(local) / LAST, target)
-        paths[row_id] = str(target.resolve())
-        log.info("rows starting from %s use %s (%s = %.4f)", row_id, target, t.metric,
-                 best[row_id][0])
+            key = f"{first.name}/{Path(experiment_path).name}/rows/{row_id}.safetensors"
+            stored = store.put(Path(local) / LAST, key)
+        paths[row_id] = stored.uri
+        log.info("rows starting from %s use %s (%s = %.4f, sha256 %s)", row_id,
+                 redact(stored.uri), t.metric, best[row_id][0], stored.sha256[:12])
     return paths
 
 

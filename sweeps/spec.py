@@ -526,6 +526,9 @@ def validate(sweep: Sweep) -> None:
     if t.metric not in metrics:
         raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "
                          f"reports {sorted(metrics)}", key="tune.metric", file=file)
+    if t.search_alg == "optuna" and any(p.path == ROW for p in sweep.params):
+        raise SweepError("'tune.search_alg' = 'optuna' cannot search paper-table rows (whole "
+                         "configurations); use grid or random", key="tune.search_alg", file=file)
     if t.search_alg == "grid":
         continuous = [p.path for p in sweep.params if p.kind not in ("grid", "choice")]
         if not sweep.grid and not continuous:

@@ -62,6 +62,7 @@ class TrialContext:
     tags: dict[str, str] = field(default_factory=dict)
     # the tracking server's basic auth for nodes that hold none (never printed or logged)
     credentials: tuple[str, str] | None = field(default=None, repr=False)
+    artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
 
 
 class TuneHook:
@@ -119,6 +120,9 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+STORE_SCHEMES = ("s3://", "file://")  # an init_from in the sweep's artifact store
+
+
 def search_params(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's searched parameters as MLflow params; a paper-table row is logged by its id
     (its config is in the flattened config beside it)."""
@@ -135,6 +139,15 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     cfg = build_trial_config(context.base, params, context.file)
+    init = cfg.train.init_from
+    if init and init.startswith(STORE_SCHEMES):
+        # another row's checkpoint (train.init_from: row:<id>), pushed to the artifact store by
+        # the driver: fetched here, on whichever node runs the trial, and verified (SHA-256)
+        from services.store import open_store
+
+        folder = trial_dir / "init"
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg.train.init_from = str(open_store(context.artifacts_uri).get(init, folder))
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
     checkpoint = tune.get_checkpoint()

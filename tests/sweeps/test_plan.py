@@ -99,3 +99,23 @@ def test_rows_split_into_stages_and_take_the_checkpoint_of_their_row():
 def test_a_row_is_logged_by_its_id():
     assert search_params({"row": {"id": "M5", "model": {"num_bands": 2}}, "train.seed": 42}) \
         == {"search.row": "M5", "search.train.seed": 42}
+
+
+def test_under_the_grid_generator_a_choice_is_sampled_not_enumerated(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent("""
+        base:
+          model: {name: multiband, num_bands: 2, encoder: {N: 32, L: 16},
+                  masker: {B: 16, H: 32, X: 2, R: 1}}
+          audio: {sample_rate: 8000, channels: 1}
+        search:
+          model.num_bands: {choice: [1, 2, 4]}
+          model.full_band: {grid: [false, true]}
+        tune: {num_samples: 2, search_alg: grid, scheduler: {type: fifo}}
+    """))
+    plan = plan_sweep(load_sweep(path))
+    assert plan["scheduler"] == "FIFO" and plan["scheduler_args"] == {}
+    assert [t["overrides"] for t in plan["trials"]] == [{"model.full_band": False},
+                                                        {"model.full_band": True}]
+    assert plan["sampled"] == {"model.num_bands": {"choice": [1, 2, 4]}}
+    assert all(t["repeats"] == 2 for t in plan["trials"])

@@ -145,11 +145,13 @@ def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sw
     rows = {c.data.params["search.row"]: c for c in children}
     assert set(rows) == {"M1", "M5"} and all(c.info.status == "FINISHED" for c in children)
     assert rows["M5"].info.start_time >= rows["M1"].info.end_time  # stage 2 after stage 1
+    # M1's best checkpoint went through the artifact store; the M5 trial fetched its own copy
+    (stored,) = (Path("store") / "tiny").glob("*/rows/M1.safetensors")
     start = Path(rows["M5"].data.params["train.init_from"])
-    assert start.name == "M1.safetensors" and start.is_file()
+    assert start.name == "M1.safetensors" and start.read_bytes() == stored.read_bytes()
     pushed = {p["run_id"]: p for p in outcome.pushed}
     m5 = load_file(pushed[rows["M5"].info.run_id]["uri"].removeprefix("file://"))
-    m1 = load_file(start)
+    m1 = load_file(stored)
     encoder = [k for k in m1 if k.startswith(("model.encoder.", "model.decoder."))]
     assert encoder and all((m5[k] == m1[k]).all() for k in encoder)  # loaded, then frozen
     assert "M5" in outcome.report and "[6.31" in outcome.report  # the paper's number beside it

@@ -181,6 +181,8 @@ BAD = [
     ("row that does not build", "search: {row: {grid: [{id: A, model: {num_bands: 3}}]}}\n",
      "search.row.A"),
     ("row as a choice", "search: {row: {choice: [{id: A}]}}\n", "search.row"),
+    ("rows under optuna", "search: {row: {grid: [{id: A}]}}\ntune: {search_alg: optuna}\n",
+     "tune.search_alg"),
 ]
 
 
