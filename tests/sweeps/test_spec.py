@@ -178,8 +178,8 @@ BAD = [
      "{test_vocals_SDR: high}}]}}\n", "search.row.grid[0].published.test_vocals_SDR"),
     ("row starting from an unknown row", "search: {row: {grid: [{id: A}, {id: B, train: "
      "{init_from: 'row:C'}}]}}\n", "search.row.B.train.init_from"),
-    ("row that does not build", "search: {row: {grid: [{id: A, model: {num_bands: 3}}]}}\n",
-     "search.row.A"),
+    ("row that does not build", "search: {row: {grid: [{id: A, model: {num_bands: 3}}]}}\n"
+     "tune: {search_alg: grid}\n", "search.row.A"),
     ("row as a choice", "search: {row: {choice: [{id: A}]}}\n", "search.row"),
     ("rows under optuna", "search: {row: {grid: [{id: A}]}}\ntune: {search_alg: optuna}\n",
      "tune.search_alg"),
