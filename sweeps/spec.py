@@ -552,7 +552,26 @@ def validate(sweep: Sweep) -> None:
                                  f"build: {exc}", key=key, file=file) from None
             if param.path in ("train", ROW) or param.path.startswith(_MODEL_PATHS):
                 _build_model(cfg, key, file)
+            if param.path == ROW:
+                _check_published(sweep.published.get(value["id"], {}), cfg, value["id"], file)
     _build_model(base_cfg, "base", file)
+
+
+PUBLISHED_METRICS = ("SDR", "SIR", "SAR", "ISR", "PES", "VAD", "SDR_mean", "SDR_median", "NSDR",
+                     "GNSDR")  # the test metrics trials log (sweeps.trainable.log_test_metrics)
+
+
+def _check_published(published: dict[str, Any], cfg: ExperimentConfig, row: str,
+                     file: str) -> None:
+    """A published number must name a column the report can put it beside."""
+    known = {"source", "params"} | {f"test_{source}_{metric}" for source in cfg.audio.sources
+                                    for metric in PUBLISHED_METRICS}
+    for name in published:
+        if name not in known:
+            key = f"search.{ROW}.{row}.published.{name}"
+            raise SweepError(f"'{key}': no trial of row {row} logs {name!r} (sources "
+                             f"{list(cfg.audio.sources)}; use test_<source>_<metric>, params "
+                             f"or source)", key=key, file=file)
 
 
 # searched paths that need the model built: its config, or patterns over its parameter names

@@ -181,6 +181,9 @@ BAD = [
     ("row that does not build", "search: {row: {grid: [{id: A, model: {num_bands: 3}}]}}\n"
      "tune: {search_alg: grid}\n", "search.row.A"),
     ("row as a choice", "search: {row: {choice: [{id: A}]}}\n", "search.row"),
+    ("published number no trial logs", "search: {row: {grid: [{id: A, published: "
+     "{test_drums_SDR: 5.0}}]}}\ntune: {search_alg: grid}\n",
+     "search.row.A.published.test_drums_SDR"),
     ("rows under optuna", "search: {row: {grid: [{id: A}]}}\ntune: {search_alg: optuna}\n",
      "tune.search_alg"),
 ]
