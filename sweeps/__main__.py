@@ -1,7 +1,7 @@
 """``python -m sweeps run|plan|submit|resume|promote|report``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
-    python -m sweeps plan sweeps/bands.yaml --profile paper [--json] [--time]
+    python -m sweeps plan sweeps/bands.yaml --profile paper [--json] [--time [--device cuda]]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
@@ -60,7 +60,7 @@ def _cmd_plan(args) -> int:
     from sweeps.spec import load_sweep
 
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
-    plan = plan_sweep(sweep, timed=args.time)
+    plan = plan_sweep(sweep, timed=args.time, device=args.device)
     print(json.dumps(plan, indent=2, default=str) if args.json else format_plan(plan))
     return 0
 
@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--time", action="store_true",
-                   help="time one forward/backward per trial on this CPU; estimate the hours")
+                   help="time one forward/backward per trial; estimate the hours")
+    p.add_argument("--device", default="cpu",
+                   help="where --time measures: cpu (default) or cuda[:N]")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.seeds=[1,2]")
     p.set_defaults(func=_cmd_plan)
 

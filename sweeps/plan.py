@@ -7,8 +7,9 @@ it), the paper's published numbers when the sweep file carries them; and the sch
 parameters are enumerated (and ``choice`` ones under Optuna, which searches them as categories;
 Tune's grid/random generator samples a choice per trial); sampled ones (``uniform``,
 ``loguniform``...) are shown as their space with ``num_samples``. With ``timed=True`` one
-forward/backward pass per trial is timed on this machine's CPU and scaled to an upper bound of
-the sweep's compute (labelled CPU-measured: a GPU runs it much faster).
+forward/backward pass per trial is timed on this machine (``device``: the CPU by default, or a
+CUDA device) and scaled to an upper bound of the sweep's compute, labelled with the device it was
+measured on (CPU-measured hours overstate what a GPU needs by far).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweeps.errors import SweepError
 from sweeps.spec import ROW, Sweep, _prune, row_dependency
 
 MUSDB_TRAIN_TRACKS = 86  # MUSDB18 train split without musdb's 14 validation tracks
@@ -64,25 +66,32 @@ def _train_tracks(cfg) -> tuple[int, str]:
     return MUSDB_TRAIN_TRACKS, "assumed: MUSDB18 train split"
 
 
-def _step_seconds(model, cfg) -> float:
-    """Seconds of one training step (forward + backward) on the CPU, scaled to data.segment."""
+def _step_seconds(model, cfg, device: str) -> float:
+    """Seconds of one training step (forward + backward) on ``device``, scaled to data.segment."""
     import torch
 
     seconds = min(cfg.data.segment, TIMED_SECONDS)
     samples = model.valid_length(int(seconds * cfg.audio.sample_rate))
-    mixture = torch.randn(cfg.train.batch_size, cfg.audio.channels, samples)
+    model.to(device)
+    mixture = torch.randn(cfg.train.batch_size, cfg.audio.channels, samples, device=device)
     runner, inputs = model, mixture
     if getattr(model, "needs_references", False):  # oracles (FB-IRM) also read the sources
         from sepcore.models.oracles import with_references
 
-        targets = torch.randn(mixture.shape[0], len(cfg.audio.sources), *mixture.shape[1:])
+        targets = torch.randn(mixture.shape[0], len(cfg.audio.sources), *mixture.shape[1:],
+                              device=device)
         runner, inputs = with_references(model, mixture, targets)
     model.train()
     best = math.inf
+    cuda = torch.device(device).type == "cuda"
     for _ in range(2):  # the first pass pays allocations; keep the faster
+        if cuda:
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         estimate = runner(inputs)
         estimate.abs().mean().backward()
+        if cuda:
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
     return best * cfg.data.segment / seconds
@@ -95,9 +104,13 @@ def _label(overrides: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
 
 
-def plan_sweep(sweep: Sweep, timed: bool = False) -> dict[str, Any]:
+def plan_sweep(sweep: Sweep, timed: bool = False, device: str = "cpu") -> dict[str, Any]:
     """The sweep's trials as a JSON-ready mapping (see the module docstring)."""
     import torch
+
+    if timed and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise SweepError(f"--device {device}: no CUDA device on this machine (time on the CPU "
+                         f"with --device cpu)", key="--device")
 
     from sepcore.info import config_info
     from sepcore.models import build_model
@@ -129,16 +142,18 @@ def plan_sweep(sweep: Sweep, timed: bool = False) -> dict[str, Any]:
             torch.manual_seed(0)
             with torch.device("cpu"):
                 model = build_model(cfg.model_name, cfg.model)
-            step = _step_seconds(model, cfg)
+            step = _step_seconds(model, cfg, device)
+            del model
             tracks, where = _train_tracks(cfg)
             steps = cfg.train.steps_per_epoch or max(
                 1, tracks * cfg.data.samples_per_track // cfg.train.batch_size)
             runs = len(seeds) * (t.num_samples if t.search_alg != "optuna" else 1)
             trial["timing"] = {
-                "measured_on": "cpu", "step_seconds": step, "steps_per_epoch": steps,
+                "measured_on": torch.device(device).type, "step_seconds": step,
+                "steps_per_epoch": steps,
                 "train_tracks": tracks, "tracks_from": where,
                 # an upper bound: every epoch run, early stopping and a GPU both make it shorter
-                "cpu_hours": step * steps * cfg.train.epochs * runs / 3600.0}
+                "hours": step * steps * cfg.train.epochs * runs / 3600.0}
         trials.append(trial)
     plan: dict[str, Any] = {
         "sweep": sweep.name, "file": sweep.file, "profile": sweep.profile,
@@ -150,7 +165,8 @@ def plan_sweep(sweep: Sweep, timed: bool = False) -> dict[str, Any]:
         plan["note"] = (f"Optuna draws {t.num_samples} trial(s) from these "
                         f"{len(trials)} discrete point(s) and the sampled space")
     if timed:
-        plan["cpu_hours"] = sum(tr["timing"]["cpu_hours"] for tr in trials)
+        plan["hours"] = sum(tr["timing"]["hours"] for tr in trials)
+        plan["measured_on"] = torch.device(device).type
     return plan
 
 
@@ -171,7 +187,7 @@ def format_plan(plan: dict[str, Any]) -> str:
     timed = any("timing" in t for t in plan["trials"])
     header = ["trial", "params", "published", "receptive field", "seeds", "stage"]
     if timed:
-        header.append("CPU-measured h")
+        header.append(f"{plan['measured_on'].upper().replace('CUDA', 'GPU')}-measured h")
     body = []
     for trial in plan["trials"]:
         rf = trial["receptive_field_samples"]
@@ -186,7 +202,7 @@ def format_plan(plan: dict[str, Any]) -> str:
                  ",".join(str(s) for s in trial["seeds"]),
                  str(trial["stage"]) + (f" after {trial['after']}" if "after" in trial else "")]
         if timed:
-            cells.append(f"{trial['timing']['cpu_hours']:.3g}")
+            cells.append(f"{trial['timing']['hours']:.3g}")
         body.append(cells)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(header)]
@@ -195,8 +211,11 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     if timed:
         first = next(t["timing"] for t in plan["trials"])
-        lines.append(f"compute: {plan['cpu_hours']:.3g} h measured on this CPU (one timed "
+        where = "this CPU" if plan["measured_on"] == "cpu" else "this GPU"
+        bound = "an upper bound, far above a GPU's" if plan["measured_on"] == "cpu" else \
+            "an upper bound (early stopping ends trials sooner)"
+        lines.append(f"compute: {plan['hours']:.3g} h measured on {where} (one timed "
                      f"forward/backward per trial, every epoch run, {first['train_tracks']} "
-                     f"training tracks, {first['tracks_from']}); an upper bound for a GPU")
+                     f"training tracks, {first['tracks_from']}); {bound}")
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ import pytest
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sweeps.__main__ import main
-from sweeps.plan import plan_sweep
+from sweeps.plan import format_plan, plan_sweep
 from sweeps.spec import grid_points, load_sweep, split_stages, with_row_checkpoints
 from sweeps.trainable import search_params
 
@@ -89,10 +89,11 @@ def test_plan_time_is_cpu_measured_and_scaled(tmp_path):
         timing = trial["timing"]
         assert timing["measured_on"] == "cpu" and timing["step_seconds"] > 0
         assert timing["steps_per_epoch"] == 2  # the smoke profile's train.steps_per_epoch
-        assert timing["cpu_hours"] == pytest.approx(
+        assert timing["hours"] == pytest.approx(
             timing["step_seconds"] * 2 * trial["epochs"] * len(trial["seeds"]) / 3600.0)
-    assert plan["cpu_hours"] == pytest.approx(sum(t["timing"]["cpu_hours"]
-                                                  for t in plan["trials"]))
+    assert plan["measured_on"] == "cpu"
+    assert plan["hours"] == pytest.approx(sum(t["timing"]["hours"] for t in plan["trials"]))
+    assert "CPU-measured h" in format_plan(plan)
 
 
 def test_rows_split_into_stages_and_take_the_checkpoint_of_their_row():
@@ -130,3 +131,13 @@ def test_under_the_grid_generator_a_choice_is_sampled_not_enumerated(tmp_path):
                                                         {"model.full_band": True}]
     assert plan["sampled"] == {"model.num_bands": {"choice": [1, 2, 4]}}
     assert all(t["repeats"] == 2 for t in plan["trials"])
+
+
+def test_timing_on_a_missing_gpu_is_refused_in_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert main(["plan", str(SWEEPS / "demo.yaml"), "--time", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda" in err and "\n" not in err
