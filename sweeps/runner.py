@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class SweepOutcome:
     registered: dict[str, Any] | None = None
     report: str = ""
     orphaned: list[str] = field(default_factory=list)  # run ids closed by _close_orphans
+    replayed: int = 0  # MLflow calls trials left unsent, sent by the driver after the sweep
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -201,8 +203,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         _write_state(experiment_path, sweep, overrides)
     first, second = split_stages(sweep)
     tuner = _tuner(first, trainable, name, storage, experiment_path, resume, base_cfg)
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
-        results = list(tuner.fit())
+    results = _fit(tuner)
     if second is not None:
         # rows that start from another row's checkpoint (train.init_from: row:<id>) run after it
         checkpoints = _row_checkpoints(first, results, second, experiment_path)
@@ -210,12 +211,20 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         path = f"{experiment_path}{STAGE2_SUFFIX}"
         tuner = _tuner(second, trainable, f"{name}{STAGE2_SUFFIX}", storage, path,
                        resume and _restorable(path), base_cfg)
-        with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
-            results += list(tuner.fit())
+        results += _fit(tuner)
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
 
 
 STAGE2_SUFFIX = "-stage2"  # the Tune experiment of the rows that wait for another row
+
+
+def _fit(tuner) -> list:
+    # TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE: Tune's record of each kept checkpoint holds
+    # the sweep metric only (what ranks it and what _best_value reads), not every epoch metric:
+    # a smaller experiment state, which Tune writes and uploads whole at every snapshot
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+                   TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE="1"), _no_result_file_warning():
+        return list(tuner.fit())
 
 
 def _restorable(path: str) -> bool:
@@ -228,7 +237,6 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
            resume: bool, base_cfg):
     """A new ``tune.Tuner`` for ``sweep`` (or the interrupted one at ``experiment_path``)."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     t = sweep.tune
     if resume:
@@ -249,10 +257,12 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
             reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=1,
-            # Tune's CSV and JSON result logs (Result.metrics_dataframe reads them); not its
-            # TensorBoard logger, whose per-result writes cost the driver ~2x the other two
-            # and whose event files nothing reads (metrics go to MLflow)
-            callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+            # none of Tune's per-trial result logs (CSV, JSON, TensorBoard): MLflow holds
+            # every metric, and those files sit in the folder Tune uploads whole to its
+            # storage at every experiment snapshot, a snapshot per checkpoint with
+            # num_to_keep=1, so on S3 each report would cost O(trials) uploads
+            # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
+            callbacks=[],
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
@@ -311,6 +321,25 @@ def _tune_env(**defaults: str):
             os.environ.pop(key, None)
 
 
+class _ResultFileFilter(logging.Filter):
+    """Drops Tune's "Failed to fetch metrics" warning: its ResultGrid looks for per-trial
+    result files, which a sweep does not write (see the callbacks in :func:`run_sweep`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def _no_result_file_warning():
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    flt = _ResultFileFilter()
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+
+
 def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None) -> None:
     if "://" in experiment_path:
         return  # remote storage: resume takes the sweep file again on the command line
@@ -344,13 +373,38 @@ def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | 
 
 
 def _best_value(result, metric: str, mode: str) -> float:
-    frame = result.metrics_dataframe
-    if frame is None or metric not in frame:
+    """The trial's best ``metric`` over its epochs. Every report carries a checkpoint and Tune
+    keeps the best ``num_to_keep`` of them by the sweep metric (and the latest), so the best
+    value is among their metrics (no per-trial result file is read: none is written)."""
+    values = [m.get(metric) for _, m in (result.best_checkpoints or [])]
+    values.append((result.metrics or {}).get(metric))
+    values = [float(v) for v in values
+              if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)]
+    if not values:
         return math.nan
-    series = frame[metric].dropna()
-    if series.empty:
-        return math.nan
-    return float(series.max() if mode == "max" else series.min())
+    return max(values) if mode == "max" else min(values)
+
+
+def _replay_unsent(client, results) -> int:
+    """Send what trials could not send to the tracking server before their last report (an
+    outage longer than their closing wait): it is in their latest checkpoint, on the shared
+    storage; only that small folder is fetched, for the trials whose report counted any."""
+    import pyarrow.fs
+
+    from sweeps import tracking
+
+    sent = 0
+    for result in results:
+        checkpoint = result.checkpoint
+        if not (result.metrics or {}).get(tracking.UNSENT_METRIC) or checkpoint is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="sepcore-unsent-") as folder:
+            pyarrow.fs.copy_files(f"{checkpoint.path}/{tracking.UNSENT_DIR}",
+                                  f"{folder}/{tracking.UNSENT_DIR}",
+                                  source_filesystem=checkpoint.filesystem,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+            sent += tracking.replay_unsent(client, folder)
+    return sent
 
 
 def _close_orphans(client, children: dict[str, Any], known: set[str]) -> list[str]:
@@ -389,6 +443,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     t = sweep.tune
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
                            tracking_uri=uri)
+    outcome.replayed = _replay_unsent(client, results)
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
                 for r in tracking.child_runs(client, experiment_id, parent, orphans=True)}
     max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs

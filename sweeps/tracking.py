@@ -165,6 +165,8 @@ OPEN_WAIT_S = 300.0  # a trial waits this long for an unreachable server before 
 FLUSH_WAIT_S = 60.0  # what a trial's closing flush waits for the server before it spills
 RETRY_INTERVAL_S = 2.0  # during an outage, at most one attempt per interval
 UNSENT_FILE = "unsent.json"
+UNSENT_DIR = "mlflow-unsent"  # in a Tune checkpoint: what the trial had not sent at that report
+UNSENT_METRIC = "mlflow_unsent"  # reported to Tune with that checkpoint: how many calls
 
 # a trial's MLflow client gives up on an unreachable server within seconds (MLflow's defaults
 # retry for minutes), and TrialRun buffers what was not sent
@@ -224,6 +226,22 @@ class _Op:
         if self.kind == "artifact":
             return f"artifact {Path(self.items[0]).name}"
         return f"status {self.items[0]}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], base: Path) -> _Op:
+        """The inverse of :meth:`to_json`; relative artifact paths are taken under ``base``."""
+        kind, items = data["kind"], data["items"]
+        if kind == "metrics":
+            return cls(kind, [Metric(i["key"], float(i["value"]), int(i["timestamp"]),
+                                     int(i["step"])) for i in items])
+        if kind in ("params", "tags"):
+            entity = Param if kind == "params" else RunTag
+            return cls(kind, [entity(i["key"], i["value"]) for i in items])
+        if kind == "artifact":
+            return cls(kind, [base / items[0], items[1]])
+        if kind == "terminate":
+            return cls(kind, [items[0]])
+        raise ValueError(f"unknown logging call {kind!r}")
 
     def to_json(self) -> dict[str, Any]:
         if self.kind == "metrics":
@@ -358,6 +376,48 @@ class TrialRun:
                     self.run_id, "; ".join(self.pending), path)
         return path
 
+    def spill_into(self, folder: str | Path) -> int:
+        """Write what is not sent yet into ``<folder>/mlflow-unsent/`` (the calls in
+        ``unsent.json``, the artifacts beside it), so that it travels with ``folder`` (a Tune
+        checkpoint: to the shared storage, whichever node the trial ran on). Returns the number
+        of calls written (0: nothing pending, nothing written). Sending them again later is
+        harmless: metrics keep their step and timestamp, params and tags their values."""
+        if not self._pending:
+            return 0
+        root = Path(folder) / UNSENT_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        calls = []
+        for n, op in enumerate(self._pending):
+            data = op.to_json()
+            if op.kind == "artifact":
+                name = f"{n:04d}/{Path(op.items[0]).name}"
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(op.items[0], root / name)
+                data["items"] = [name, op.items[1]]
+            calls.append(data)
+        (root / UNSENT_FILE).write_text(json.dumps({"run_id": self.run_id, "calls": calls},
+                                                   indent=1))
+        return len(calls)
+
+    def take_unsent(self, folder: str | Path) -> int:
+        """Queue the calls a previous attempt left in ``<folder>/mlflow-unsent/`` (first, in
+        their order; artifacts copied aside) and try to send them; returns how many."""
+        root = Path(folder) / UNSENT_DIR
+        path = root / UNSENT_FILE
+        if not path.exists():
+            return 0
+        saved = json.loads(path.read_text())
+        ops = [_Op.from_json(call, root) for call in saved["calls"]]
+        for op in ops:
+            if op.kind == "artifact":
+                op.items[0] = self._spool(Path(op.items[0]))
+        ops = [op for op in ops if op.kind != "terminate"]  # this attempt closes the run itself
+        self._pending[:0] = ops
+        log.warning("MLflow run %s: %d call(s) a previous attempt could not send are sent now",
+                    self.run_id, len(ops))
+        self._drain(force=True)
+        return len(ops)
+
     def _submit(self, op: _Op) -> bool:
         self._pending.append(op)
         return self._drain()
@@ -422,6 +482,26 @@ def _redacted(values: dict[str, Any]) -> dict[str, Any]:
 
 def _reason(exc: BaseException) -> str:
     return redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+
+
+def replay_unsent(client: MlflowClient, folder: str | Path, wait_s: float = FLUSH_WAIT_S) -> int:
+    """Send the calls a trial left in ``<folder>/mlflow-unsent/`` (see
+    :meth:`TrialRun.spill_into`) to their run, waiting up to ``wait_s`` for the server. Returns
+    how many were sent; what the server still refuses to take is named in a warning."""
+    root = Path(folder) / UNSENT_DIR
+    path = root / UNSENT_FILE
+    if not path.exists():
+        return 0
+    saved = json.loads(path.read_text())
+    run = TrialRun(client, saved["run_id"], created=False)
+    run._pending = [_Op.from_json(call, root) for call in saved["calls"]]
+    count = len(run._pending)
+    if not run.flush(wait_s):
+        log.warning("MLflow run %s: %s still not taken by the tracking server (kept in %s)",
+                    run.run_id, "; ".join(run.pending), path)
+        return count - len(run._pending)
+    log.info("MLflow run %s: %d call(s) the trial could not send were sent", run.run_id, count)
+    return count
 
 
 def terminate(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:

@@ -31,6 +31,8 @@ from sweeps.spec import ROW, build_trial_config
 from sweeps.tracking import (
     FLUSH_WAIT_S,
     RETRY_INTERVAL_S,
+    UNSENT_DIR,
+    UNSENT_METRIC,
     TrialRun,
     credentials,
     fail_fast_http,
@@ -96,7 +98,14 @@ class TuneHook:
             for name in (LAST, BEST):
                 if (self.out_dir / name).exists():
                     shutil.copyfile(self.out_dir / name, Path(folder) / name)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+            report = dict(metrics)
+            # what a tracking-server outage left unsent travels with the checkpoint (to the
+            # shared storage): a retry of this trial on any node, or the driver after the
+            # sweep, sends it (tracking.replay_unsent), so a trial that ends here loses nothing
+            unsent = self.run.spill_into(folder)
+            if unsent:
+                report[UNSENT_METRIC] = unsent
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def _log_curve(self) -> None:
         from sweeps.plots import loss_curve
@@ -156,6 +165,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
             for name in (LAST, BEST):
                 if (Path(folder) / name).exists():
                     shutil.copyfile(Path(folder) / name, out_dir / name)
+            if (Path(folder) / UNSENT_DIR).is_dir():  # a previous attempt's unsent calls
+                shutil.copytree(Path(folder) / UNSENT_DIR, out_dir / UNSENT_DIR,
+                                dirs_exist_ok=True)
         cfg.train.resume = str(out_dir / LAST)
         log.info("trial %s resumes from its Tune checkpoint", trial_id)
 
@@ -174,6 +186,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         params={**flatten(cfg.to_dict()), **search_params(params)},
         tags={**context.tags, "sepcore.model": cfg.model_name},
         spool_dir=trial_dir / "mlflow-unsent")
+    if (out_dir / UNSENT_DIR).is_dir():
+        run.take_unsent(out_dir)
+        shutil.rmtree(out_dir / UNSENT_DIR)
     run.set_tags(node_tags(run.tags))
     if run.created:
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})

@@ -46,6 +46,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from services.redact import redact
+
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 3
 SLEEP = 0.5
@@ -61,20 +63,28 @@ def sleep_trial(config, context) -> None:
 
     ctx = tune.get_context()
     params = trial_params(config)
+    began = time.perf_counter()
     run = TrialRun.open(context.tracking_uri, context.experiment_id, context.parent_run_id,
                         ctx.get_trial_id(), run_name=ctx.get_trial_name(),
                         params={**flatten(context.base),
                                 **{f"search.{k}": v for k, v in params.items()}},
                         tags=dict(context.tags))
+    phases = {"phase.open_s": time.perf_counter() - began, "phase.log_s": 0.0,
+              "phase.report_s": 0.0}  # where a trial's own time goes (read back by the driver)
     lr = float(params.get("train.lr", 1e-3))
     for epoch in range(1, EPOCHS + 1):
         time.sleep(SLEEP)
         metrics = {"epoch": epoch, "valid_sisdr": -abs(math.log10(lr) + 3) + epoch,
                    "valid_loss": 1.0 / epoch, "train_loss": 1.0 / epoch}
+        t0 = time.perf_counter()
         run.log_metrics(metrics, step=epoch)
+        t1 = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / LAST).write_bytes(b"a checkpoint of %d bytes" % epoch)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        phases["phase.log_s"] += t1 - t0
+        phases["phase.report_s"] += time.perf_counter() - t1
+    run.log_metrics(phases)
     run.finish("FINISHED")
 
 
@@ -90,7 +100,7 @@ tune:
   seed: 0
   scheduler: {{type: fifo}}
   max_concurrent: {concurrency}
-  resources: {{cpu: 1, gpu: 0}}
+  resources: {{cpu: {cpus}, gpu: 0}}
   max_failures: 0
   num_to_keep: {num_to_keep}
   storage_path: {storage}
@@ -117,7 +127,7 @@ def one_size(args) -> dict:
     stamp = f"{args.one}-{int(time.time())}"  # a fresh folder on shared storage for each run
     path.write_text(textwrap.dedent(SWEEP.format(
         trials=args.one, concurrency=args.concurrency, search_alg=args.search_alg,
-        num_to_keep=args.num_to_keep,
+        num_to_keep=args.num_to_keep, cpus=args.cpus_per_trial,
         storage=f"{args.storage}/{stamp}" if args.storage else f"{work}/ray-results",
         artifacts=f"{args.artifacts}/{stamp}" if args.artifacts else f"{work}/store")))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlruns.db")
@@ -145,12 +155,33 @@ def one_size(args) -> dict:
     finally:
         ray.shutdown()
     finished = sum(1 for t in outcome.trials if not t["error"])
+    phases = trial_phases(outcome.parent_run_id)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"trials": args.one, "finished": finished, "wall_s": wall,
             "finish_s": finish_time[0] if finish_time else float("nan"),
             "cpu_s": usage.ru_utime + usage.ru_stime, "load": os.getloadavg()[0],
             "peak_rss_mb": usage.ru_maxrss / 1024,
-            "rows": count_rows(args.backend_uri or os.environ["MLFLOW_TRACKING_URI"])}
+            "rows": count_rows(args.backend_uri or os.environ["MLFLOW_TRACKING_URI"]),
+            "phases": phases}
+
+
+def trial_phases(parent_run_id: str) -> dict[str, float]:
+    """Mean seconds per trial in each phase, from the child runs: opening the MLflow run, the
+    per-epoch MLflow calls, ``tune.report`` with its checkpoint, and the run's whole life."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=5000)
+    out = {}
+    for key in ("phase.open_s", "phase.log_s", "phase.report_s"):
+        values = [r.data.metrics[key] for r in runs if key in r.data.metrics]
+        out[key.split(".")[1]] = sum(values) / max(len(values), 1)
+    lives = [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
+    out["run_life_s"] = sum(lives) / max(len(lives), 1)
+    return out
 
 
 def count_rows(uri: str) -> dict[str, int] | None:
@@ -170,10 +201,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds per epoch")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0,
+                        help="tune.resources.cpu (the trainable sleeps: a fraction lets more "
+                             "trials share a node)")
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
-    parser.add_argument("--num-to-keep", type=int, default=1,
-                        help="tune.num_to_keep (Tune snapshots its whole experiment state each "
-                             "time a trial has saved this many checkpoints since the last one)")
+    parser.add_argument("--num-to-keep", type=int, default=2,
+                        help="tune.num_to_keep, default 2 as in a sweep file (Tune snapshots "
+                             "its whole experiment state each time a trial has saved this many "
+                             "checkpoints since the last snapshot)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
     parser.add_argument("--storage", help="Tune's storage (e.g. s3://sepcore/scale on a cluster; "
@@ -186,6 +221,12 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(one_size(args)), flush=True)
         return
+    print(f"# {args.epochs} epochs of {args.sleep} s per trial, {args.concurrency} at a time, "
+          f"{args.cpus_per_trial:g} CPU each, tune.num_to_keep {args.num_to_keep}, "
+          f"{args.search_alg} search; Ray "
+          f"{args.address or 'local'}, tracking "
+          f"{redact(os.environ.get('MLFLOW_TRACKING_URI', 'sqlite (local)'))}, "
+          f"storage {args.storage or 'local folder'}", flush=True)
     print(f"{'trials':>6} {'wall s':>8} {'ideal s':>8} {'overhead/trial s':>17} "
           f"{'report+registry s':>18} {'driver CPU s':>13} {'driver peak RSS MB':>19} "
           f"{'load':>5}  MLflow rows")
@@ -194,7 +235,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", str(trials), "--work", work,
                    "--epochs", str(args.epochs), "--sleep", str(args.sleep),
                    "--concurrency", str(args.concurrency), "--search-alg", args.search_alg,
-                   "--num-to-keep", str(args.num_to_keep)]
+                   "--num-to-keep", str(args.num_to_keep),
+                   "--cpus-per-trial", str(args.cpus_per_trial)]
             for flag, value in (("--address", args.address), ("--backend-uri", args.backend_uri),
                                 ("--storage", args.storage), ("--artifacts", args.artifacts),
                                 ("--data-root", args.data_root)):
@@ -213,6 +255,11 @@ def main() -> None:
               f"{(r['wall_s'] - ideal) / trials:>17.3f} {r['finish_s']:>18.1f} "
               f"{r['cpu_s']:>13.1f} {r['peak_rss_mb']:>19.0f} {r['load']:>5.1f}  {rows_text}"
               + ("" if r["finished"] == trials else f"  ({r['finished']} finished)"), flush=True)
+        p = r["phases"]
+        print(f"{'':>6} per trial: MLflow open {p['open_s']:.3f} s, MLflow per-epoch calls "
+              f"{p['log_s']:.3f} s, tune.report+checkpoint {p['report_s']:.3f} s, sleeping "
+              f"{args.epochs * args.sleep:.3f} s; run life {p['run_life_s']:.3f} s; slot time "
+              f"{r['wall_s'] * args.concurrency / trials:.3f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -45,8 +46,22 @@ def _check_outcome(outcome, trials: int):
 
 
 def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
-    outcome = run_sweep(load_sweep(tiny_sweep()))
+    seen = []  # what Tune's ResultGrid logs ("ray" does not propagate to pytest's caplog)
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addHandler(handler)
+    try:
+        outcome = run_sweep(load_sweep(tiny_sweep()))
+    finally:
+        logging.getLogger("ray.tune.analysis.experiment_analysis").removeHandler(handler)
     client, children = _check_outcome(outcome, trials=3)
+    # no per-trial result files in Tune's folder (Tune uploads the folder whole at each snapshot),
+    # and no warning from Tune's ResultGrid about them
+    folder = Path(outcome.experiment_path)
+    assert folder.is_dir() and any(folder.glob("*/checkpoint_*"))
+    assert not [p for p in folder.rglob("*") if p.name in ("result.json", "progress.csv",
+                                                           "params.json", "params.pkl")]
+    assert not [m for m in seen if "Failed to fetch metrics" in m]
     # the pushed checkpoint is the trial with the best validation SI-SDR in MLflow (no trial was
     # retried here, so MLflow's history holds exactly what Tune ranked)
     assert _best_logged(client, outcome.pushed[0]["run_id"]) == max(

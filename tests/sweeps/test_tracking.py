@@ -3,6 +3,8 @@ resume, a trial's child run continued (never duplicated) on retry, sweeps found 
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -458,3 +460,59 @@ def test_runs_of_trials_tune_lost_are_closed_and_left_out(store, experiment):
     again = {r.data.tags[TRIAL_TAG]: r
              for r in child_runs(client, experiment, parent, orphans=True)}
     assert _close_orphans(client, again, {"kept"}) == []
+
+
+def test_unsent_calls_travel_with_the_checkpoint_and_are_sent_once(store, experiment, tmp_path,
+                                                                  monkeypatch, no_retry_pause):
+    """An outage longer than a trial's closing wait: what it could not send goes into the
+    checkpoint of its report (the shared storage), with a count in the reported metrics; a retry
+    of the trial takes it first, the driver sends it after the sweep; sending twice stores each
+    metric once."""
+    import sweeps.trainable as trainable
+    from sweeps.tracking import UNSENT_DIR, UNSENT_METRIC, replay_unsent
+    from sweeps.trainable import TuneHook
+
+    uri, client = store
+    parent = start_parent_run(client, experiment, "/s/unsent", "unsent", {})
+    opened = TrialRun.open(uri, experiment, parent, "t1", "train_t1", {}, {})
+    flaky = Flaky(client)
+    run = TrialRun(flaky, opened.run_id, created=True, spool_dir=tmp_path / "spool")
+    kept = tmp_path / "checkpoint"
+    reports = []
+
+    def report(metrics, checkpoint=None):  # Tune uploads the folder: keep a copy of it
+        reports.append(dict(metrics))
+        shutil.copytree(checkpoint.path, kept, dirs_exist_ok=True)
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    out_dir = tmp_path / "train"
+    out_dir.mkdir()
+    hook = TuneHook(run, out_dir, "t1", last_epoch=3, finalize=lambda epoch: None)
+    hook.on_epoch_end({"epoch": 1, "valid_sisdr": 1.0, "train_loss": 1.0, "valid_loss": 1.0})
+    assert UNSENT_METRIC not in reports[-1] and not (kept / UNSENT_DIR).exists()
+    flaky.down = True
+    hook.on_epoch_end({"epoch": 2, "valid_sisdr": 2.0, "train_loss": 0.5, "valid_loss": 0.5})
+    assert reports[-1][UNSENT_METRIC] == 2  # the epoch's metrics and its loss curve
+    assert (kept / UNSENT_DIR / "unsent.json").exists()
+
+    # a retry of the trial (another node, a new process) takes them first
+    retry = TrialRun(client, opened.run_id, created=False, spool_dir=tmp_path / "spool2")
+    assert retry.take_unsent(kept) == 2 and retry.pending == []
+    assert _steps(client, opened.run_id, "valid_sisdr") == [1, 2]
+    # the driver after the sweep sends the same again (fetched from the trial's latest
+    # checkpoint because its last result counts unsent calls): nothing is stored twice
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from sweeps.runner import _replay_unsent
+
+    latest = tune.Checkpoint.from_directory(kept)
+    results = [SimpleNamespace(metrics=reports[-1], checkpoint=latest),
+               SimpleNamespace(metrics=reports[0], checkpoint=None)]
+    assert _replay_unsent(client, results) == 2
+    assert sorted(_steps(client, opened.run_id, "valid_sisdr")) == [1, 2]
+    names = [a.path for a in client.list_artifacts(opened.run_id)]
+    assert "loss_curve.png" in names
+    # nothing unsent: replaying an empty folder sends nothing
+    assert replay_unsent(client, tmp_path / "nowhere") == 0

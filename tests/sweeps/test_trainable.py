@@ -21,6 +21,9 @@ class RecordingRun:
         # which epochs the loss curve holds when it is logged
         self.events.append(("artifact", path.name, len(self.hook_ref[0].history)))
 
+    def spill_into(self, folder):
+        return 0  # nothing left unsent
+
 
 def _metrics(epoch: int) -> dict:
     return {"epoch": epoch, "train_loss": 1.0 / epoch, "valid_loss": 1.2 / epoch,
