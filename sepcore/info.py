@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sepcore.config import load_config
+from sepcore.config import ExperimentConfig, load_config
 from sepcore.errors import ConfigError
 from sepcore.models import build_model
 from sepcore.models.base import count_parameters
@@ -16,13 +16,18 @@ def model_info(config: str, overrides: list[str] | None = None) -> dict[str, Any
     ``trainable_params`` counts what ``train.trainable``/``train.frozen`` leave to train; no
     checkpoint is read (``train.init_from`` only matters to training).
     """
-    from sepcore.train import trainable_parameters
-
     cfg = load_config(config, overrides)
     try:
-        model = build_model(cfg.model_name, cfg.model)
+        return config_info(cfg)
     except ConfigError as exc:  # the model's own limits (e.g. MaD estimates vocals only)
         raise ConfigError(str(exc), key=exc.key, file=str(config)) from None
+
+
+def config_info(cfg: ExperimentConfig) -> dict[str, Any]:
+    """:func:`model_info` of a typed config (builds the model on the CPU, reads no checkpoint)."""
+    from sepcore.train import trainable_parameters
+
+    model = build_model(cfg.model_name, cfg.model)
     trainable = trainable_parameters(model, cfg.train)
     if trainable is not None:
         for name, param in model.named_parameters():

@@ -1,7 +1,8 @@
-"""``python -m sweeps run|submit|resume|promote|report|show``.
+"""``python -m sweeps run|plan|submit|resume|promote|report|show``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
                                            [--reuse]
+    python -m sweeps plan sweeps/bands.yaml --profile paper [--json] [--time [--device cuda]]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
@@ -59,6 +60,18 @@ def _cmd_run(args) -> int:
     sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
     _print_outcome(run_sweep(sweep, address=args.address, overrides=args.overrides,
                              reuse=args.reuse))
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    import json
+
+    from sweeps.plan import format_plan, plan_sweep
+    from sweeps.spec import load_sweep
+
+    sweep = load_sweep(args.file, profile=args.profile, overrides=args.overrides)
+    plan = plan_sweep(sweep, timed=args.time, device=args.device)
+    print(json.dumps(plan, indent=2, default=str) if args.json else format_plan(plan))
     return 0
 
 
@@ -176,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.num_samples=4")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("plan", help="what a sweep will run (trials, sizes, scheduler), not run")
+    p.add_argument("file")
+    p.add_argument("--profile")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--time", action="store_true",
+                   help="time one forward/backward per trial; estimate the hours")
+    p.add_argument("--device", default="cpu",
+                   help="where --time measures: cpu (default) or cuda[:N]")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. tune.seeds=[1,2]")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("demo", help="synthetic data + the demo sweep on local Ray (make demo)")
     p.add_argument("--file", default="sweeps/demo.yaml")

@@ -5,6 +5,11 @@ excluded); columns are the sweep metric, the paper's BSSEval columns (vocals and
 SDR / SIR / SAR, or whatever targets the runs were tested on), the parameter count and the epochs
 run. Written as text (printed), CSV and a PNG bar chart, all logged to the sweep's parent run,
 with the HTML report and parameter importance of :mod:`sweeps.dashboard`.
+
+Rows of a paper's table (the sweep file's ``search.row`` entries with ``published`` numbers; the
+runner logs them to the parent run as ``published.json``) show the paper's value beside each
+measured one, ``measured [published difference]``, and the CSV has ``<column>_published`` and
+``<column>_diff`` columns; the parameter count's difference is in percent.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from sweeps.tracking import child_runs
 
+PUBLISHED_ARTIFACT = "published.json"  # row id -> {metric: the paper's value, source: table}
 PAPER_COLUMNS = [f"test_{t}_{m}" for t in ("vocals", "accompaniment") for m in ("SDR", "SIR",
                                                                                "SAR")]
 
@@ -35,13 +41,34 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), spread
 
 
+def load_published(client, parent_run_id: str) -> dict[str, dict[str, Any]]:
+    """The paper's numbers per row logged by the runner ({} when the sweep has none)."""
+    import json
+    import tempfile
+
+    names = {a.path for a in client.list_artifacts(parent_run_id)}
+    if PUBLISHED_ARTIFACT not in names:
+        return {}
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(parent_run_id, PUBLISHED_ARTIFACT, folder)
+        return json.loads(Path(path).read_text())
+
+
 def collect_rows(client, experiment_id: str, parent_run_id: str, metric: str,
-                 mode: str = "max") -> tuple[list[dict[str, Any]], list[str]]:
-    """Group the sweep's child runs by configuration; returns (rows, metric columns)."""
+                 mode: str = "max", published: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Group the sweep's child runs by configuration; returns (rows, metric columns).
+
+    ``published`` (row id -> the paper's numbers) adds a ``published`` mapping to the rows of a
+    paper table, and its metrics to the columns even where no run measured them yet.
+    """
+    published = published or {}
     groups: dict[tuple, list[Any]] = defaultdict(list)
     for run in child_runs(client, experiment_id, parent_run_id):
         groups[_config_key(run.data.params)].append(run)
     present = {k for runs in groups.values() for r in runs for k in r.data.metrics}
+    present |= {k for numbers in published.values() for k in numbers
+                if k.startswith("test_")}
     extra = sorted(k for k in present if k.startswith("test_") and k not in PAPER_COLUMNS
                    and k.rsplit("_", 1)[-1] in ("SDR", "SIR", "SAR", "PES", "VAD"))
     columns = [f"best_{metric}"] + [c for c in PAPER_COLUMNS if c in present] + extra
@@ -53,6 +80,9 @@ def collect_rows(client, experiment_id: str, parent_run_id: str, metric: str,
             row[column] = _stats([r.data.metrics.get(column, math.nan) for r in runs])
         row["params"] = runs[0].data.metrics.get("params", math.nan)
         row["epochs"] = max(r.data.metrics.get("epoch", 0) for r in runs)
+        row_id = dict(key).get("row")
+        if row_id in published:
+            row["published"] = published[row_id]
         rows.append(row)
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (math.isnan(r[columns[0]][0]), sign * (r[columns[0]][0]
@@ -67,28 +97,66 @@ def _fmt(mean: float, spread: float) -> str:
     return f"{mean:.2f}" if spread == 0 else f"{mean:.2f}±{spread:.2f}"
 
 
+def difference(measured: float, paper: float, percent: bool = False) -> float:
+    """measured - paper (dB), or the relative difference in percent (parameter counts)."""
+    if math.isnan(measured):
+        return math.nan
+    return 100.0 * (measured - paper) / paper if percent else measured - paper
+
+
+def _with_paper(text: str, measured: float, paper: float | None, percent: bool = False,
+                unit: str = "") -> str:
+    if paper is None:
+        return text
+    diff = difference(measured, paper, percent)
+    shown = "n/a" if math.isnan(diff) else (f"{diff:+.1f}%" if percent else f"{diff:+.2f}")
+    value = f"{paper / 1e6:.2f}M" if unit == "M" else f"{paper:.2f}"
+    return f"{text} [{value} {shown}]"
+
+
 def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
     header = ["config", "runs", *[c.removeprefix("test_") for c in columns], "params", "epochs"]
-    body = [[r["config"], str(r["runs"]), *[_fmt(*r[c]) for c in columns],
-             f"{r['params'] / 1e6:.2f}M" if not math.isnan(r["params"]) else "-",
-             str(int(r["epochs"]))] for r in rows]
+    body = []
+    for r in rows:
+        paper = r.get("published") or {}
+        cells = [_with_paper(_fmt(*r[c]), r[c][0], paper.get(c)) for c in columns]
+        params = f"{r['params'] / 1e6:.2f}M" if not math.isnan(r["params"]) else "-"
+        body.append([r["config"], str(r["runs"]), *cells,
+                     _with_paper(params, r["params"], paper.get("params"), True, "M"),
+                     str(int(r["epochs"]))])
+    sources = sorted({r["published"].get("source", "?") for r in rows if r.get("published")})
+    note = (f"[published difference]: the paper's value ({', '.join(sources)}) and measured - "
+            f"published (dB; params in %)" if sources else "")
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
 def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
+    compared = [c for c in [*columns, "params"]
+                if any(c in (r.get("published") or {}) for r in rows)]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["config", "runs", *[f"{c}_{s}" for c in columns for s in ("mean",
                                                                                    "std")],
-                         "params", "epochs"])
+                         "params", "epochs",
+                         *[f"{c}_{s}" for c in compared for s in ("published", "diff")],
+                         *(["published_source"] if compared else [])])
         for r in rows:
+            paper = r.get("published") or {}
+            extra = []
+            for c in compared:
+                measured = r[c][0] if c != "params" else r["params"]
+                extra += ([paper[c], difference(measured, paper[c], c == "params")]
+                          if c in paper else ["", ""])
             writer.writerow([r["config"], r["runs"], *[v for c in columns for v in r[c]],
-                             r["params"], r["epochs"]])
+                             r["params"], r["epochs"], *extra,
+                             *([paper.get("source", "")] if compared else [])])
     return path
 
 
@@ -149,7 +217,8 @@ def sweep_report(client, experiment_id: str, parent_run_id: str, metric: str, mo
     """Build the comparison, write CSV + PNG to ``out_dir``, log all three to the parent run,
     then the HTML report and parameter importance (:mod:`sweeps.dashboard`). The text starts
     with the protocol line(s) of the test scores when the runs have any."""
-    rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode)
+    rows, columns = collect_rows(client, experiment_id, parent_run_id, metric, mode,
+                                 load_published(client, parent_run_id))
     text = format_rows(rows, columns)
     protocols = test_protocols(client, experiment_id, parent_run_id)
     if protocols:

@@ -24,7 +24,8 @@ from typing import Any
 from services.redact import redact, redact_data
 from sweeps.cluster import check_cluster, check_registry_source
 from sweeps.errors import SweepError
-from sweeps.spec import Sweep, load_sweep
+from sweeps.report import PUBLISHED_ARTIFACT
+from sweeps.spec import ROW, Sweep, load_sweep, row_dependency, split_stages, with_row_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         if dirty:  # the uncommitted changes the sweep ran with
             client.log_text(parent, lineage.dirty_diff(),
                             f"{lineage.DIFF_ARTIFACT}/git_diff.patch")
+        if sweep.published:  # the paper's numbers per row, for `sweeps report`
+            client.log_text(parent, json.dumps(sweep.published, indent=2), PUBLISHED_ARTIFACT)
     log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
 
     init_from = (base.get("train") or {}).get("init_from")
@@ -213,45 +216,117 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
                            tags={"sepcore.sweep_name": sweep.name, **source},
-                           credentials=tracking.credentials(), reuse=reuse)
+                           credentials=tracking.credentials(), reuse=reuse,
+                           artifacts_uri=sweep.artifacts.uri)
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
+    if not resume:
+        _write_state(experiment_path, sweep, overrides)
+    first, second = split_stages(sweep)
+    tuner = _tuner(first, trainable, name, storage, experiment_path, resume, base_cfg)
+    results = _fit(tuner)
+    if second is not None:
+        # rows that start from another row's checkpoint (train.init_from: row:<id>) run after it
+        checkpoints = _row_checkpoints(first, results, second, experiment_path)
+        second = with_row_checkpoints(second, checkpoints)
+        path = f"{experiment_path}{STAGE2_SUFFIX}"
+        tuner = _tuner(second, trainable, f"{name}{STAGE2_SUFFIX}", storage, path,
+                       resume and _restorable(path), base_cfg)
+        results += _fit(tuner)
+    return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+
+
+STAGE2_SUFFIX = "-stage2"  # the Tune experiment of the rows that wait for another row
+
+
+def _fit(tuner) -> list:
+    # (not TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE, which would shrink Tune's experiment
+    # state but break ExperimentAnalysis.get_last_checkpoint: it ranks by training_iteration)
+    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
+        return list(tuner.fit())
+
+
+def _restorable(path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
+
+
+def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: str,
+           resume: bool, base_cfg):
+    """A new ``tune.Tuner`` for ``sweep`` (or the interrupted one at ``experiment_path``)."""
+    from ray import tune
+
+    t = sweep.tune
     if resume:
         if not tune.Tuner.can_restore(experiment_path):
             raise SweepError(f"no restorable Tune experiment at {experiment_path}",
                              key="experiment")
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
-    else:
-        _write_state(experiment_path, sweep, overrides)
-        searcher, space = _search_and_space(sweep, name)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space or {},
-            tune_config=tune.TuneConfig(
-                metric=t.metric, mode=t.mode, num_samples=t.num_samples, search_alg=searcher,
-                scheduler=_scheduler(sweep, base_cfg.train.epochs),
-                max_concurrent_trials=None if searcher is not None else t.max_concurrent,
-                # a new trial runs in a finished trial's worker process (same resources): no
-                # process start and imports per trial (tests/bench/scale.py: ~2x faster)
-                reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=1,
-                # none of Tune's per-trial result logs (CSV, JSON, TensorBoard): MLflow holds
-                # every metric, and those files sit in the folder Tune uploads whole to its
-                # storage at every experiment snapshot, a snapshot per checkpoint with
-                # num_to_keep=1, so on S3 each report would cost O(trials) uploads
-                # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
-                callbacks=[],
-                failure_config=tune.FailureConfig(max_failures=t.max_failures),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
-                    checkpoint_score_order=t.mode)))
-    # (not TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE, which would shrink Tune's experiment
-    # state but break ExperimentAnalysis.get_last_checkpoint: it ranks by training_iteration)
-    with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
-        results = tuner.fit()
-    return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
+        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+    searcher, space = _search_and_space(sweep, name)
+    return tune.Tuner(
+        trainable,
+        param_space=space or {},
+        tune_config=tune.TuneConfig(
+            metric=t.metric, mode=t.mode, num_samples=t.num_samples, search_alg=searcher,
+            scheduler=_scheduler(sweep, base_cfg.train.epochs),
+            max_concurrent_trials=None if searcher is not None else t.max_concurrent,
+            # a new trial runs in a finished trial's worker process (same resources): no
+            # process start and imports per trial (tests/bench/scale.py: ~2x faster)
+            reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=1,
+            # none of Tune's per-trial result logs (CSV, JSON, TensorBoard): MLflow holds
+            # every metric, and those files sit in the folder Tune uploads whole to its
+            # storage at every experiment snapshot, a snapshot per checkpoint with
+            # num_to_keep=1, so on S3 each report would cost O(trials) uploads
+            # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
+            callbacks=[],
+            failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
+                checkpoint_score_order=t.mode)))
+
+
+def _row_checkpoints(first: Sweep, results: list, second: Sweep,
+                     experiment_path: str) -> dict[str, str]:
+    """Row id -> the artifact-store URI of the best checkpoint of that row's stage-1 trials
+    (pushed and verified here; each stage-2 trial fetches and verifies it on its own node)."""
+    from sepcore.train import LAST
+    from services.store import open_store
+    from sweeps.space import trial_params
+
+    t = first.tune
+    needed = {row_dependency(v) for p in second.params if p.path == ROW for v in p.values}
+    best: dict[str, tuple[float, Any]] = {}
+    for result in results:
+        row = trial_params(result.config or {}).get(ROW)
+        if not row or row["id"] not in needed or result.error:
+            continue
+        value = _best_value(result, t.metric, t.mode)
+        if math.isnan(value):
+            continue
+        if row["id"] not in best or (value > best[row["id"]][0]) == (t.mode == "max"):
+            best[row["id"]] = (value, result)
+    store = open_store(first.artifacts.uri)
+    paths = {}
+    for row_id in sorted(needed):
+        checkpoint = best[row_id][1].get_best_checkpoint(t.metric, t.mode) \
+            if row_id in best else None
+        if checkpoint is None:
+            waiting = sorted(v["id"] for p in second.params if p.path == ROW for v in p.values
+                             if row_dependency(v) == row_id)
+            raise SweepError(f"row {row_id} finished without a checkpoint, so the rows that start "
+                             f"from it ({', '.join(waiting)}) cannot run",
+                             key=f"search.{ROW}.{row_id}", file=first.file)
+        with checkpoint.as_directory() as local:
+            key = f"{first.name}/{Path(experiment_path).name}/rows/{row_id}.safetensors"
+            stored = store.put(Path(local) / LAST, key)
+        paths[row_id] = stored.uri
+        log.info("rows starting from %s use %s (%s = %.4f, sha256 %s)", row_id,
+                 redact(stored.uri), t.metric, best[row_id][0], stored.sha256[:12])
+    return paths
 
 
 @contextlib.contextmanager

@@ -14,6 +14,15 @@ A sweep file (``sweeps/*.yaml``, the README's "Sweeps" section) has these blocks
     registry: {model_name: null, promote: true}
     profiles: {smoke: {...}, paper: {...}}   # named partial sweep files merged on top
 
+Paper tables: the reserved search key ``row`` is a grid of whole configurations, one per row of a
+paper's table, each a mapping with an ``id``, the config sections it sets (``model``, ``audio``,
+``data``, ``train``, ``eval``; a ``model`` that names its ``name`` replaces the base model instead
+of merging into it) and optionally ``published``: the paper's numbers for that row, as report
+columns (``test_vocals_SDR: 5.81``...) plus ``source`` (the table). ``published`` is kept out of
+the trial's config; ``python -m sweeps report`` prints it beside the measured values. A row whose
+``train.init_from`` is ``row:<id>`` starts from the best checkpoint of row ``<id>`` of the same
+sweep: the runner trains the rows it depends on first (stage 1), then the dependent rows (stage 2).
+
 Distributions: ``grid`` and ``choice`` (lists), ``uniform``/``loguniform`` ([low, high]),
 ``randint`` ([low, high), high exclusive as in Tune), ``quniform`` ([low, high, q]). ``when``
 makes a parameter conditional: it only exists for trials whose other parameters match, so a grid
@@ -24,6 +33,7 @@ Every error is a :class:`~sweeps.errors.SweepError` naming the file and the dott
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -41,6 +51,9 @@ KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 BLOCKS = ("requires", "base", "search", "tune", "tracking", "artifacts", "registry", "profiles")
 SEARCH_ALGS = ("optuna", "grid", "random")
 SCHEDULERS = ("asha", "fifo")
+ROW = "row"  # the search key of paper-table rows (whole configurations, see the module docstring)
+ROW_REF = "row:"  # train.init_from prefix: the best checkpoint of another row of the sweep
+ROW_KEYS = ("id", "published", "model", "audio", "data", "train", "eval")
 
 
 # --- typed blocks ---------------------------------------------------------------------------------
@@ -130,6 +143,7 @@ class Sweep:
     registry: RegistrySpec
     digest: str  # SHA-256 of the resolved sweep (file + profile + overrides)
     raw: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> paper numbers
 
     @property
     def grid(self) -> list[Param]:
@@ -193,6 +207,7 @@ def load_sweep(path: str | Path, profile: str | None = None,
         profile=profile,
         base=OmegaConf.to_container(node.base, resolve=True),
         params=_parse_search(node.get("search") or OmegaConf.create({}), file),
+        published={},
         tune=tune_spec,
         tracking=_typed(TrackingSpec, node.get("tracking"), "tracking", file),
         artifacts=_typed(ArtifactsSpec, node.get("artifacts"), "artifacts", file),
@@ -200,6 +215,7 @@ def load_sweep(path: str | Path, profile: str | None = None,
         digest="",
         raw={},
     )
+    sweep.published = _split_published(sweep.params, file)
     raw = OmegaConf.to_container(node, resolve=True)
     raw.pop("profiles", None)
     sweep.raw = raw
@@ -269,6 +285,9 @@ def _parse_search(search: Any, file: str) -> list[Param]:
                 when[other] = list(allowed) if isinstance(allowed, list) else [allowed]
         params.append(Param(path=path, kind=kind, values=_check_values(kind, values, key, file),
                             when=when))
+    for p in params:
+        if p.path == ROW:
+            _check_rows(p, file)
     names = {p.path for p in params}
     if len(names) != len(params):
         twice = sorted({p.path for p in params if [q.path for q in params].count(p.path) > 1})
@@ -283,6 +302,98 @@ def _parse_search(search: Any, file: str) -> list[Param]:
                 raise SweepError("a parameter cannot depend on itself", key=f"search.{p.path}",
                                  file=file)
     return params
+
+
+def _check_rows(param: Param, file: str) -> None:
+    key = f"search.{ROW}"
+    if param.kind != "grid" or param.when:
+        raise SweepError(f"'{key}' must be a plain grid of rows ({{grid: [{{id: ..., model: ...}}, "
+                         f"...]}})", key=key, file=file)
+    ids = []
+    for number, row in enumerate(param.values):
+        where = f"{key}.grid[{number}]"
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+            raise SweepError(f"'{where}' must be a mapping with an 'id' (a row name such as M1)",
+                             key=where, file=file)
+        unknown = sorted(set(row) - set(ROW_KEYS))
+        if unknown:
+            raise SweepError(f"'{where}.{unknown[0]}': row {row['id']} has an unknown key "
+                             f"(expected one of {list(ROW_KEYS)})", key=f"{where}.{unknown[0]}",
+                             file=file)
+        for section in ROW_KEYS[1:]:
+            if section in row and not isinstance(row[section], dict):
+                raise SweepError(f"'{where}.{section}' (row {row['id']}) must be a mapping",
+                                 key=f"{where}.{section}", file=file)
+        for name, value in (row.get("published") or {}).items():
+            if name != "source" and (isinstance(value, bool)
+                                     or not isinstance(value, int | float)):
+                raise SweepError(f"'{where}.published.{name}' = {value!r} (row {row['id']}) must "
+                                 f"be a number", key=f"{where}.published.{name}", file=file)
+        ids.append(row["id"])
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise SweepError(f"'{key}': row id {twice[0]!r} is given twice", key=key, file=file)
+    for row in param.values:
+        ref = row_dependency(row)
+        if ref is None:
+            continue
+        target = next((r for r in param.values if r["id"] == ref), None)
+        if target is None or row_dependency(target) is not None:
+            where = f"{key}.{row['id']}.train.init_from"
+            raise SweepError(f"'{where}' = {ROW_REF}{ref} is not a row of this sweep that trains "
+                             f"from scratch (rows: {', '.join(ids)})", key=where, file=file)
+
+
+def row_dependency(row: dict[str, Any]) -> str | None:
+    """The id of the row whose checkpoint ``row`` starts from (``train.init_from: row:<id>``)."""
+    init = (row.get("train") or {}).get("init_from")
+    if isinstance(init, str) and init.startswith(ROW_REF):
+        return init[len(ROW_REF):]
+    return None
+
+
+def split_stages(sweep: Sweep) -> tuple[Sweep, Sweep | None]:
+    """(the rows that train from scratch, the rows that start from another row's checkpoint).
+
+    The second is ``None`` when no row depends on another: the sweep runs in one stage.
+    """
+    row = next((p for p in sweep.params if p.path == ROW), None)
+    if row is None or not any(row_dependency(v) for v in row.values):
+        return sweep, None
+
+    def only(values):
+        param = dataclasses.replace(row, values=values)
+        return dataclasses.replace(sweep, params=[param if p is row else p
+                                                  for p in sweep.params])
+
+    return (only([v for v in row.values if row_dependency(v) is None]),
+            only([v for v in row.values if row_dependency(v) is not None]))
+
+
+def with_row_checkpoints(sweep: Sweep, checkpoints: dict[str, str]) -> Sweep:
+    """``sweep`` with each ``train.init_from: row:<id>`` replaced by ``checkpoints[id]``."""
+    def resolved(row):
+        ref = row_dependency(row)
+        if ref is None:
+            return row
+        return {**row, "train": {**row["train"], "init_from": checkpoints[ref]}}
+
+    params = [dataclasses.replace(p, values=[resolved(v) for v in p.values]) if p.path == ROW
+              else p for p in sweep.params]
+    return dataclasses.replace(sweep, params=params)
+
+
+def _split_published(params: list[Param], file: str) -> dict[str, dict[str, Any]]:
+    """Move each row's ``published`` numbers out of the trial values (they are no config)."""
+    published = {}
+    for p in params:
+        if p.path != ROW:
+            continue
+        for row in p.values:
+            numbers = row.pop("published", None)
+            if numbers:
+                published[row["id"]] = numbers
+    return published
 
 
 def _flatten_search(node: DictConfig, prefix: str = ""):
@@ -332,6 +443,13 @@ def build_trial_config(base: dict[str, Any], params: dict[str, Any],
     """Merge a trial's dotted ``params`` (``None`` values = not applicable) into ``base``."""
     node = OmegaConf.create(base)
     dotlist = {k: v for k, v in params.items() if v is not None and not k.startswith("_")}
+    row = dotlist.pop(ROW, None)
+    for section, value in (row or {}).items():
+        if section in ("id", "published"):
+            continue
+        # a row's model that names its model is a whole model (M1 is a convtasnet, M2 multiband)
+        whole = section == "model" and "name" in value
+        OmegaConf.update(node, section, value, merge=not whole, force_add=True)
     for key, value in dotlist.items():
         OmegaConf.update(node, key, value, merge=True, force_add=True)
     return config_from_dict(node, file=file)
@@ -429,6 +547,9 @@ def validate(sweep: Sweep) -> None:
     if t.metric not in metrics:
         raise SweepError(f"'tune.metric' = {t.metric!r} is never reported by the trainable; it "
                          f"reports {sorted(metrics)}", key="tune.metric", file=file)
+    if t.search_alg == "optuna" and any(p.path == ROW for p in sweep.params):
+        raise SweepError("'tune.search_alg' = 'optuna' cannot search paper-table rows (whole "
+                         "configurations); use grid or random", key="tune.search_alg", file=file)
     if t.search_alg == "grid":
         continuous = [p.path for p in sweep.params if p.kind not in ("grid", "choice")]
         if not sweep.grid and not continuous:
@@ -441,14 +562,37 @@ def validate(sweep: Sweep) -> None:
             if param.kind == "randint":
                 value = min(value, param.values[1] - 1)
             context = {other: allowed[0] for other, allowed in param.when.items()}
+            key = f"search.{param.path}"
+            shown = f"{value!r}"
+            if param.path == ROW:
+                key, shown = f"search.{ROW}.{value['id']}", f"row {value['id']}"
             try:
                 cfg = build_trial_config(sweep.base, {**context, param.path: value})
             except ConfigError as exc:
-                raise SweepError(f"'search.{param.path}' = {value!r} gives a config that does not "
-                                 f"build: {exc}", key=f"search.{param.path}", file=file) from None
-            if param.path == "train" or param.path.startswith(_MODEL_PATHS):
-                _build_model(cfg, f"search.{param.path}", file)
+                raise SweepError(f"'search.{param.path}' = {shown} gives a config that does not "
+                                 f"build: {exc}", key=key, file=file) from None
+            if param.path in ("train", ROW) or param.path.startswith(_MODEL_PATHS):
+                _build_model(cfg, key, file)
+            if param.path == ROW:
+                _check_published(sweep.published.get(value["id"], {}), cfg, value["id"], file)
     _build_model(base_cfg, "base", file)
+
+
+PUBLISHED_METRICS = ("SDR", "SIR", "SAR", "ISR", "PES", "VAD", "SDR_mean", "SDR_median", "NSDR",
+                     "GNSDR")  # the test metrics trials log (sweeps.trainable.log_test_metrics)
+
+
+def _check_published(published: dict[str, Any], cfg: ExperimentConfig, row: str,
+                     file: str) -> None:
+    """A published number must name a column the report can put it beside."""
+    known = {"source", "params"} | {f"test_{source}_{metric}" for source in cfg.audio.sources
+                                    for metric in PUBLISHED_METRICS}
+    for name in published:
+        if name not in known:
+            key = f"search.{ROW}.{row}.published.{name}"
+            raise SweepError(f"'{key}': no trial of row {row} logs {name!r} (sources "
+                             f"{list(cfg.audio.sources)}; use test_<source>_<metric>, params "
+                             f"or source)", key=key, file=file)
 
 
 # searched paths that need the model built: its config, or patterns over its parameter names

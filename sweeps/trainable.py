@@ -28,7 +28,7 @@ from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
 from sweeps.lineage import SIGNATURE_TAG
 from sweeps.space import trial_params
-from sweeps.spec import build_trial_config
+from sweeps.spec import ROW, build_trial_config
 from sweeps.tracking import (
     FLUSH_WAIT_S,
     RETRY_INTERVAL_S,
@@ -66,6 +66,7 @@ class TrialContext:
     # the tracking server's basic auth for nodes that hold none (never printed or logged)
     credentials: tuple[str, str] | None = field(default=None, repr=False)
     reuse: bool = False  # replay a finished run of the same signature instead of training
+    artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
 
 
 class TuneHook:
@@ -130,6 +131,15 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+STORE_SCHEMES = ("s3://", "file://")  # an init_from in the sweep's artifact store
+
+
+def search_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's searched parameters as MLflow params; a paper-table row is logged by its id
+    (its config is in the flattened config beside it)."""
+    return {f"search.{k}": (v["id"] if k == ROW else v) for k, v in params.items()}
+
+
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable (Ray ≥ 2.7 API: tune.report / tune.get_checkpoint)."""
     params = trial_params(config)
@@ -140,6 +150,15 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     cfg = build_trial_config(context.base, params, context.file)
+    init = cfg.train.init_from
+    if init and init.startswith(STORE_SCHEMES):
+        # another row's checkpoint (train.init_from: row:<id>), pushed to the artifact store by
+        # the driver: fetched here, on whichever node runs the trial, and verified (SHA-256)
+        from services.store import open_store
+
+        folder = trial_dir / "init"
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg.train.init_from = str(open_store(context.artifacts_uri).get(init, folder))
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
     checkpoint = tune.get_checkpoint()
@@ -166,7 +185,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     run = TrialRun.open(
         context.tracking_uri, context.experiment_id, context.parent_run_id, trial_id,
         run_name=ctx.get_trial_name(),
-        params={**flatten(cfg.to_dict()), **{f"search.{k}": v for k, v in params.items()}},
+        params={**flatten(cfg.to_dict()), **search_params(params)},
         tags={**context.tags, "sepcore.model": cfg.model_name},
         spool_dir=trial_dir / "mlflow-unsent")
     if (out_dir / UNSENT_DIR).is_dir():

@@ -206,3 +206,45 @@ def test_the_html_report_renders_in_headless_chromium(html_report, tmp_path):
                          timeout=120, check=True).stdout
     total = (out / "report.html").read_text().count('<img class="plot"')
     assert re.search(r'data-plots="(\d+)/(\d+)"', dom).groups() == (str(total), str(total))
+
+
+def test_published_numbers_stand_beside_the_rows_that_reproduce_them(sweep, tmp_path):
+    """Rows of a paper table (``search.row`` with ``published``): the runner logs the paper's
+    numbers as ``published.json`` on the parent run; the report prints ``measured [paper diff]``
+    and the CSV has ``_published`` / ``_diff`` columns. Values exact in binary floating point."""
+    import json
+
+    from sweeps.report import PUBLISHED_ARTIFACT
+
+    client, experiment, _ = sweep  # the module's store (a new sqlite store costs seconds)
+    parent = client.create_run(experiment, tags={"sepcore.kind": "sweep"}).info.run_id
+    published = {"M1": {"source": "Table 1", "params": 4e6, "test_vocals_SDR": 5.75,
+                        "test_vocals_SIR": 14.5},
+                 "M9": {"source": "Table 1", "test_vocals_SDR": 1.0}}  # a row never run
+    client.log_text(parent, json.dumps(published), PUBLISHED_ARTIFACT)
+    for row, seed, vocals in (("M1", 42, 6.0), ("M1", 43, 6.5), ("M2", 42, 7.0)):
+        run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+        client.log_batch(run, params=[Param("search.row", row), Param("search.train.seed",
+                                                                      str(seed))],
+                         metrics=[Metric(k, v, 0, 0) for k, v in {
+                             "best_valid_sisdr": vocals, "test_vocals_SDR": vocals,
+                             "params": 5e6, "epoch": 150.0}.items()])
+    text = sweep_report(client, experiment, parent, "valid_sisdr", "max", tmp_path / "out")
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["config", "runs", "best_valid_sisdr", "vocals_SDR",
+                                    "vocals_SIR"]
+    m2, m1 = lines[2], lines[3]  # best first
+    # M1: vocals SDR 6.25 ± 0.35 over two seeds against the paper's 5.75: +0.50; SIR never
+    # measured: the paper's value and n/a; params +25 %
+    assert "6.25±0.35 [5.75 +0.50]" in m1 and "- [14.50 n/a]" in m1
+    assert "5.00M [4.00M +25.0%]" in m1
+    assert m2.startswith("row=M2") and "[" not in m2  # no published numbers for M2
+    assert lines[-1].startswith("[published difference]") and "Table 1" in lines[-1]
+
+    with open(tmp_path / "out" / "comparison.csv", newline="") as handle:
+        table = {r["config"]: r for r in csv.DictReader(handle)}
+    assert float(table["row=M1"]["test_vocals_SDR_published"]) == 5.75
+    assert float(table["row=M1"]["test_vocals_SDR_diff"]) == 0.5
+    assert float(table["row=M1"]["params_diff"]) == 25.0
+    assert table["row=M1"]["published_source"] == "Table 1"
+    assert table["row=M2"]["test_vocals_SDR_published"] == ""

@@ -191,3 +191,45 @@ def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_
         # killed during epoch 2, resumed from epoch 1's checkpoint (not from scratch): epoch 1
         # ran once, epoch 2 twice (its first attempt died before its checkpoint), epoch 3 once
         assert sorted(epochs) == [1, 2, 2, 3]
+
+
+def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sweep,
+                                                                          local_ray):
+    """The multi-band masking paper's M5 (frozen encoder/decoder of a trained M1) in small:
+    ``train.init_from: row:M1`` makes the runner train M1 first (stage 1), then M5 from M1's
+    best checkpoint (stage 2), under one MLflow parent run; M5's frozen encoder is M1's."""
+    from safetensors.torch import load_file
+
+    path = tiny_sweep()
+    text = path.read_text()
+    search = text[text.index("search:"):text.index("tune:")]
+    path.write_text(text.replace(search, """search:
+  row:
+    grid:
+      - {id: M1, model: {name: convtasnet, encoder: {N: 32, L: 16},
+                         masker: {B: 16, H: 32, X: 2, R: 1}}}
+      - id: M5
+        train: {init_from: "row:M1", init_keys: ["encoder.*", "decoder.*"],
+                frozen: ["encoder.*", "decoder.*"]}
+        published: {source: "Table 1", test_vocals_SDR: 6.31}
+"""))
+    sweep = load_sweep(path, overrides=["tune.search_alg=grid", "tune.num_samples=1",
+                                        "tune.scheduler.type=fifo", "base.train.epochs=1",
+                                        "tune.test_eval=false", "artifacts.top_k=2"])
+    outcome = run_sweep(sweep)
+    client = MlflowClient(outcome.tracking_uri)
+    parent = client.get_run(outcome.parent_run_id)
+    children = child_runs(client, parent.info.experiment_id, parent.info.run_id)
+    rows = {c.data.params["search.row"]: c for c in children}
+    assert set(rows) == {"M1", "M5"} and all(c.info.status == "FINISHED" for c in children)
+    assert rows["M5"].info.start_time >= rows["M1"].info.end_time  # stage 2 after stage 1
+    # M1's best checkpoint went through the artifact store; the M5 trial fetched its own copy
+    (stored,) = (Path("store") / "tiny").glob("*/rows/M1.safetensors")
+    start = Path(rows["M5"].data.params["train.init_from"])
+    assert start.name == "M1.safetensors" and start.read_bytes() == stored.read_bytes()
+    pushed = {p["run_id"]: p for p in outcome.pushed}
+    m5 = load_file(pushed[rows["M5"].info.run_id]["uri"].removeprefix("file://"))
+    m1 = load_file(stored)
+    encoder = [k for k in m1 if k.startswith(("model.encoder.", "model.decoder."))]
+    assert encoder and all((m5[k] == m1[k]).all() for k in encoder)  # loaded, then frozen
+    assert "M5" in outcome.report and "[6.31" in outcome.report  # the paper's number beside it

@@ -31,8 +31,8 @@ def write(tmp_path, body: str, name="s.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,points", [("demo", 1), ("bands", 24), ("filterbanks", 9),
-                                         ("fb_ratio", 4), ("loss_weights", 14),
+@pytest.mark.parametrize("name,points", [("demo", 1), ("bands", 3), ("filterbanks", 6),
+                                         ("fb_ratio", 4), ("fb_irm", 2), ("loss_weights", 6),
                                          ("openunmix_transfer", 3), ("mad_recurrent", 3),
                                          ("metatasnet_stages", 3)])
 def test_shipped_runnable_sweeps_parse(name, points):
@@ -47,18 +47,34 @@ def test_shipped_runnable_sweeps_parse(name, points):
 def test_bands_profiles(profile, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no trained M1 anywhere: the sweep validates without reading one
     sweep = load_sweep(SWEEPS / "bands.yaml", profile=profile)
-    cfg = sweep.config_for({"model.num_bands": 4, "model.full_band": True})
-    frozen = sweep.config_for({"model.band_split": "sorted",
-                               "train.frozen": ["encoder.*", "decoder.*"]})
-    assert cfg.train.frozen in (None, []) and frozen.train.frozen == ["encoder.*", "decoder.*"]
+    rows = {p["row"]["id"]: p for p in grid_points(sweep.params)}
+    m1, m2, m5 = (sweep.config_for(rows[i]) for i in ("M1", "M2", "M5"))
+    assert (m1.model_name, m2.model_name, m5.model_name) == ("convtasnet", "multiband",
+                                                             "multiband")
+    assert m2.train.frozen in (None, []) and m2.train.init_from is None
+    # M5 starts from the M1 row of the same sweep: encoder/decoder loaded, then frozen
+    assert m5.train.frozen == ["encoder.*", "decoder.*"] and m5.train.init_from == "row:M1"
+    assert m5.train.init_keys == ["encoder.*", "decoder.*"]
+    assert sweep.tune.scheduler.type == "fifo"  # every row trains to its stopping rule
     if profile == "smoke":
-        assert cfg.model.sample_rate == 8000 and cfg.train.device == "cpu"
-        assert sweep.tune.resources.gpu == 0 and cfg.train.init_from is None
-    else:  # the paper profile starts from a trained M1's encoder/decoder
-        assert cfg.model.sample_rate == 44100 and sweep.tune.resources.gpu == 1
+        assert set(rows) == {"M1", "M2", "M5"}
+        assert m2.model.sample_rate == 8000 and m2.train.device == "cpu"
+        assert sweep.tune.resources.gpu == 0
+    else:
+        assert set(rows) == {"M1", "M2", "M3", "M4", "M5", "M6", "S1", "S2"}
+        assert m2.model.sample_rate == 44100 and sweep.tune.resources.gpu == 1
         assert sweep.artifacts.uri.startswith("s3://")
-        assert cfg.train.init_from.endswith("m1/best.safetensors")
-        assert cfg.train.init_keys == ["encoder.*", "decoder.*"]
+        assert sweep.config_for(rows["M6"]).model.band_split == "sorted"
+        assert sweep.config_for(rows["M3"]).model.full_band is True
+        assert set(sweep.published) == set(rows)  # Table 1 beside every row
+        assert sweep.published["M2"]["test_vocals_SDR"] == 6.37
+
+
+def test_bands_explore_profile_keeps_asha_at_matched_size():
+    sweep = load_sweep(SWEEPS / "bands.yaml", profile="explore")
+    assert sweep.tune.scheduler.type == "asha"
+    bands = [sweep.config_for(p).model.num_bands for p in grid_points(sweep.params)]
+    assert bands == [1, 2, 4, 8]
 
 
 def test_a_sweep_for_an_unbuilt_model_says_so(tmp_path):
@@ -155,6 +171,24 @@ BAD = [
     ("optuna storage without optuna", "tune: {search_alg: random, optuna_storage: "
      "'sqlite:///o.db'}\n", "tune.optuna_storage"),
     ("optuna storage not a URL", "tune: {optuna_storage: optuna.db}\n", "tune.optuna_storage"),
+    ("row without an id", "search: {row: {grid: [{model: {num_bands: 1}}]}}\n",
+     "search.row.grid[0]"),
+    ("row id twice", "search: {row: {grid: [{id: A}, {id: A, model: {num_bands: 1}}]}}\n",
+     "search.row"),
+    ("row with an unknown key", "search: {row: {grid: [{id: A, modle: {}}]}}\n",
+     "search.row.grid[0].modle"),
+    ("row published not a number", "search: {row: {grid: [{id: A, published: "
+     "{test_vocals_SDR: high}}]}}\n", "search.row.grid[0].published.test_vocals_SDR"),
+    ("row starting from an unknown row", "search: {row: {grid: [{id: A}, {id: B, train: "
+     "{init_from: 'row:C'}}]}}\n", "search.row.B.train.init_from"),
+    ("row that does not build", "search: {row: {grid: [{id: A, model: {num_bands: 3}}]}}\n"
+     "tune: {search_alg: grid}\n", "search.row.A"),
+    ("row as a choice", "search: {row: {choice: [{id: A}]}}\n", "search.row"),
+    ("published number no trial logs", "search: {row: {grid: [{id: A, published: "
+     "{test_drums_SDR: 5.0}}]}}\ntune: {search_alg: grid}\n",
+     "search.row.A.published.test_drums_SDR"),
+    ("rows under optuna", "search: {row: {grid: [{id: A}]}}\ntune: {search_alg: optuna}\n",
+     "tune.search_alg"),
 ]
 
 
