@@ -25,6 +25,8 @@ EDGES: dict[str, tuple[list[str], list[str]]] = {
     "data.num_workers": (["0", "2"], ["-1"]),
     "data.augment.gain_min": (["0.5", "1.25"], ["0", "-1", "inf", "1.3"]),  # gain_max is 1.25
     "data.augment.gain_max": (["0.75", "3"], ["0", "0.7", "inf", "nan"]),  # gain_min is 0.75
+    "data.augment.remix_share": (["0", "0.5", "1"], ["-0.1", "1.1", "nan", "inf"]),
+    "data.augment.channel_pick": (["shared", "source"], ["both", "random", "1"]),
     "train.epochs": (["1"], ["0", "-1"]),
     "train.steps_per_epoch": (["null", "1"], ["0", "-1"]),
     "train.max_steps": (["null", "1"], ["0", "-1"]),
