@@ -2,10 +2,10 @@
 
 For each paper config (``sepcore/configs/paper/*.yaml``, untrained weights): training samples
 (chunks of ``--train-seconds``) per second, ``train ex/s`` (a forward, a backward and an Adam step
-on ``--batch`` chunks, the config's loss) and the inference real-time factor (seconds of compute per second of audio: a
-forward under ``torch.inference_mode`` on ``--infer-seconds`` of audio). Where the paper's model
-exists as a pip package it runs in the same process on the same inputs, and the ratio
-sepcore / reference is printed (below 1: sepcore is faster):
+on ``--batch`` chunks, the config's loss), and the inference real-time factor ``RTF`` (seconds of
+compute per second of audio: a forward under ``torch.inference_mode`` on ``--infer-seconds``).
+Where the paper's model exists as a pip package it runs in the same process on the same inputs,
+and the ratio sepcore / reference is printed (below 1: sepcore is faster):
 
 - Conv-TasNet M1 (``paper/m1.yaml``) against Défossez et al.'s ``demucs.tasnet.ConvTasNet`` of
   ``demucs==2.0.3`` (same N/L/B/H/P/X/R, same parameter count);
@@ -48,7 +48,7 @@ DEFAULT_CONFIGS = ["m1", "umx", "convtasnet_star", "htmd", "waveunet"]
 
 
 def install_references(scratch: Path) -> None:
-    """pip-installs the reference packages into ``scratch`` (no dependencies) and imports from it."""
+    """pip-installs the reference packages into ``scratch`` (no dependencies), imports from it."""
     missing = [spec for name, spec in REFERENCES.items() if not (scratch / name).is_dir()]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
