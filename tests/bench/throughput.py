@@ -177,7 +177,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> list[s
         label = "sepcore" if who == "sepcore" else REFERENCES.get(
             "demucs" if cfg.model_name == "convtasnet" else "openunmix", who)
         lines.append(f"{name:<16}{label:<18}{count_parameters(model):>12,}"
-                     f"{args.batch / train_s[who]:>12.2f}"
+                     f"{args.batch / train_s[who]:>12.3f}"
                      f"{infer_s[who] / args.infer_seconds:>10.3f}")
     if reference is not None:
         lines.append(f"{name:<16}{'ratio sepcore/ref':<18}{'':>12}"
