@@ -5,8 +5,9 @@ this process, at two trial lengths, extrapolated to longer trials.
 One trial (``num_samples=1``, FIFO, no test-set evaluation) of the demo sweep on a local Ray
 started once (its start is a per-sweep cost, printed apart), with MLflow in a temporary sqlite
 file and the local artifact store; the trial's parameters (Optuna's first sample) are recorded by
-the trainable and the same config is then trained by ``fit`` here. Both run at ``--epochs`` (two
-lengths) with ``--steps`` steps per epoch, and ``fit`` once more at three times the steps, which
+the trainable and the same config is then trained by ``fit`` here, right after each sweep. Both
+run at ``--epochs`` (two lengths) with ``--steps`` steps per epoch, and ``fit`` once more at three
+times the steps, which
 separates the costs in ``wall = fixed + epochs x (per_epoch + steps x per_step)``. The platform's
 extra time ``sweep - fit = F + epochs x g`` gives its fixed cost ``F`` (Tune's trial start and
 end, the MLflow child run, ``finish_sweep``: ranking, artifact push, registry) and its per-epoch
@@ -116,16 +117,15 @@ def main() -> None:
                     raise
                 ray.shutdown()
         ray_start = time.perf_counter() - start
-        try:
-            sweep_s, inside, params = {}, {}, None
+        try:  # sweep and fit alternate, so that a change of the machine's load hits both
+            sweep_s, inside, fit_s = {}, {}, {}
             for epochs in (short, long):
                 sweep_s[epochs], inside[epochs], params = sweep_trial(work, data, epochs,
                                                                       args.steps)
+                fit_s[epochs] = fit_alone(work, data, params, epochs, args.steps)
+            fit_steps = fit_alone(work, data, params, short, 3 * args.steps)
         finally:
             ray.shutdown()
-        fit_s = {epochs: fit_alone(work, data, params, epochs, args.steps)
-                 for epochs in (short, long)}
-        fit_steps = fit_alone(work, data, params, short, 3 * args.steps)
     print(f"trial parameters: {params}")
     print(f"ray.init (once per sweep): {ray_start:.1f} s")
     for epochs in (short, long):
@@ -150,6 +150,9 @@ def main() -> None:
           f"{platform_full / (fit_full + platform_full):.1%} of the trial")
     print(f"long trials of the demo's epochs: platform -> {g / (epoch_full + g):.1%} "
           f"(per-epoch cost only)")
+    if min(fixed, g, per_step, per_epoch_fit) < 0:
+        print("a negative cost: the machine's load changed more than the costs measured; "
+              "rerun on a quieter machine (or with longer --epochs)")
 
 
 if __name__ == "__main__":
