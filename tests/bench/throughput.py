@@ -1,10 +1,10 @@
 """Training and inference speed of the paper configs, against the reference implementations.
 
 For each paper config named by ``--configs`` (``sepcore/configs/paper/NAME.yaml``, default ``m1
-umx``, untrained weights): training samples
-(chunks of ``--train-seconds``) per second, ``train ex/s`` (a forward, a backward and an Adam step
-on ``--batch`` chunks, the config's loss), and the inference real-time factor ``RTF`` (seconds of
-compute per second of audio: a forward under ``torch.inference_mode`` on ``--infer-seconds``).
+umx``, untrained weights): training samples (chunks of ``--train-seconds``) per second, ``train
+ex/s`` (a forward, a backward and an Adam step on ``--batch`` chunks, the config's loss), and the
+inference real-time factor ``RTF`` (seconds of compute per second of audio: a forward under
+``torch.inference_mode`` on ``--infer-seconds``).
 Where the paper's model exists as a pip package it runs in the same process on the same inputs,
 and the ratio sepcore / reference is printed (below 1: sepcore is faster):
 
