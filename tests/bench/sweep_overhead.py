@@ -118,6 +118,10 @@ def main() -> None:
                 ray.shutdown()
         ray_start = time.perf_counter() - start
         try:  # sweep and fit alternate, so that a change of the machine's load hits both
+            # a warm-up of each (not timed): the first run fills the decoded-audio cache and
+            # pays the worker's and this process's first imports and allocations
+            params = sweep_trial(work, data, short, 1)[2]
+            fit_alone(work, data, params, short, 1)
             sweep_s, inside, fit_s = {}, {}, {}
             for epochs in (short, long):
                 sweep_s[epochs], inside[epochs], params = sweep_trial(work, data, epochs,
