@@ -76,10 +76,14 @@ def sweep_trial(work: Path, data: Path, epochs: int, steps: int) -> tuple[float,
 
 def fit_alone(work: Path, data: Path, params: dict, epochs: int, steps: int) -> float:
     """Wall of ``sepcore.train.fit`` on the trial's config, in this process."""
+    import torch
+
     from sepcore.train import fit
     from sweeps.spec import load_sweep
 
     sweep = load_sweep(DEMO, overrides=_overrides(work, data, epochs, steps))
+    # as many threads as the trial's worker gets (Ray sets OMP_NUM_THREADS to its CPUs)
+    torch.set_num_threads(max(1, int(sweep.tune.resources.cpu)))
     cfg = sweep.config_for(params)
     cfg.train.out_dir = str(work / f"fit-{epochs}x{steps}")
     cfg.train.progress = False
