@@ -5,7 +5,8 @@ this process, at two trial lengths, extrapolated to longer trials.
 One trial (``num_samples=1``, FIFO, no test-set evaluation) of the demo sweep on a local Ray
 started once (its start is a per-sweep cost, printed apart), with MLflow in a temporary sqlite
 file and the local artifact store; the trial's parameters (Optuna's first sample) are recorded by
-the trainable and the same config is then trained by ``fit`` here, right after each sweep. Both
+the trainable and the same config is then trained by ``fit`` here (with as many torch threads
+as the trial has CPUs), right after each sweep, after one untimed warm-up of each. Both
 run at ``--epochs`` (two lengths) with ``--steps`` steps per epoch, and ``fit`` once more at three
 times the steps, which
 separates the costs in ``wall = fixed + epochs x (per_epoch + steps x per_step)``. The platform's
