@@ -60,7 +60,7 @@ def sweep_trial(work: Path, data: Path, epochs: int, steps: int) -> tuple[float,
     from sweeps.runner import run_sweep
     from sweeps.spec import load_sweep
 
-    folder = work / f"sweep-{epochs}x{steps}"
+    folder = work / f"sweep-{epochs}x{steps}-{len(list(work.glob('sweep-*')))}"
     folder.mkdir()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlruns.db"
     sweep = load_sweep(DEMO, overrides=_overrides(work, data, epochs, steps) + [
@@ -86,7 +86,7 @@ def fit_alone(work: Path, data: Path, params: dict, epochs: int, steps: int) -> 
     # as many threads as the trial's worker gets (Ray sets OMP_NUM_THREADS to its CPUs)
     torch.set_num_threads(max(1, int(sweep.tune.resources.cpu)))
     cfg = sweep.config_for(params)
-    cfg.train.out_dir = str(work / f"fit-{epochs}x{steps}")
+    cfg.train.out_dir = str(work / f"fit-{epochs}x{steps}-{len(list(work.glob('fit-*')))}")
     cfg.train.progress = False
     start = time.perf_counter()
     fit(cfg)
