@@ -2,8 +2,9 @@
 
 :func:`evaluate` computes what ``museval.evaluate(..., mode="v4")`` computes (``bss_eval`` in its
 ``bss_eval_images`` form, no permutation search, 512-tap distortion filters estimated once on the
-whole track, metrics per window), to round-off (1e-9 dB on the benchmark), 30-40x faster than
-museval on two CPU cores (``tests/bench/bsseval_speed.py``), and on CUDA when given CUDA tensors.
+whole track, metrics per window), to round-off (1e-9 dB on the benchmark), 14-44x faster than
+museval on two CPU cores depending on the signal (``tests/bench/bsseval_speed.py --kinds``), and
+on CUDA when given CUDA tensors.
 :func:`evaluate_track` groups the targets as ``museval.eval_mus_track`` does and returns a
 ``museval.TrackStore``, so the JSONs written here aggregate exactly like SiSEC 2018's;
 ``backend="museval"`` runs museval itself.

@@ -21,6 +21,13 @@ _CORR_FFT = 8192  # FFT length of the blocks of the global correlations
 
 
 def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -> torch.Tensor:
+    """The correlations of :func:`_correlations_and_sums` alone."""
+    return _correlations_and_sums(refs, ests, max_lag)[0]
+
+
+def _correlations_and_sums(
+    refs: torch.Tensor, ests: torch.Tensor, max_lag: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``r[a, b, k] = sum_n x[a, n + k] * refs[b, n]``, ``x = [refs; ests]``, ``0 <= k < L``.
 
     Signals are zero outside ``[0, N)``, so these are the exact linear correlations museval takes
@@ -38,8 +45,14 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
         ests: (nsrc, C, N) estimates, any strides.
         max_lag: number of non-negative lags kept (``L``).
 
+    The zero-frequency bins of the block spectra sum to each signal's sum over time, returned
+    too: it is finite whenever every sample is (up to overflow), and non-finite whenever a sample
+    is (a NaN or an inf reaches every bin of its block's FFT: adds and multiplies never make a
+    non-finite number finite), which spares :func:`.museval_api.evaluate` a pass over the signals
+    to find NaN/inf samples.
+
     Returns:
-        (2P, P, L) correlations, rows and columns source-major.
+        (2P, P, L) correlations, rows and columns source-major, and (2P,) sums of the signals.
     """
     nsrc, nchan, n = refs.shape
     p, edge = nsrc * nchan, max_lag - 1
@@ -55,8 +68,9 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
         parts.append([F.pad(x[..., nfull * size :], (0, size - rest)).unsqueeze(-2)
                       for x in (refs, ests)])
 
-    def accumulate(first: int, stop: int) -> torch.Tensor:
+    def accumulate(first: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
+        sums = refs.new_zeros(2 * p)
         while first < stop:
             end = min(first + step, stop, nfull if first < nfull else stop)
             source, offset = (parts[0], 0) if first < nfull else (parts[1], nfull)
@@ -64,10 +78,12 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
                        .reshape(nfreq, p, -1) for b in source]  # (F, P, m): refs, estimates
             _add_product(spectrum[:, :p], spectra[0], spectra[0])
             _add_product(spectrum[:, p:], spectra[1], spectra[0])
+            sums += torch.cat([s[0].real.sum(dim=-1) for s in spectra])  # bin 0: block sums
             first = end
-        return spectrum
+        return spectrum, sums
 
-    spectrum = sum(_in_parallel(accumulate, nblk, refs))
+    spectra, sums = zip(*_in_parallel(accumulate, nblk, refs), strict=True)
+    spectrum = sum(spectra)
     circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
 
     # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
@@ -82,5 +98,5 @@ def _lagged_correlations(refs: torch.Tensor, ests: torch.Tensor, max_lag: int) -
     wrap = torch.zeros(d.shape[0], 2 * p, p, dtype=d.dtype, device=d.device)
     _add_product(wrap, d, g)  # conj of the cross-spectrum sum_j g[j + s] d[j]
     xcorr = _irfft0(wrap.conj_physical(), short)[:max_lag]  # (L, 2P, P) at shifts s = 0..L-1
-    return (circular + xcorr.flip(0)).permute(1, 2, 0)  # shift s = L - 1 - k
+    return (circular + xcorr.flip(0)).permute(1, 2, 0), sum(sums)  # shift s = L - 1 - k
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sepcore.metrics.bsseval.windows import bss_eval_v4
+from sepcore.metrics.bsseval.windows import _bss_eval_v4
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def evaluate(
     Returns:
         ``(sdr, isr, sir, sar)``, each (nsrc, nwin) float64 numpy in dB; windows where any
         reference or estimate is all zero are NaN for every source. As in museval, a source whose
-        estimate holds a NaN/inf sample is NaN in every window, and a NaN/inf sample in any
-        reference makes every source NaN.
+        estimate holds a NaN/inf sample is NaN in every window, and a NaN/inf sample in a
+        reference makes that source's ISR and every source's SDR, SIR and SAR NaN.
 
     Raises:
         ValueError: unknown backend, mismatched shapes, or an all-zero source (as museval).
@@ -97,13 +97,19 @@ def evaluate(
         return tuple(np.array([]) for _ in range(4))  # type: ignore[return-value]
     ests = _pad_or_truncate(refs, ests)
     with torch.no_grad():
-        out = bss_eval_v4(refs, ests, win=win, hop=hop).to("cpu", torch.float64).numpy()
+        metrics, sums = _bss_eval_v4(refs, ests, win=win, hop=hop)
+        out = metrics.to("cpu", torch.float64).numpy()
         # museval: a non-finite sample anywhere in an estimate makes every metric of that source
-        # NaN in every window; one in any reference makes every metric of every source NaN
-        bad_estimates = (~torch.isfinite(ests)).flatten(1).any(dim=1).cpu().numpy()
-        out[:, bad_estimates] = np.nan
-        if not bool(torch.isfinite(refs).all()):
-            out[:] = np.nan
+        # NaN in every window; one in a reference makes that source's ISR and every source's
+        # SDR, SIR and SAR NaN (the other sources' ISR only involve their own references).
+        # Finite channel sums (from the correlations' FFTs) prove every sample finite.
+        if not bool(torch.isfinite(sums).all()):
+            bad_estimates = (~torch.isfinite(ests)).flatten(1).any(dim=1).cpu().numpy()
+            bad_references = (~torch.isfinite(refs)).flatten(1).any(dim=1).cpu().numpy()
+            out[:, bad_estimates] = np.nan
+            if bad_references.any():
+                out[[0, 2, 3]] = np.nan
+                out[1, bad_references] = np.nan
     return out[0], out[1], out[2], out[3]
 
 

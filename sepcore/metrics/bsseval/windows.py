@@ -10,7 +10,7 @@ import scipy.fft
 import torch
 
 from sepcore.metrics.bsseval.arrays import _chunk, _in_parallel, _rfft0
-from sepcore.metrics.bsseval.correlations import _lagged_correlations
+from sepcore.metrics.bsseval.correlations import _correlations_and_sums
 from sepcore.metrics.bsseval.toeplitz import _distortion_filters
 
 FILTERS_LEN = 512  # distortion filter taps (museval's filters_len)
@@ -172,6 +172,18 @@ def bss_eval_v4(
         (4, nsrc, nwin): SDR, ISR, SIR, SAR in dB; NaN for every source in windows where a
         reference or an estimate is silent (sums to zero over channels).
     """
+    return _bss_eval_v4(references, estimates, win, hop, filters_len)[0]
+
+
+def _bss_eval_v4(
+    references: torch.Tensor,
+    estimates: torch.Tensor,
+    win: int = 44100,
+    hop: int = 44100,
+    filters_len: int = FILTERS_LEN,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`bss_eval_v4`, and the (2 nsrc nchan,) sums over time of the references' and the
+    estimates' channels: non-finite where a sample is, finite where all are (up to overflow)."""
     _validate(references, estimates)
     nsrc, nsampl, nchan = references.shape
     p, taps = nsrc * nchan, int(filters_len)
@@ -179,7 +191,7 @@ def bss_eval_v4(
     ests = estimates.permute(0, 2, 1)
 
     # 1. correlations on the whole track: r_xy[k] with the references, and the estimates
-    corr = _lagged_correlations(refs, ests, taps)  # (2P, P, L)
+    corr, sums = _correlations_and_sums(refs, ests, taps)  # (2P, P, L), (2P,)
     lags = corr[:p].permute(2, 0, 1)  # (L, P, P): R(k)[x, y] = r_xy[k]
     cross = corr[p:].permute(2, 1, 0)  # (L, P, P): D[(a, y), e] = <s_y delayed by a, est_e>
 
@@ -199,4 +211,4 @@ def bss_eval_v4(
         _safe_db(target, interf),  # SIR
         _safe_db(image, artif),  # SAR
     ])  # (4, nsrc, nwin)
-    return metrics.masked_fill(silent, math.nan)
+    return metrics.masked_fill(silent, math.nan), sums

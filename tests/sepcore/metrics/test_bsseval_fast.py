@@ -9,6 +9,7 @@ Also ``sep score`` against its museval backend, and median-of-medians against ``
 from __future__ import annotations
 
 import json
+import warnings
 
 import museval
 import numpy as np
@@ -74,6 +75,18 @@ def test_silent_windows_are_nan_where_museval_says():
     ours = _assert_matches(refs, ests, win=rate, hop=rate)
     assert np.isnan(ours[:, :, 1]).all() and np.isnan(ours[:, :, 3]).all()
     assert not np.isnan(ours[:, :, 0]).any()
+
+
+@pytest.mark.parametrize(("signal", "value"), [("estimate", np.nan), ("reference", -np.inf)])
+def test_non_finite_samples_are_nan_where_museval_says(signal, value):
+    """A NaN/inf sample: NaN where museval's (found without a pass over the signals when all are
+    finite, from the channel sums the correlations' FFTs give), the other metrics museval's."""
+    refs, ests = _signals(3, 3, 2.0, 8000, 1)
+    (ests if signal == "estimate" else refs)[1, 9000, 0] = value
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ours = _assert_matches(refs, ests, win=8000, hop=8000)
+    assert np.isnan(ours[:, 1]).all() and not np.isnan(ours[1, 0]).any()  # museval's pattern
 
 
 def test_track_shorter_than_one_window():

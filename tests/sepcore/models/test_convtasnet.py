@@ -178,3 +178,20 @@ def test_unknown_model_key_is_named():
 def test_unknown_model_lists_known():
     with pytest.raises(ConfigError, match="convtasnet.*multiband"):
         build_model("tasnet9000", {})
+
+
+def test_global_layer_norm_is_conv_tasnet_eq_13():
+    """gLN by torch's fused group norm equals eq. 13 written out (mean and variance over channels
+    and time, per example), with a non-trivial gain and bias."""
+    from sepcore.models.convtasnet import GlobalLayerNorm
+
+    torch.manual_seed(0)
+    norm = GlobalLayerNorm(6)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.randn(1, 6, 1))
+        norm.beta.copy_(torch.randn(1, 6, 1))
+    x = 3.0 + 2.0 * torch.randn(2, 6, 50, dtype=torch.float64)
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
+    expected = norm.gamma * (x - mean) / torch.sqrt(var + 1e-8) + norm.beta
+    torch.testing.assert_close(norm.double()(x), expected, rtol=0, atol=1e-12)
