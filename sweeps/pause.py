@@ -30,13 +30,14 @@ PAUSED_TAG = "sepcore.paused"
 POLL_S = 2.0  # a marker on S3 costs one request per poll
 
 # the driver's pause state: one sweep runs per driver process; run_sweep resets it
-_state: dict[str, Any] = {"paused": False, "fired": False, "path": None}
+_state: dict[str, Any] = {"paused": False, "fired": False, "path": None, "live": 0}
+LIVE = ("PENDING", "RUNNING", "PAUSED")
 
 
 def reset(experiment_path: str | None = None) -> None:
     """A new driver run: not paused; ``experiment_path`` is where its callback looks (a restored
     callback, unpickled from tuner.pkl, may carry the folder's former location)."""
-    _state.update(paused=False, fired=False, path=experiment_path)
+    _state.update(paused=False, fired=False, path=experiment_path, live=0)
 
 
 def fired() -> bool:
@@ -89,7 +90,11 @@ def clear_pause(experiment: str) -> bool:
 
 class PauseGate(Searcher):
     """Wraps a searcher: while the driver is pausing, no new trial is suggested (``None`` means
-    "not now" to Tune, not "finished", so the restored searcher continues after ``resume``)."""
+    "not now" to Tune, not "finished", so the restored searcher continues after ``resume``).
+
+    Except when no trial is live: Tune then waits (up to 10 min, deaf to the interrupt) for the
+    searcher's next trial, so one is suggested; it stays PENDING in the saved state and starts
+    on ``resume``."""
 
     def __init__(self, searcher: Searcher):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
@@ -99,7 +104,7 @@ class PauseGate(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if _state["paused"]:
+        if _state["paused"] and _state["live"]:
             return None
         return self.searcher.suggest(trial_id)
 
@@ -132,6 +137,7 @@ class PauseCallback(Callback):
         return _state["path"] or self.experiment_path
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        _state["live"] = sum(1 for t in trials if t.status in LIVE)
         if _state["fired"]:
             return
         if self._waiting is None:

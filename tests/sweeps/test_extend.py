@@ -1,12 +1,11 @@
 """`python -m sweeps extend` / `pause`: the CLI's answers to bad input, the pause machinery with
-stand-in trials (no Ray), and one tiny sweep that is paused, resumed and extended."""
+stand-in trials (no Ray). The tiny sweep that is paused, resumed and extended on local Ray is in
+test_runner.py (it shares that module's Ray)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -86,7 +85,12 @@ def test_pause_waits_for_running_trials_then_interrupts_tune(tmp_path, monkeypat
     callback.on_trial_error(3, trials, trials[1])
     callback.on_step_begin(4, trials)
     assert kills == [(os.getpid(), signal.SIGUSR1)] and pause.fired()
-    callback.on_step_begin(5, trials)
+    assert gate.suggest("d") is None  # "a" still runs: Tune does not wait for a trial
+    callback.on_step_begin(5, [_trial(t, "TERMINATED") for t in "abc"])
+    # nothing live: Tune would block for the next trial, deaf to the interrupt; one is given
+    # (it stays PENDING in the saved state)
+    assert gate.suggest("d") == {"train.lr": 1e-3}
+    callback.on_step_begin(6, trials)
     assert len(kills) == 1
     pause.reset()
     assert not pause.fired() and gate.suggest("e") is not None
@@ -101,71 +105,3 @@ def test_pause_never_signals_without_tunes_handler(tmp_path, monkeypatch):
     pause.PauseCallback(str(tmp_path), poll_s=0.0).on_step_begin(1, [])
     assert kills == []  # SIGUSR1's default action would kill the driver
     pause.reset()
-
-
-@pytest.mark.slow
-def test_paused_sweep_resumes_then_extends_under_one_parent(tiny_sweep, local_ray, tmp_path,
-                                                           monkeypatch):
-    from mlflow import MlflowClient
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    from sweeps.runner import extend_sweep, resume_sweep, run_sweep
-    from sweeps.spec import load_sweep
-    from sweeps.tracking import EXPERIMENT_TAG, TRIAL_TAG, child_runs
-
-    monkeypatch.setattr(pause, "POLL_S", 0.05)
-    args = ["tune.num_samples=1", "tune.scheduler.type=fifo", "base.train.epochs=2",
-            "tune.test_eval=false"]
-    path = tiny_sweep()
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    stop = threading.Event()
-
-    def pause_when_a_trial_runs():  # what a user would type while the trial trains
-        while not stop.is_set():
-            experiment = client.get_experiment_by_name("tiny")
-            runs = experiment and client.search_runs(
-                [experiment.experiment_id], "tags.`sepcore.kind` = 'trial'")
-            if runs:
-                folder = next((tmp_path / "ray").iterdir())
-                assert main(["pause", str(folder)]) == 0
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=pause_when_a_trial_runs, daemon=True)
-    watcher.start()
-    try:
-        paused = run_sweep(load_sweep(path, overrides=args), overrides=args)
-    finally:
-        stop.set()
-        watcher.join(30)
-    assert paused.paused and tune.Tuner.can_restore(paused.experiment_path)
-    parent = client.get_run(paused.parent_run_id)
-    assert parent.info.status == "SCHEDULED" and parent.data.tags[pause.PAUSED_TAG] == "true"
-
-    resumed = resume_sweep(paused.experiment_path)
-    assert not resumed.paused and resumed.parent_run_id == paused.parent_run_id
-    assert not pause.pause_requested(paused.experiment_path)
-    [first] = child_runs(client, parent.info.experiment_id, parent.info.run_id)
-    epochs = [m.step for m in client.get_metric_history(first.info.run_id, "epoch")]
-    # the running trial finished its epoch and checkpoint before the driver stopped: resume
-    # continued from there (epoch 1 not trained again)
-    assert sorted(set(epochs)) == [1, 2] and epochs.count(1) == 1, epochs
-
-    extended = extend_sweep(paused.experiment_path, 1)
-    assert extended.parent_run_id == paused.parent_run_id
-    assert extended.experiment_path.endswith(f"{parent.info.run_name}-x1")
-    parent = client.get_run(paused.parent_run_id)
-    assert parent.info.status == "FINISHED" and parent.data.tags[pause.PAUSED_TAG] == "false"
-    children = child_runs(client, parent.info.experiment_id, parent.info.run_id, orphans=True)
-    trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
-    assert len(children) == 2 and len(set(trial_ids)) == 2  # one new run, none doubled
-    assert {c.data.tags[EXPERIMENT_TAG] for c in children} == {
-        parent.info.run_name, f"{parent.info.run_name}-x1"}
-    assert all(c.info.status == "FINISHED" for c in children)
-    # the extension's searcher continued the sweep's Optuna study: both trials are in it
-    searcher = OptunaSearch(metric="valid_sisdr", mode="max")
-    searcher.restore_from_dir(extended.experiment_path)
-    told = [t for t in searcher._ot_study.trials if t.value is not None]
-    assert len(told) == 2
-    assert float(first.data.params["train.lr"]) in [t.params["train.lr"] for t in told]
