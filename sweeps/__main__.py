@@ -1,10 +1,12 @@
-"""``python -m sweeps run|plan|submit|resume|promote|report|show``.
+"""``python -m sweeps run|plan|submit|resume|extend|pause|promote|report|show``.
 
     python -m sweeps run sweeps/bands.yaml [--profile smoke] [tune.num_samples=4 ...] [--address A]
                                            [--reuse]
     python -m sweeps plan sweeps/bands.yaml --profile paper [--json] [--time [--device cuda]]
     python -m sweeps submit sweeps/bands.yaml --address http://HEAD:8265 [--profile paper]
     python -m sweeps resume runs/sweeps/bands-20261123-101500
+    python -m sweeps extend runs/sweeps/bands-20261123-101500 tune.num_samples=+8
+    python -m sweeps pause runs/sweeps/bands-20261123-101500  (running trials end their epoch)
     python -m sweeps promote sepcore-bands --version 3      (or --run RUN_ID)
     python -m sweeps report bands-20261123-101500           (a sweep run name or parent run id)
     python -m sweeps show 3f9c0a1b2c3d4e5f                  (a trial signature: config, runs)
@@ -50,7 +52,12 @@ def _print_outcome(outcome) -> None:
         print(f"  mlflow ui --backend-store-uri {uri}")
     else:
         print(f"MLflow parent run {outcome.parent_run_id} on {uri}")
+    if outcome.paused:
+        print(f"continue it with: python -m sweeps resume {redact(outcome.experiment_path)}")
+        return
     print(f"resume if interrupted: python -m sweeps resume {redact(outcome.experiment_path)}")
+    print(f"add trials:            python -m sweeps extend {redact(outcome.experiment_path)} "
+          f"tune.num_samples=+N")
 
 
 def _cmd_run(args) -> int:
@@ -99,6 +106,26 @@ def _cmd_resume(args) -> int:
 
     _print_outcome(resume_sweep(args.experiment, address=args.address, sweep_file=args.file,
                                 profile=args.profile, overrides=args.overrides or None))
+    return 0
+
+
+def _cmd_extend(args) -> int:
+    from sweeps.runner import extend_sweep, parse_increment
+
+    increment = parse_increment(args.overrides or [])  # before Ray or MLflow start
+    _print_outcome(extend_sweep(args.experiment, increment, address=args.address,
+                                sweep_file=args.file, profile=args.profile))
+    return 0
+
+
+def _cmd_pause(args) -> int:
+    from services.redact import redact
+    from sweeps.pause import POLL_S, request_pause
+
+    marker = request_pause(args.experiment)
+    print(f"wrote {redact(marker)}: the sweep's driver sees it within {POLL_S:.0f} s, starts no "
+          f"new trial, lets the running ones finish their epoch and checkpoint, then exits")
+    print(f"continue it with: python -m sweeps resume {redact(args.experiment)}")
     return 0
 
 
@@ -229,6 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("extend", help="add trials to a finished sweep under its parent run "
+                       "(the searcher's state kept)")
+    p.add_argument("experiment", help="the Tune experiment folder printed by `run`")
+    p.add_argument("--file", help="the sweep file (default: the one recorded in the folder)")
+    p.add_argument("--profile")
+    p.add_argument("--address")
+    p.add_argument("overrides", nargs="*", help="tune.num_samples=+N: how many trials to add")
+    p.set_defaults(func=_cmd_extend)
+
+    p = sub.add_parser("pause", help="stop a running sweep after its running trials' epoch "
+                       "(continue with `resume`)")
+    p.add_argument("experiment", help="the Tune experiment folder printed by `run`")
+    p.set_defaults(func=_cmd_pause)
 
     p = sub.add_parser("promote", help="move a registry alias by hand")
     p.add_argument("name", help="registered model name")

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from services.redact import redact, redact_data
+from sweeps import pause
 from sweeps.cluster import check_cluster, check_registry_source
 from sweeps.errors import SweepError
+from sweeps.pause import PauseCallback, PauseGate
 from sweeps.report import PUBLISHED_ARTIFACT
 from sweeps.spec import ROW, Sweep, load_sweep, row_dependency, split_stages, with_row_checkpoints
 
@@ -43,6 +45,16 @@ class SweepOutcome:
     report: str = ""
     orphaned: list[str] = field(default_factory=list)  # run ids closed by _close_orphans
     replayed: int = 0  # MLflow calls trials left unsent, sent by the driver after the sweep
+    paused: bool = False  # stopped by `sweeps pause`: resume continues it
+
+
+@dataclass
+class Extension:
+    """``sweeps extend``: a new Tune experiment beside ``previous`` under the same parent run."""
+
+    previous: str  # the experiment whose searcher state it continues (the parent's latest)
+    name: str  # its own Tune experiment name, ``<root>-x<number>``
+    parent_run_id: str
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -111,7 +123,11 @@ def optuna_storage_url(url: str) -> str:
     return resolve_tracking_uri(url) if url.startswith("sqlite:///") else url
 
 
-def _search_and_space(sweep: Sweep, study_name: str | None = None):
+def _search_and_space(sweep: Sweep, study_name: str | None = None, warm_from: str | None = None,
+                      stream: int = 0):
+    """The searcher (or the variant generator's space). ``warm_from``: an experiment folder whose
+    saved Optuna searcher (its study: every finished trial, and the sampler) the new one continues
+    (``Searcher.restore_from_dir``); ``stream``: see :func:`sweeps.space.basic_space`."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -127,8 +143,30 @@ def _search_and_space(sweep: Sweep, study_name: str | None = None):
                                 sampler=optuna.samplers.TPESampler(seed=t.seed),
                                 points_to_evaluate=list(t.points_to_evaluate) or None,
                                 storage=storage, study_name=study_name if storage else None)
-        return ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent), None
-    return None, basic_space(sweep)
+        if warm_from:
+            _restore_searcher(searcher, warm_from)
+        return ConcurrencyLimiter(PauseGate(searcher), max_concurrent=t.max_concurrent), None
+    return None, basic_space(sweep, stream)
+
+
+def _restore_searcher(searcher, experiment_path: str) -> None:
+    """Load the newest searcher state Tune saved in ``experiment_path`` (local or remote)."""
+    import pyarrow.fs
+
+    from sweeps.pause import _fs
+
+    fs, path = _fs(experiment_path)
+    states = [i for i in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+              if i.base_name.startswith("searcher-state-") and i.base_name.endswith(".pkl")]
+    if not states:
+        raise SweepError(f"{experiment_path} holds no saved searcher state "
+                         f"(searcher-state-*.pkl)", key="experiment")
+    newest = max(states, key=lambda i: i.mtime_ns or 0)
+    with tempfile.TemporaryDirectory(prefix="sepcore-searcher-") as folder:
+        pyarrow.fs.copy_files(newest.path, f"{folder}/{newest.base_name}",
+                              source_filesystem=fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        searcher.restore_from_dir(folder)
 
 
 def _scheduler(sweep: Sweep, base_epochs: int):
@@ -146,13 +184,16 @@ def _scheduler(sweep: Sweep, base_epochs: int):
 
 def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | None = None,
               experiment_path: str | None = None, trainable=None,
-              reuse: bool = False) -> SweepOutcome:
+              reuse: bool = False, extension: Extension | None = None,
+              parent_run_id: str | None = None) -> SweepOutcome:
     """Run ``sweep`` (new, or continued when ``experiment_path`` holds an interrupted run).
 
     ``trainable`` replaces :func:`sweeps.trainable.train_trial` (same ``(config, context)``
     signature); the scale benchmark passes a trivial one to measure the machinery alone.
     ``reuse``: trials whose signature has a finished run with its checkpoint replay it instead
-    of training (:mod:`sweeps.reuse`).
+    of training (:mod:`sweeps.reuse`). ``extension``: a new Tune run that adds trials under an
+    existing parent run (:func:`extend_sweep`); ``parent_run_id``: the parent of a resumed
+    extension (its experiment folder is not the one the parent was created for).
     """
     from mlflow import MlflowClient
     from ray import tune
@@ -168,6 +209,10 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     if resume:
         experiment_path = experiment_path.rstrip("/")
         name = experiment_path.rsplit("/", 1)[-1]
+    elif extension is not None:
+        name = extension.name
+        experiment_path = f"{extension.previous.rstrip('/').rsplit('/', 1)[0]}/{name}"
+        parent_run_id = extension.parent_run_id
     else:
         name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment_path = f"{storage}/{name}"
@@ -191,8 +236,15 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
         tags.update({"sepcore.optuna_storage": optuna_storage_url(t.optuna_storage),
                      "sepcore.optuna_study": name})
     parent = tracking.start_parent_run(client, experiment_id, experiment_path, name,
-                                       {k: redact(v) for k, v in tags.items()}, resume=resume)
-    if not resume:
+                                       {k: redact(v) for k, v in tags.items()}, resume=resume,
+                                       run_id=parent_run_id)
+    if extension is not None:  # where the next `extend` finds the searcher state
+        client.set_tag(parent, tracking.LAST_EXPERIMENT_TAG, redact(experiment_path))
+    if resume:
+        client.set_tag(parent, pause.PAUSED_TAG, "false")
+        if pause.clear_pause(experiment_path):
+            log.info("removed the pause marker of %s", redact(experiment_path))
+    if not resume and extension is None:
         client.log_text(parent, json.dumps(redact_data(sweep.raw), indent=2, default=str),
                         "sweep.json")
         if dirty:  # the uncommitted changes the sweep ran with
@@ -200,7 +252,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                             f"{lineage.DIFF_ARTIFACT}/git_diff.patch")
         if sweep.published:  # the paper's numbers per row, for `sweeps report`
             client.log_text(parent, json.dumps(sweep.published, indent=2), PUBLISHED_ARTIFACT)
-    log.info("sweep %s: MLflow parent run %s in %s", name, parent, redact(uri))
+    log.info("sweep %s: MLflow parent run %s in %s; pause it with `python -m sweeps pause %s`",
+             name, parent, redact(uri), redact(experiment_path))
 
     init_from = (base.get("train") or {}).get("init_from")
     if isinstance(init_from, str) and init_from.startswith("models:/"):
@@ -215,34 +268,44 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            gpus_per_trial=t.resources.gpu, test_eval=t.test_eval,
                            test_max_tracks=t.test_max_tracks,
                            max_t=t.scheduler.max_t if t.scheduler.type == "asha" else None,
-                           tags={"sepcore.sweep_name": sweep.name, **source},
+                           tags={"sepcore.sweep_name": sweep.name,
+                                 tracking.EXPERIMENT_TAG: name, **source},
                            credentials=tracking.credentials(), reuse=reuse,
                            artifacts_uri=sweep.artifacts.uri)
     trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
                                                          context=context),
                                     {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
     if not resume:
-        _write_state(experiment_path, sweep, overrides)
+        _write_state(experiment_path, sweep, overrides, extension)
     first, second = split_stages(sweep)
-    tuner = _tuner(first, trainable, name, storage, experiment_path, resume, base_cfg)
-    results = _fit(tuner)
+    study = name if extension is None else client.get_run(parent).info.run_name
+    tuner = _tuner(first, trainable, name, storage, experiment_path, resume, base_cfg,
+                   study=study, warm_from=extension.previous if extension else None,
+                   stream=int(name.rsplit("-x", 1)[1]) if extension else 0)
+    results = _fit(tuner, experiment_path)
+    if pause.fired():
+        return _paused(client, experiment_id, parent, experiment_path, uri, name, results)
     if second is not None:
         # rows that start from another row's checkpoint (train.init_from: row:<id>) run after it
         checkpoints = _row_checkpoints(first, results, second, experiment_path)
         second = with_row_checkpoints(second, checkpoints)
         path = f"{experiment_path}{STAGE2_SUFFIX}"
         tuner = _tuner(second, trainable, f"{name}{STAGE2_SUFFIX}", storage, path,
-                       resume and _restorable(path), base_cfg)
-        results += _fit(tuner)
+                       resume and _restorable(path), base_cfg, study=f"{study}{STAGE2_SUFFIX}",
+                       pause_path=experiment_path)  # `pause` names the sweep's folder
+        results += _fit(tuner, experiment_path)
+        if pause.fired():
+            return _paused(client, experiment_id, parent, experiment_path, uri, name, results)
     return finish_sweep(sweep, results, client, experiment_id, parent, experiment_path, uri)
 
 
 STAGE2_SUFFIX = "-stage2"  # the Tune experiment of the rows that wait for another row
 
 
-def _fit(tuner) -> list:
+def _fit(tuner, pause_path: str) -> list:
     # (not TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE, which would shrink Tune's experiment
     # state but break ExperimentAnalysis.get_last_checkpoint: it ranks by training_iteration)
+    pause.reset(pause_path)
     with _tune_env(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _no_result_file_warning():
         return list(tuner.fit())
 
@@ -254,8 +317,11 @@ def _restorable(path: str) -> bool:
 
 
 def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: str,
-           resume: bool, base_cfg):
-    """A new ``tune.Tuner`` for ``sweep`` (or the interrupted one at ``experiment_path``)."""
+           resume: bool, base_cfg, study: str | None = None, warm_from: str | None = None,
+           stream: int = 0, pause_path: str | None = None):
+    """A new ``tune.Tuner`` for ``sweep`` (or the interrupted one at ``experiment_path``);
+    ``study``, ``warm_from``, ``stream``: see :func:`_search_and_space`; ``pause_path``: the
+    folder whose pause marker stops it (default ``experiment_path``)."""
     from ray import tune
 
     t = sweep.tune
@@ -264,7 +330,7 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
             raise SweepError(f"no restorable Tune experiment at {experiment_path}",
                              key="experiment")
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
-    searcher, space = _search_and_space(sweep, name)
+    searcher, space = _search_and_space(sweep, study, warm_from=warm_from, stream=stream)
     return tune.Tuner(
         trainable,
         param_space=space or {},
@@ -282,7 +348,7 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
             # storage at every experiment snapshot, a snapshot per checkpoint with
             # num_to_keep=1, so on S3 each report would cost O(trials) uploads
             # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
-            callbacks=[],
+            callbacks=[PauseCallback(pause_path or experiment_path)],
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
@@ -360,14 +426,37 @@ def _no_result_file_warning():
         logger.removeFilter(flt)
 
 
-def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None) -> None:
+def _paused(client, experiment_id: str, parent: str, experiment_path: str, uri: str, name: str,
+            results) -> SweepOutcome:
+    """After a pause: the parent and the runs of unfinished trials wait as SCHEDULED (resume
+    reopens them), the parent is tagged ``sepcore.paused``; nothing is pushed or registered."""
+    from sweeps import tracking
+
+    unfinished = 0
+    for run in tracking.child_runs(client, experiment_id, parent):
+        if (run.data.tags.get(tracking.EXPERIMENT_TAG, name) == name
+                and run.info.status == "RUNNING"):
+            client.update_run(run.info.run_id, status="SCHEDULED")
+            unfinished += 1
+    client.set_tag(parent, pause.PAUSED_TAG, "true")
+    client.update_run(parent, status="SCHEDULED")
+    report = (f"sweep {name} paused: {len(results)} trial(s) started, {unfinished} to continue "
+              f"from their last checkpoint; the experiment is saved and restorable")
+    return SweepOutcome(experiment_path=experiment_path, parent_run_id=parent, tracking_uri=uri,
+                        report=report, paused=True)
+
+
+def _write_state(experiment_path: str, sweep: Sweep, overrides: list[str] | None,
+                 extension: Extension | None = None) -> None:
     if "://" in experiment_path:
         return  # remote storage: resume takes the sweep file again on the command line
     folder = Path(experiment_path)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / SWEEP_STATE).write_text(json.dumps({
-        "file": str(Path(sweep.file).resolve()), "profile": sweep.profile,
-        "overrides": list(overrides or [])}, indent=2))
+    state = {"file": str(Path(sweep.file).resolve()), "profile": sweep.profile,
+             "overrides": list(overrides or [])}
+    if extension is not None:  # its parent run was created for another folder
+        state.update(parent_run_id=extension.parent_run_id, extends=extension.previous)
+    (folder / SWEEP_STATE).write_text(json.dumps(state, indent=2))
 
 
 def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | None = None,
@@ -383,10 +472,100 @@ def resume_sweep(experiment: str, address: str | None = None, sweep_file: str | 
         state = json.loads(state_file.read_text())
         sweep_file, profile = state["file"], state["profile"]
         overrides = state["overrides"]
+    else:
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     sweep = load_sweep(sweep_file, profile=profile, overrides=overrides)
     return run_sweep(sweep, address=address, overrides=overrides,
                      experiment_path=str(folder.resolve()) if "://" not in experiment
-                     else experiment)
+                     else experiment, parent_run_id=state.get("parent_run_id"))
+
+
+def parse_increment(items: list[str]) -> int:
+    """``extend``'s arguments: exactly one ``tune.num_samples=+N`` with N >= 1."""
+    import re
+
+    key = "tune.num_samples"
+    found = [i for i in items if i.split("=", 1)[0].strip() == key]
+    others = [i for i in items if i not in found]
+    if others:
+        raise SweepError(f"extend takes only {key}=+N, not {others[0]!r} (an extension runs "
+                         f"with the sweep's own file, profile and overrides)",
+                         key=others[0].split("=", 1)[0].strip())
+    if len(found) != 1:
+        raise SweepError(f"extend needs exactly one {key}=+N (how many trials to add), got "
+                         f"{len(found)}", key=key)
+    value = found[0].split("=", 1)[1].strip()
+    match = re.fullmatch(r"\+(\d+)", value)
+    if not match:
+        raise SweepError(f"{key} must be +N, the number of trials to add (N an integer >= 1), "
+                         f"got {value!r}", key=key)
+    if int(match.group(1)) < 1:
+        raise SweepError(f"{key}={value} adds no trial: give +N with N >= 1", key=key)
+    return int(match.group(1))
+
+
+def extend_sweep(experiment: str, increment: int, address: str | None = None,
+                 sweep_file: str | None = None, profile: str | None = None) -> SweepOutcome:
+    """Add ``increment`` trials to a finished sweep, under its parent run.
+
+    Tune cannot raise ``num_samples`` on ``Tuner.restore`` (the restored search algorithm keeps
+    its total), so the trials run as a new Tune experiment beside the sweep's,
+    ``<name>-x<k>``, whose Optuna searcher is the parent's latest experiment's saved searcher
+    (``Searcher.restore_from_dir``: the study with every finished trial, the sampler's state);
+    its trial runs are created under the same parent run (new Tune trial ids: none doubles).
+    """
+    import re
+
+    import pyarrow.fs
+    from mlflow import MlflowClient
+    from ray import tune
+
+    from sweeps import tracking
+    from sweeps.pause import _fs
+
+    path = experiment.rstrip("/")
+    path = path if "://" in path else str(Path(path).resolve())
+    if not tune.Tuner.can_restore(path):
+        raise SweepError(f"{experiment!r} is not a Tune experiment folder (pass the folder "
+                         f"printed by `sweeps run`)", key="experiment")
+    state_file = Path(path) / SWEEP_STATE
+    state = {}
+    if "://" not in path and state_file.is_file():
+        state = json.loads(state_file.read_text())
+    if sweep_file is None:
+        if not state:
+            raise SweepError(f"not found (is {experiment} a folder printed by `sweeps run`?); "
+                             f"pass the sweep file with --file", key="experiment",
+                             file=str(state_file))
+        sweep_file, profile = state["file"], state["profile"]
+    overrides = [o for o in state.get("overrides", [])
+                 if o.split("=", 1)[0].strip() != "tune.num_samples"]
+    overrides.append(f"tune.num_samples={increment}")
+    sweep = load_sweep(sweep_file, profile=profile, overrides=overrides)
+    client = MlflowClient(tracking.resolve_tracking_uri(sweep.tracking.uri))
+    found = client.get_experiment_by_name(sweep.experiment)
+    parent_id = state.get("parent_run_id") or (found and tracking.find_parent_run(
+        client, found.experiment_id, path))
+    if not parent_id:
+        raise SweepError(f"no MLflow parent run of {path} in experiment {sweep.experiment!r} "
+                         f"of the tracking store", key="experiment")
+    parent = client.get_run(parent_id)
+    if parent.info.status in ("RUNNING", "SCHEDULED"):
+        raise SweepError(f"the sweep's parent run {parent_id} is {parent.info.status} (running, "
+                         f"paused or interrupted): resume it first (`python -m sweeps resume "
+                         f"{path}`), then extend", key="experiment")
+    root = parent.info.run_name
+    storage = path.rsplit("/", 1)[0]
+    fs, fs_storage = _fs(storage)
+    taken = [int(m.group(1)) for i in fs.get_file_info(pyarrow.fs.FileSelector(fs_storage))
+             if (m := re.fullmatch(re.escape(root) + r"-x(\d+)", i.base_name))]
+    number = max(taken, default=0) + 1
+    previous = parent.data.tags.get(tracking.LAST_EXPERIMENT_TAG) or path
+    log.info("extending sweep %s by %d trial(s) as %s-x%d (searcher state of %s)", root,
+             increment, root, number, redact(previous))
+    return run_sweep(sweep, address=address, overrides=overrides,
+                     extension=Extension(previous=previous, name=f"{root}-x{number}",
+                                         parent_run_id=parent_id))
 
 
 # --- after the trials -------------------------------------------------------------------------
@@ -465,8 +644,13 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
                            tracking_uri=uri)
     outcome.replayed = _replay_unsent(client, results)
+    # an extended sweep's parent also holds the runs of its other Tune experiments (untagged
+    # runs are the first experiment's: the parent's own name)
+    name = experiment_path.rstrip("/").rsplit("/", 1)[-1]
+    root = client.get_run(parent).info.run_name
     children = {r.data.tags.get(tracking.TRIAL_TAG): r
-                for r in tracking.child_runs(client, experiment_id, parent, orphans=True)}
+                for r in tracking.child_runs(client, experiment_id, parent, orphans=True)
+                if r.data.tags.get(tracking.EXPERIMENT_TAG, root) == name}
     max_epochs = t.scheduler.max_t or sweep.config_for({}).train.epochs
     rows = []
     now = int(time.time() * 1000)
@@ -484,7 +668,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                     if result.checkpoint is not None and not result.error else [])
             client.log_batch(run.info.run_id, metrics=[Metric(f"best_{t.metric}", value, now, 0)],
                              tags=[RunTag("sepcore.stopped_early", str(bool(stopped))), *kept])
-            if run.info.status == "RUNNING":
+            if run.info.status in ("RUNNING", "SCHEDULED"):
                 client.set_terminated(run.info.run_id, status=status)
         rows.append({"trial_id": trial_id, "value": value, "result": result,
                      "run_id": run.info.run_id if run else None, "error": result.error})

@@ -89,8 +89,11 @@ def _sampler(p: Param):
     return lambda rng: round(rng.uniform(low, high) / q) * q
 
 
-def basic_space(sweep: Sweep) -> dict[str, Any]:
-    """Param space for Tune's variant generator (``search_alg: grid`` or ``random``)."""
+def basic_space(sweep: Sweep, stream: int = 0) -> dict[str, Any]:
+    """Param space for Tune's variant generator (``search_alg: grid`` or ``random``).
+
+    ``stream``: 0 for a sweep's own run; an extension ``k`` (``sweeps extend``) draws its random
+    values from another seeded stream, so it does not repeat the run's first draws."""
     grid_names = {p.path for p in sweep.grid}
     space: dict[str, Any] = {}
     points = grid_points(sweep.params)
@@ -98,7 +101,7 @@ def basic_space(sweep: Sweep) -> dict[str, Any]:
         points = [{**pt, "train.seed": s} for pt in points for s in sweep.tune.seeds]
     if sweep.grid or sweep.tune.seeds:
         space[GRID_KEY] = tune.grid_search(points)
-    rng = random.Random(sweep.tune.seed)
+    rng = random.Random(sweep.tune.seed if not stream else f"{sweep.tune.seed}/{stream}")
     for p in sweep.params:
         if p.kind == "grid":
             continue

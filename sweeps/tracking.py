@@ -35,6 +35,8 @@ KIND_TAG = "sepcore.kind"  # "sweep" (parent) | "trial" (child)
 # a trial that started but never reached Tune's saved experiment state before the driver died:
 # the resumed sweep cannot continue it, so its run is closed (KILLED) and left out of the sweep
 ORPHAN_TAG = "sepcore.orphaned"
+EXPERIMENT_TAG = "sepcore.tune_experiment"  # a trial run's Tune experiment (an extension's own)
+LAST_EXPERIMENT_TAG = "sepcore.last_experiment"  # a parent's newest extension (`sweeps extend`)
 DEFAULT_URI = "sqlite:///mlruns.db"
 
 
@@ -113,8 +115,13 @@ def find_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str) ->
 
 
 def start_parent_run(client: MlflowClient, experiment_id: str, sweep_key: str, name: str,
-                     tags: dict[str, str], resume: bool = False) -> str:
-    """The sweep's parent run: found again on resume, else created."""
+                     tags: dict[str, str], resume: bool = False,
+                     run_id: str | None = None) -> str:
+    """The sweep's parent run: ``run_id`` (an extension's), found again on resume, else
+    created."""
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        return run_id
     if resume:
         found = find_parent_run(client, experiment_id, sweep_key)
         if found:

@@ -233,3 +233,58 @@ def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sw
     encoder = [k for k in m1 if k.startswith(("model.encoder.", "model.decoder."))]
     assert encoder and all((m5[k] == m1[k]).all() for k in encoder)  # loaded, then frozen
     assert "M5" in outcome.report and "[6.31" in outcome.report  # the paper's number beside it
+
+
+def test_paused_sweep_resumes_then_extends_under_one_parent(tiny_sweep, local_ray):
+    """`pause` leaves a restorable experiment whose searcher is not finished, `resume` clears
+    the marker and runs the trial, `extend` adds one trial under the same parent with the
+    sweep's Optuna study (the running-trials-end-their-epoch part: tests/sweeps/test_extend.py)."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps import pause
+    from sweeps.__main__ import main
+    from sweeps.runner import extend_sweep, resume_sweep
+    from sweeps.tracking import EXPERIMENT_TAG
+
+    args = ["tune.num_samples=1", "tune.scheduler.type=fifo", "base.train.epochs=1",
+            "tune.test_eval=false"]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    reset = pause.reset
+
+    def pause_at_start(experiment_path=None):  # the user types `pause` as the sweep starts
+        reset(experiment_path)
+        if experiment_path and not getattr(pause_at_start, "done", False):
+            pause_at_start.done = True
+            assert main(["pause", experiment_path]) == 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pause, "reset", pause_at_start)
+        paused = run_sweep(load_sweep(tiny_sweep(), overrides=args), overrides=args)
+    assert paused.paused and tune.Tuner.can_restore(paused.experiment_path)
+    parent = client.get_run(paused.parent_run_id)
+    assert parent.info.status == "SCHEDULED" and parent.data.tags[pause.PAUSED_TAG] == "true"
+    assert not client.search_model_versions("name = 'sepcore-tiny'")  # nothing finished yet
+
+    resumed = resume_sweep(paused.experiment_path)
+    assert not resumed.paused and resumed.parent_run_id == paused.parent_run_id
+    assert not pause.pause_requested(paused.experiment_path)
+    [first] = child_runs(client, parent.info.experiment_id, parent.info.run_id)
+
+    extended = extend_sweep(paused.experiment_path, 1)
+    assert extended.parent_run_id == paused.parent_run_id
+    assert extended.experiment_path.endswith(f"{parent.info.run_name}-x1")
+    parent = client.get_run(paused.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags[pause.PAUSED_TAG] == "false"
+    children = child_runs(client, parent.info.experiment_id, parent.info.run_id, orphans=True)
+    trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
+    assert len(children) == 2 and len(set(trial_ids)) == 2  # one new run, none doubled
+    assert {c.data.tags[EXPERIMENT_TAG] for c in children} == {
+        parent.info.run_name, f"{parent.info.run_name}-x1"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    # the extension's searcher continued the sweep's Optuna study: both trials are in it
+    searcher = OptunaSearch(metric="valid_sisdr", mode="max")
+    searcher.restore_from_dir(extended.experiment_path)
+    told = [t for t in searcher._ot_study.trials if t.value is not None]
+    assert len(told) == 2
+    assert float(first.data.params["train.lr"]) in [t.params["train.lr"] for t in told]
