@@ -555,7 +555,8 @@ class Stack:
 
     def _start_s3(self, name: str) -> None:
         record = self._record(name, spawn(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.ports["s3"])],
+            [sys.executable, "-m", "services.s3_server", "-H", self.host, "-p",
+             str(self.ports["s3"])],
             self._base_env(), self._log(name), cwd=self.paths.root))
 
         def bucket():

@@ -76,3 +76,20 @@ def test_redact_data_masks_keys_and_values_and_copies():
 ])
 def test_split_credentials(uri, clean, credentials):
     assert split_credentials(uri) == (clean, credentials)
+
+
+def test_the_stack_s3_server_masks_presigned_urls_in_its_access_log():
+    """services.s3_server: werkzeug's access-log record of a presigned GET (MLflow redirects some
+    artifact downloads to one) loses the access key id and the signature."""
+    import logging
+
+    from services.s3_server import _Redacting
+
+    line = ('GET /sepcore/a/sweep.json?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential='
+            'SEPKEYID123/20261202/us-east-1/s3/aws4_request&X-Amz-Signature=9fda11 HTTP/1.1')
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '%s - - [%s] "%s" %s -',
+                               ("10.0.0.1", "02/Dec/2026", line, "200"), None)
+    assert _Redacting().filter(record)
+    text = record.getMessage()
+    assert "SEPKEYID123" not in text and "9fda11" not in text
+    assert text.startswith("10.0.0.1 - - [02/Dec/2026]") and "sweep.json" in text
