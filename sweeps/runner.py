@@ -161,7 +161,10 @@ def _restore_searcher(searcher, experiment_path: str) -> None:
     if not states:
         raise SweepError(f"{experiment_path} holds no saved searcher state "
                          f"(searcher-state-*.pkl)", key="experiment")
-    newest = max(states, key=lambda i: i.mtime_ns or 0)
+    # the newest session's file by the start time in its name (searcher-state-<YYYY-mm-dd_HH-MM-
+    # SS>.pkl), not by mtime: Tune copies the whole folder, old sessions' files included, at every
+    # sync, so a resumed sweep's stale first-session state can carry the newest mtime
+    newest = max(states, key=lambda i: (i.base_name, i.mtime_ns or 0))
     with tempfile.TemporaryDirectory(prefix="sepcore-searcher-") as folder:
         pyarrow.fs.copy_files(newest.path, f"{folder}/{newest.base_name}",
                               source_filesystem=fs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -105,3 +106,27 @@ def test_pause_never_signals_without_tunes_handler(tmp_path, monkeypatch):
     pause.PauseCallback(str(tmp_path), poll_s=0.0).on_step_begin(1, [])
     assert kills == []  # SIGUSR1's default action would kill the driver
     pause.reset()
+
+
+def test_the_extension_starts_from_the_newest_sessions_searcher_state(tmp_path):
+    """A resumed sweep's folder holds one searcher state per Tune session, and Tune rewrites all
+    of them at every sync: the stale first session's file can carry the newest mtime (seen in a
+    clean-clone run: the extension's study then lacked the resumed trial). The newest session is
+    the one whose name (its start time) sorts last."""
+    from sweeps.runner import _restore_searcher
+
+    old = tmp_path / "searcher-state-2026-12-02_08-48-37.pkl"
+    new = tmp_path / "searcher-state-2026-12-02_08-48-42.pkl"
+    for path in (old, new):
+        path.write_bytes(path.name.encode())
+    os.utime(new, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(old, ns=(2_000_000_000, 2_000_000_000))  # the stale file copied last
+
+    class Recorder:
+        def restore_from_dir(self, folder):
+            self.names = sorted(os.listdir(folder))
+            self.content = (Path(folder) / self.names[0]).read_bytes()
+
+    searcher = Recorder()
+    _restore_searcher(searcher, str(tmp_path))
+    assert searcher.names == [new.name] and searcher.content == new.name.encode()
