@@ -40,7 +40,7 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from sepcore.errors import CheckpointError
+from sepcore.errors import CheckpointError, SepcoreError
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -288,16 +288,24 @@ def experiment_config(config: dict[str, Any], file: str | None = None,
     the model and its audio are fixed by the weights, so overriding them is an error.
     """
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from sepcore.config import AUDIO_FIELDS, apply_overrides, audio_from_model, config_from_dict
     from sepcore.errors import ConfigError
 
-    config = json.loads(json.dumps(config))  # a deep copy
-    model = config.get("model") or {}
-    config["audio"] = {**(config.get("audio") or {}), **audio_from_model(model)}
-    for model_key, _ in AUDIO_FIELDS.values():
-        model.pop(model_key, None)
-    node = OmegaConf.create(config)
+    try:
+        config = json.loads(json.dumps(config))  # a deep copy
+        model = config.get("model") or {}
+        config["audio"] = {**(config.get("audio") or {}), **audio_from_model(model)}
+        for model_key, _ in AUDIO_FIELDS.values():
+            model.pop(model_key, None)
+        node = OmegaConf.create(config)
+    except SepcoreError:
+        raise
+    except (AttributeError, TypeError, ValueError, OmegaConfBaseException) as exc:
+        raise CheckpointError(f"{file}: the stored config is not an experiment config "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                              ) from None
     for item in overrides:
         key = item.split("=", 1)[0]
         if key.split(".")[0] in ("model", "audio"):
@@ -306,7 +314,14 @@ def experiment_config(config: dict[str, Any], file: str | None = None,
                               key=key, file=file)
     if overrides:
         node = apply_overrides(node, overrides, file=file, sections=RUN_SECTIONS)
-    return config_from_dict(node, file=file)
+    try:
+        return config_from_dict(node, file=file)
+    except SepcoreError:
+        raise
+    except (AttributeError, TypeError, ValueError, OmegaConfBaseException) as exc:
+        raise CheckpointError(f"{file}: the stored config is not an experiment config "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                              ) from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",

@@ -311,7 +311,7 @@ def test_learning_small_convtasnet_beats_mixture_by_3db(synth_root, cache_dir, t
     from sepcore.data import load_subset
 
     cfg = tiny_config(synth_root, tmp_path / "learn", cache_dir, epochs=100, max_steps=400,
-                      steps_per_epoch=50, batch_size=8, lr=2e-3, loss="sisdr", early_stop=0)
+                      steps_per_epoch=50, batch_size=4, lr=2e-3, loss="sisdr", early_stop=0)
     result = fit(cfg)
     assert result.global_step == 400
     model, _ = load_model(result.last_checkpoint)
