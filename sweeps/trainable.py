@@ -69,6 +69,9 @@ class TrialContext:
     artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
 
 
+SETUP_TAG = "sepcore.setup"  # "done" once a trial run's one-time setup is logged
+
+
 class TuneHook:
     """fit() hook: report each epoch to Tune with the checkpoint, log it to MLflow.
 
@@ -193,7 +196,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         shutil.rmtree(out_dir / UNSENT_DIR)
     run.set_tags(node_tags(run.tags))
     signature = run.tags.get(SIGNATURE_TAG)
-    if run.created:
+    # the run's one-time setup, done again by a retry whose first attempt died before its end
+    # (the tag is its last write): lineage, sizes and the config artifact are idempotent
+    if run.created or run.tags.get(SETUP_TAG) != "done":
         signature = log_lineage(run, cfg, context)
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})
         run.log_metrics({"params": count_parameters(model)}, step=0)
@@ -201,6 +206,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
             path = Path(folder) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(redact_data(cfg.to_dict())))
             run.log_artifact(path)
+        run.set_tags({SETUP_TAG: "done"})
     del model
 
     if context.reuse and checkpoint is None and signature:
