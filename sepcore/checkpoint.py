@@ -26,6 +26,7 @@ the model's rate, channels and sources, and its model config held ``encoder.pret
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -288,24 +289,17 @@ def experiment_config(config: dict[str, Any], file: str | None = None,
     the model and its audio are fixed by the weights, so overriding them is an error.
     """
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     from sepcore.config import AUDIO_FIELDS, apply_overrides, audio_from_model, config_from_dict
     from sepcore.errors import ConfigError
 
-    try:
+    with _stored_config_errors(file):
         config = json.loads(json.dumps(config))  # a deep copy
         model = config.get("model") or {}
         config["audio"] = {**(config.get("audio") or {}), **audio_from_model(model)}
         for model_key, _ in AUDIO_FIELDS.values():
             model.pop(model_key, None)
         node = OmegaConf.create(config)
-    except SepcoreError:
-        raise
-    except (AttributeError, TypeError, ValueError, OmegaConfBaseException) as exc:
-        raise CheckpointError(f"{file}: the stored config is not an experiment config "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-                              ) from None
     for item in overrides:
         key = item.split("=", 1)[0]
         if key.split(".")[0] in ("model", "audio"):
@@ -314,8 +308,18 @@ def experiment_config(config: dict[str, Any], file: str | None = None,
                               key=key, file=file)
     if overrides:
         node = apply_overrides(node, overrides, file=file, sections=RUN_SECTIONS)
-    try:
+    with _stored_config_errors(file):
         return config_from_dict(node, file=file)
+
+
+@contextlib.contextmanager
+def _stored_config_errors(file):
+    """A stored config omegaconf or the config layer cannot take (a list for a section, a type
+    clash) is a CheckpointError naming the file; sepcore's own errors pass through."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
     except SepcoreError:
         raise
     except (AttributeError, TypeError, ValueError, OmegaConfBaseException) as exc:
