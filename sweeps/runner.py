@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from services.redact import redact, redact_data
 from sweeps import pause
 from sweeps.cluster import check_cluster, check_registry_source
 from sweeps.errors import SweepError
+from sweeps.fetch import stage_checkpoints
 from sweeps.pause import PauseCallback, PauseGate
 from sweeps.report import PUBLISHED_ARTIFACT
 from sweeps.spec import ROW, Sweep, load_sweep, row_dependency, split_stages, with_row_checkpoints
@@ -67,10 +68,6 @@ def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
     if data.get("root") and "://" not in str(data["root"]):
         data["root"] = str(Path(data["root"]).resolve())
     data["cache_dir"] = str(Path(data.get("cache_dir") or ".cache/sepcore").resolve())
-    train = base.get("train") or {}
-    init_from = train.get("init_from")
-    if init_from and "://" not in str(init_from) and not str(init_from).startswith("models:/"):
-        train["init_from"] = str(Path(init_from).resolve())
     return base
 
 
@@ -223,10 +220,12 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     uri = tracking.resolve_tracking_uri(sweep.tracking.uri)  # without user:password@
     check_registry_source(sweep, uri)
     _init_ray(address)
-    base = _absolute_paths(sweep.base)
     # on a cluster, nothing a trial writes or reads may be a path of this machine
-    check_cluster(sweep, uri, base, address=address)
+    check_cluster(sweep, uri, _absolute_paths(sweep.base), address=address)
     client = MlflowClient(uri)
+    # the checkpoints trials start from go to the artifact store (registry aliases pinned)
+    sweep, staged = stage_checkpoints(sweep, client)
+    base = _absolute_paths(sweep.base)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment)
     lineage.mark_experiment_kind(client, experiment_id)
     commit, dirty = lineage.code_version()
@@ -258,13 +257,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     log.info("sweep %s: MLflow parent run %s in %s; pause it with `python -m sweeps pause %s`",
              name, parent, redact(uri), redact(experiment_path))
 
-    init_from = (base.get("train") or {}).get("init_from")
-    if isinstance(init_from, str) and init_from.startswith("models:/"):
-        # transfer set-ups start from a registry model: resolve it once, on the driver
-        from services.registry import resolve_model_uri
-
-        base["train"]["init_from"] = str(resolve_model_uri(
-            client, init_from, Path(".cache/sepcore/models").resolve()))
     base_cfg = sweep.config_for({})
     context = TrialContext(base=base, file=sweep.file, tracking_uri=uri,
                            experiment_id=experiment_id, parent_run_id=parent,
@@ -274,10 +266,14 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            tags={"sepcore.sweep_name": sweep.name,
                                  tracking.EXPERIMENT_TAG: name, **source},
                            credentials=tracking.credentials(), reuse=reuse,
-                           artifacts_uri=sweep.artifacts.uri)
-    trainable = tune.with_resources(tune.with_parameters(trainable or train_trial,
-                                                         context=context),
-                                    {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
+                           artifacts_uri=sweep.artifacts.uri, checkpoints=staged)
+    function = trainable or train_trial
+
+    def trainable_with(context: TrialContext):
+        return tune.with_resources(tune.with_parameters(function, context=context),
+                                   {"cpu": t.resources.cpu, "gpu": t.resources.gpu})
+
+    trainable = trainable_with(context)
     if not resume:
         _write_state(experiment_path, sweep, overrides, extension)
     first, second = split_stages(sweep)
@@ -291,8 +287,10 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
     if second is not None:
         # rows that start from another row's checkpoint (train.init_from: row:<id>) run after it
         checkpoints = _row_checkpoints(first, results, second, experiment_path)
-        second = with_row_checkpoints(second, checkpoints)
+        second = with_row_checkpoints(second, {row: c.uri for row, c in checkpoints.items()})
         path = f"{experiment_path}{STAGE2_SUFFIX}"
+        trainable = trainable_with(replace(context, checkpoints={
+            **staged, **{c.uri: c.sha256 for c in checkpoints.values()}}))
         tuner = _tuner(second, trainable, f"{name}{STAGE2_SUFFIX}", storage, path,
                        resume and _restorable(path), base_cfg, study=f"{study}{STAGE2_SUFFIX}",
                        pause_path=experiment_path)  # `pause` names the sweep's folder
@@ -359,9 +357,10 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
 
 
 def _row_checkpoints(first: Sweep, results: list, second: Sweep,
-                     experiment_path: str) -> dict[str, str]:
-    """Row id -> the artifact-store URI of the best checkpoint of that row's stage-1 trials
-    (pushed and verified here; each stage-2 trial fetches and verifies it on its own node)."""
+                     experiment_path: str) -> dict[str, Any]:
+    """Row id -> the best checkpoint of that row's stage-1 trials in the artifact store (a
+    ``StoredArtifact``: pushed and verified here; each stage-2 trial fetches and verifies it on
+    its own node)."""
     from sepcore.train import LAST
     from services.store import open_store
     from sweeps.space import trial_params
@@ -392,7 +391,7 @@ def _row_checkpoints(first: Sweep, results: list, second: Sweep,
         with checkpoint.as_directory() as local:
             key = f"{first.name}/{Path(experiment_path).name}/rows/{row_id}.safetensors"
             stored = store.put(Path(local) / LAST, key)
-        paths[row_id] = stored.uri
+        paths[row_id] = stored
         log.info("rows starting from %s use %s (%s = %.4f, sha256 %s)", row_id,
                  redact(stored.uri), t.metric, best[row_id][0], stored.sha256[:12])
     return paths

@@ -372,15 +372,40 @@ def split_stages(sweep: Sweep) -> tuple[Sweep, Sweep | None]:
 
 def with_row_checkpoints(sweep: Sweep, checkpoints: dict[str, str]) -> Sweep:
     """``sweep`` with each ``train.init_from: row:<id>`` replaced by ``checkpoints[id]``."""
-    def resolved(row):
-        ref = row_dependency(row)
-        if ref is None:
-            return row
-        return {**row, "train": {**row["train"], "init_from": checkpoints[ref]}}
+    def resolved(key, value):
+        ref = row_dependency({"train": {"init_from": value}})
+        return value if ref is None else checkpoints[ref]
 
-    params = [dataclasses.replace(p, values=[resolved(v) for v in p.values]) if p.path == ROW
-              else p for p in sweep.params]
-    return dataclasses.replace(sweep, params=params)
+    return map_train_values(sweep, "init_from", resolved)
+
+
+def map_train_values(sweep: Sweep, name: str, change) -> Sweep:
+    """``sweep`` with ``change(key, value)`` in place of every value ``train.<name>`` takes: in
+    the base, in each paper-table row and among the searched values (of ``train.<name>`` or of
+    a whole ``train`` mapping); ``key`` is the dotted key the value comes from. Unset values are
+    left alone."""
+    def train(section, key):
+        value = (section or {}).get(name)
+        if not isinstance(section, dict) or value is None:
+            return section
+        return {**section, name: change(f"{key}.{name}", value)}
+
+    def values(p: Param) -> list[Any]:
+        if p.path == ROW:
+            return [{**row, "train": train(row["train"], f"search.{ROW}.{row['id']}.train")}
+                    if "train" in row else row for row in p.values]
+        if p.kind not in ("grid", "choice"):
+            return p.values
+        if p.path == "train":
+            return [train(v, "search.train") for v in p.values]
+        if p.path == f"train.{name}":
+            return [v if v is None else change(f"search.{p.path}", v) for v in p.values]
+        return p.values
+
+    base = {**sweep.base, "train": train(sweep.base.get("train"), "base.train")} \
+        if "train" in sweep.base else sweep.base
+    return dataclasses.replace(sweep, base=base, params=[
+        dataclasses.replace(p, values=values(p)) for p in sweep.params])
 
 
 def _split_published(params: list[Param], file: str) -> dict[str, dict[str, Any]]:
@@ -510,6 +535,26 @@ def _check_optuna_storage(t: TuneSpec, file: str) -> None:
                          file=file)
 
 
+def _check_gpus(sweep: Sweep) -> None:
+    """Ray hands out whole GPUs or fractions of one; a trial without one cannot train on CUDA
+    (it would fail, and be retried ``tune.max_failures`` times)."""
+    key, gpu = "tune.resources.gpu", sweep.tune.resources.gpu
+    if gpu > 1 and not float(gpu).is_integer():
+        raise SweepError(f"'{key}' = {gpu:g} must be a fraction below 1 (trials share one GPU) "
+                         f"or a whole number of GPUs", key=key, file=sweep.file)
+    if gpu > 0:
+        return
+    seen: list[tuple[str, Any]] = []
+    map_train_values(sweep, "device", lambda where, value: seen.append((where, value)) or value)
+    cuda = [(where, value) for where, value in seen if str(value).startswith("cuda")]
+    if cuda:
+        where, value = cuda[0]
+        profile = f" (profile {sweep.profile})" if sweep.profile else ""
+        raise SweepError(f"'{where}' = {value!r} needs a GPU, but '{key}' is 0{profile}: Ray "
+                         f"gives the trials none; set {key} (1, or 0.5 for two trials per GPU) "
+                         f"or train.device=auto", key=where, file=sweep.file)
+
+
 def validate(sweep: Sweep) -> None:
     """Everything that can be checked before a trial starts; raises SweepError naming the key."""
     file = sweep.file
@@ -541,6 +586,7 @@ def validate(sweep: Sweep) -> None:
     for ok, key, msg in checks:
         if not ok:
             raise SweepError(f"'{key}' {msg}", key=key, file=file)
+    _check_gpus(sweep)
     if t.optuna_storage:
         _check_optuna_storage(t, file)
     metrics = reported_metrics(list(base_cfg.audio.sources))

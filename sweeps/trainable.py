@@ -26,6 +26,7 @@ from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
+from sweeps.fetch import SHA256_TAG, SOURCE_TAG, fetch_init, node_cache
 from sweeps.lineage import SIGNATURE_TAG
 from sweeps.space import trial_params
 from sweeps.spec import ROW, build_trial_config
@@ -67,6 +68,8 @@ class TrialContext:
     credentials: tuple[str, str] | None = field(default=None, repr=False)
     reuse: bool = False  # replay a finished run of the same signature instead of training
     artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
+    # SHA-256 of the checkpoints the driver put in the store for the trials to start from
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
 
 SETUP_TAG = "sepcore.setup"  # "done" once a trial run's one-time setup is logged
@@ -134,7 +137,34 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-STORE_SCHEMES = ("s3://", "file://")  # an init_from in the sweep's artifact store
+def trial_device(requested: str) -> str:
+    """The device of this trial: the one Ray assigned. With GPUs (``tune.resources.gpu`` > 0)
+    ``cuda`` (Ray's visible device; ``cuda:N`` kept when N is among them) unless ``cpu`` is asked
+    for; without, ``cpu`` even for ``auto`` (the node may have GPUs that other trials hold).
+
+    Raises:
+        ConfigError: ``cuda`` asked for in a trial Ray gave no GPU.
+    """
+    import ray
+
+    from sepcore.errors import ConfigError
+
+    gpus = ray.get_gpu_ids()
+    if requested == "cpu":
+        return "cpu"
+    if gpus:
+        index = requested.partition(":")[2]
+        return requested if index.isdigit() and int(index) < len(gpus) else "cuda"
+    if requested.startswith("cuda"):
+        raise ConfigError(f"train.device={requested!r} but Ray gave this trial no GPU "
+                          f"(tune.resources.gpu is 0)", key="train.device")
+    return "cpu"
+
+
+def _registry(context: TrialContext):
+    from mlflow import MlflowClient
+
+    return MlflowClient(context.tracking_uri)
 
 
 def search_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -153,15 +183,14 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     cfg = build_trial_config(context.base, params, context.file)
-    init = cfg.train.init_from
-    if init and init.startswith(STORE_SCHEMES):
-        # another row's checkpoint (train.init_from: row:<id>), pushed to the artifact store by
-        # the driver: fetched here, on whichever node runs the trial, and verified (SHA-256)
-        from services.store import open_store
-
-        folder = trial_dir / "init"
-        folder.mkdir(parents=True, exist_ok=True)
-        cfg.train.init_from = str(open_store(context.artifacts_uri).get(init, folder))
+    cfg.train.device = trial_device(cfg.train.device)
+    if context.credentials and not credentials():
+        set_credentials(context.credentials)
+    # the checkpoint it starts from (staged by the driver: sweeps.fetch), fetched here, on
+    # whichever node runs the trial, into the node's cache, and verified (SHA-256)
+    start = fetch_init(cfg.train.init_from, node_cache(cfg.data.cache_dir),
+                       store_uri=context.artifacts_uri, checkpoints=context.checkpoints,
+                       client=_registry(context)) if cfg.train.init_from else None
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
     checkpoint = tune.get_checkpoint()
@@ -183,8 +212,6 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     model = build_model(cfg.model_name, cfg.model)
     # an unreachable tracking server costs a trial seconds, not minutes: TrialRun buffers
     fail_fast_http()
-    if context.credentials and not credentials():
-        set_credentials(context.credentials)
     run = TrialRun.open(
         context.tracking_uri, context.experiment_id, context.parent_run_id, trial_id,
         run_name=ctx.get_trial_name(),
@@ -200,7 +227,8 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     # (the tag is its last write): lineage, sizes and the config artifact are idempotent
     if run.created or run.tags.get(SETUP_TAG) != "done":
         signature = log_lineage(run, cfg, context)
-        run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device)})
+        run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device),
+                      **({SHA256_TAG: start.sha256, SOURCE_TAG: start.uri} if start else {})})
         run.log_metrics({"params": count_parameters(model)}, step=0)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "config.yaml"
@@ -208,6 +236,8 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
             run.log_artifact(path)
         run.set_tags({SETUP_TAG: "done"})
     del model
+    if start is not None:  # params, tags and signature name the URI; fit reads this node's copy
+        cfg.train.init_from = str(start.path)
 
     if context.reuse and checkpoint is None and signature:
         from sweeps.reuse import find_reusable
