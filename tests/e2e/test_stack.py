@@ -155,19 +155,51 @@ def _nodes(run) -> list[str]:
 # --- the demo sweep as a user submits it ---------------------------------------------------------
 
 
+def _init_checkpoint(folder: Path) -> Path:
+    """A checkpoint of the demo's model (smoke profile) for its trials to start from."""
+    import torch
+
+    from sepcore.checkpoint import save_model
+    from sepcore.models import build_model
+    from sweeps.spec import load_sweep
+
+    cfg = load_sweep(REPO / "sweeps" / "demo.yaml", profile="smoke").config_for({})
+    torch.manual_seed(0)
+    return save_model(folder / "start.safetensors", cfg.model_name,
+                      build_model(cfg.model_name, cfg.model))
+
+
 def test_demo_sweep_through_ray_job_submit(running):
     t0 = time.monotonic()
     submission = f"sepcore-stack-demo-{uuid.uuid4().hex[:8]}"
-    done = _submit(running, "sweeps/demo.yaml", submission)
+    # the trials start from a file in the driver's /tmp (the driver runs on the head, beside
+    # this process), which the worker nodes cannot see: they fetch it from the artifact store
+    folder = Path(tempfile.mkdtemp(prefix="sepcore-init-", dir="/tmp"))
+    try:
+        start = _init_checkpoint(folder)
+        done = _submit(running, "sweeps/demo.yaml", submission, f"base.train.init_from={start}",
+                       "base.train.init_strict=false")  # the searched sizes load what fits
+        digest = hashlib.sha256(start.read_bytes()).hexdigest()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr
     print(f"demo sweep job in {time.monotonic() - t0:.0f} s")
-    _check_demo_sweep(running, submission)
+    _check_demo_sweep(running, submission, digest)
 
 
-def _check_demo_sweep(running: Running, submission_id: str) -> None:
+def _check_demo_sweep(running: Running, submission_id: str, init_sha256: str) -> None:
     client, exp, parent, children = _sweep_runs(running, "sepcore-demo", submission_id)
     assert parent.info.status == "FINISHED" and len(children) == 2
+
+    # every trial started from the driver's checkpoint, uploaded once to S3 and fetched (and
+    # verified) on its own node
+    key = f"checkpoints/demo/inputs/{init_sha256}.safetensors"
+    stored = running.s3().get_object(Bucket=stack.BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == init_sha256
+    for child in children:
+        assert child.data.tags["sepcore.init_sha256"] == init_sha256
+        assert child.data.params["train.init_from"] == f"s3://{stack.BUCKET}/{key}"
 
     # the runs are rows of PostgreSQL (the server's backend store), one per trial and the parent
     secrets = json.loads((running.state / "secrets.json").read_text())

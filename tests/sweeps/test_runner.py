@@ -194,7 +194,7 @@ def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_
 
 
 def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sweep,
-                                                                          local_ray):
+                                                                          local_ray, cache_dir):
     """The multi-band masking paper's M5 (frozen encoder/decoder of a trained M1) in small:
     ``train.init_from: row:M1`` makes the runner train M1 first (stage 1), then M5 from M1's
     best checkpoint (stage 2), under one MLflow parent run; M5's frozen encoder is M1's."""
@@ -224,9 +224,13 @@ def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sw
     assert set(rows) == {"M1", "M5"} and all(c.info.status == "FINISHED" for c in children)
     assert rows["M5"].info.start_time >= rows["M1"].info.end_time  # stage 2 after stage 1
     # M1's best checkpoint went through the artifact store; the M5 trial fetched its own copy
+    # into its node's cache (data.cache_dir/checkpoints), verified against the driver's SHA-256
     (stored,) = (Path("store") / "tiny").glob("*/rows/M1.safetensors")
-    start = Path(rows["M5"].data.params["train.init_from"])
-    assert start.name == "M1.safetensors" and start.read_bytes() == stored.read_bytes()
+    digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert rows["M5"].data.params["train.init_from"] == stored.resolve().as_uri()
+    assert rows["M5"].data.tags["sepcore.init_sha256"] == digest
+    start = cache_dir / "checkpoints" / f"{digest}.safetensors"
+    assert start.read_bytes() == stored.read_bytes()
     pushed = {p["run_id"]: p for p in outcome.pushed}
     m5 = load_file(pushed[rows["M5"].info.run_id]["uri"].removeprefix("file://"))
     m1 = load_file(stored)
