@@ -46,8 +46,7 @@ log = logging.getLogger(__name__)
 KEY = "train.init_from"
 MODELS = "models:/"
 STORE_SCHEMES = ("s3://", "file://")  # an init_from in the sweep's artifact store
-SHA256_TAG = "sepcore.init_sha256"  # a trial run's tags: what it started from
-SOURCE_TAG = "sepcore.init_source"
+SHA256_TAG = "sepcore.init_sha256"  # a trial run's tag: the checkpoint it started from
 
 
 @dataclass(frozen=True)
@@ -129,17 +128,20 @@ def pin_model(client: MlflowClient, uri: str, key: str = KEY) -> str:
 
 def fetch_init(uri: str, cache: Path, *, store_uri: str | None = None,
                checkpoints: dict[str, str] | None = None,
-               client: MlflowClient | None = None) -> Fetched | None:
+               registry_uri: str | None = None) -> Fetched | None:
     """The verified local copy of a staged ``train.init_from`` on this node (``None`` for a
     plain path: a run outside the sweep runner, or a single machine).
 
     ``store_uri`` is the sweep's artifact store, ``checkpoints`` the digests the driver recorded
     (``{uri: sha256}``; a store URI missing there is verified against the store's own record
-    only), ``client`` the registry's MLflow client for ``models:/`` URIs.
+    only), ``registry_uri`` the MLflow registry of ``models:/`` URIs (the tracking server).
     """
     if uri.startswith(MODELS):
+        from mlflow import MlflowClient
+
         from services.registry import resolve
 
+        client = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
         found = resolve(client, uri, cache / "models", key=KEY)
         return Fetched(found.path, found.sha256, uri)
     if uri.startswith(STORE_SCHEMES):

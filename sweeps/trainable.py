@@ -26,7 +26,7 @@ from sepcore.models import build_model
 from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
-from sweeps.fetch import SHA256_TAG, SOURCE_TAG, fetch_init, node_cache
+from sweeps.fetch import SHA256_TAG, fetch_init, node_cache
 from sweeps.lineage import SIGNATURE_TAG
 from sweeps.space import trial_params
 from sweeps.spec import ROW, build_trial_config
@@ -161,12 +161,6 @@ def trial_device(requested: str) -> str:
     return "cpu"
 
 
-def _registry(context: TrialContext):
-    from mlflow import MlflowClient
-
-    return MlflowClient(context.tracking_uri)
-
-
 def search_params(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's searched parameters as MLflow params; a paper-table row is logged by its id
     (its config is in the flattened config beside it)."""
@@ -190,7 +184,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     # whichever node runs the trial, into the node's cache, and verified (SHA-256)
     start = fetch_init(cfg.train.init_from, node_cache(cfg.data.cache_dir),
                        store_uri=context.artifacts_uri, checkpoints=context.checkpoints,
-                       client=_registry(context)) if cfg.train.init_from else None
+                       registry_uri=context.tracking_uri) if cfg.train.init_from else None
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
     checkpoint = tune.get_checkpoint()
@@ -228,7 +222,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     if run.created or run.tags.get(SETUP_TAG) != "done":
         signature = log_lineage(run, cfg, context)
         run.set_tags({"sepcore.params": count_parameters(model), "sepcore.device": str(device),
-                      **({SHA256_TAG: start.sha256, SOURCE_TAG: start.uri} if start else {})})
+                      **({SHA256_TAG: start.sha256} if start else {})})
         run.log_metrics({"params": count_parameters(model)}, step=0)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "config.yaml"

@@ -151,7 +151,7 @@ def test_the_driver_uploads_local_files_once_and_pins_registry_aliases(tmp_path,
     cache = node_cache(str(tmp_path / "node"))
     got = fetch_init(rows["A"], cache, store_uri=str(tmp_path / "store"), checkpoints=digests)
     assert got.path.read_bytes() == b"m1 weights" and got.sha256 == want["m1"]
-    got = fetch_init(rows["B"], cache, client=registry)
+    got = fetch_init(rows["B"], cache, registry_uri=registry.tracking_uri)
     assert got.path.read_bytes() == b"umx weights" and got.sha256 == registered.sha256
     assert got.path.is_relative_to(cache) and got.uri == f"models:/umx/{version}"
     assert fetch_init(str(tmp_path / "m2.safetensors"), cache) is None  # a plain path: as is
