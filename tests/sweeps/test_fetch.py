@@ -200,6 +200,16 @@ def test_cuda_without_gpus_is_refused_before_any_trial(tmp_path, body, overrides
     load_sweep(path, profile=profile, overrides=[*overrides, "tune.resources.gpu=0.5"])
 
 
+def test_the_cli_refuses_cuda_without_gpus_in_one_line(capsys):
+    from sweeps.__main__ import main
+
+    demo = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"
+    assert main(["plan", str(demo), "--profile", "smoke", "base.train.device=cuda"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'base.train.device' = 'cuda' needs a GPU, but 'tune.resources.gpu' is 0" in line
+    assert "demo.yaml" in line
+
+
 def test_a_fraction_above_one_gpu_is_refused(tmp_path):
     path = _sweep(tmp_path, "")
     with pytest.raises(SweepError, match=r"'tune.resources.gpu' = 1.5 must be a fraction below 1"
