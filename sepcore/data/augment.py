@@ -7,8 +7,9 @@ Each function takes stems shaped ``(sources, channels, time)`` (NumPy) and an ex
 ``np.random.Generator`` and returns new stems; the mixture is built *after* augmentation, as the
 sum of the augmented stems, so it stays consistent with the targets. :func:`augment`, which the
 training items use, draws exactly as ``channel_swap(random_gain(random_channel(…)))`` but writes
-its output once, straight from views of the songs (no stacked copy, no intermediate arrays). Cross-song remixing (each
-stem from a different random song and offset) needs the song list and lives in
+its output once, straight from views of the songs (no stacked copy, no intermediate arrays).
+Cross-song remixing (each stem from a different random song and offset) needs the song list and
+lives in
 :class:`sepcore.data.dataset.TrainChunks`, which also decides which items of a batch are remixed
 (:func:`remixed`).
 

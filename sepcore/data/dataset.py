@@ -5,9 +5,9 @@ once through the cache (resampled to ``cfg.sample_rate``, converted to ``cfg.cha
 a :class:`TrainChunks` (random, augmented chunks; each item is a pure function of
 ``(seed, epoch, index)`` so neither DataLoader workers nor iteration order change it, which exact
 resume relies on; an item is asked for by index or by ``(epoch, index)``, the key that
-:class:`sepcore.data.loader.EpochSampler` gives workers, which never see ``set_epoch``; with ``data.augment.remix_share`` < 1 only that share of every in-order batch
-is remixed across songs, see :func:`sepcore.data.augment.remixed`) and a :class:`ValidChunks`
-(no augmentation). Items are
+:class:`sepcore.data.loader.EpochSampler` gives workers, which never see ``set_epoch``; with
+``data.augment.remix_share`` < 1 only that share of every in-order batch is remixed across songs,
+see :func:`sepcore.data.augment.remixed`) and a :class:`ValidChunks` (no augmentation). Items are
 ``(mixture (C, T), targets (S, C, T))`` float32 tensors with the mixture the sum of all four stems.
 
 With ``data.layout = "folders"`` the songs come from a multitrack folder dataset grouped into
