@@ -174,3 +174,16 @@ def test_resume_with_two_workers_is_exact(synth_root, cache_dir, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [h["train_loss"] for h in straight.history] == \
         [h["train_loss"] for h in resumed.history]
+
+
+@pytest.mark.parametrize("value", ["many", "3", -1, 1.5, None])
+def test_bad_num_workers_is_a_config_error_naming_the_key(value):
+    from sepcore.config import config_from_dict
+    from sepcore.errors import ConfigError
+
+    raw = {"model": {"name": "convtasnet"}}
+    assert config_from_dict(raw).data.num_workers == "auto"
+    assert config_from_dict({**raw, "data": {"num_workers": 3}}).data.num_workers == 3
+    with pytest.raises(ConfigError, match="data.num_workers") as info:
+        config_from_dict({**raw, "data": {"num_workers": value}})
+    assert info.value.key == "data.num_workers" and "\n" not in str(info.value)
