@@ -187,3 +187,18 @@ def test_bad_num_workers_is_a_config_error_naming_the_key(value):
     with pytest.raises(ConfigError, match="data.num_workers") as info:
         config_from_dict({**raw, "data": {"num_workers": value}})
     assert info.value.key == "data.num_workers" and "\n" not in str(info.value)
+
+
+@pytest.mark.gpu
+def test_on_cuda_auto_workers_build_pinned_batches(synth_root, cache_dir, tmp_path):
+    from sepcore.data.loader import usable_cores
+
+    cfg = tiny_config(synth_root, tmp_path / "out", cache_dir, size="mini")
+    assert cfg.data.num_workers == "auto"
+    train, _ = build_datasets(cfg.data, seed=cfg.train.seed)
+    loader = train_loader(cfg, train, torch.device("cuda"))
+    assert loader.num_workers == max(usable_cores() - 1, 0) and loader.pin_memory
+    loader.sampler.set_epoch(1)
+    mixture, targets = next(iter(loader))
+    assert mixture.is_pinned() and targets.is_pinned()
+    assert torch.equal(targets, torch.stack([train[(1, i)][1] for i in range(len(targets))]))
