@@ -114,7 +114,8 @@ class DataConfig:
     valid_ratio: float = 0.2
     short_tracks: str = "pad"  # songs shorter than one chunk: "pad" (with a warning) or "skip"
     cache_dir: str | None = None  # decoded+resampled audio cache (None = <cwd>/.cache/sepcore)
-    num_workers: int = 0
+    # DataLoader workers: "auto" = usable CPU cores - 1 when training on CUDA, 0 on the CPU
+    num_workers: int | str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # "musdb": a MUSDB18(-HQ)-layout tree (targets: stems/accompaniment); "folders": a multitrack
     # folder dataset whose stems are grouped into classes by the YAML ``mapping`` (targets: class
@@ -338,7 +339,8 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.samples_per_track": (_at_least_one, "an integer >= 1"),
     "data.valid_segment": (_optional(_positive), "null or a finite number of seconds > 0"),
     "data.valid_ratio": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
-    "data.num_workers": (_non_negative, "an integer >= 0"),
+    "data.num_workers": (lambda v: v == "auto" or (isinstance(v, int) and _non_negative(v)),
+                         "'auto' or an integer >= 0"),
     "data.augment.gain_min": (_positive, "finite and > 0"),
     "data.augment.gain_max": (_positive, "finite and > 0"),
     "data.augment.remix_share": (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),

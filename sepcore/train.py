@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sepcore.checkpoint import (
@@ -196,6 +195,7 @@ def _bar(iterable, total: int, enabled: bool, desc: str):
 def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     """Train ``cfg``'s model on ``cfg``'s data; see the module docstring."""
     from sepcore.data import build_datasets
+    from sepcore.data.loader import train_loader
 
     hooks = list(hooks or [])
     tc = cfg.train
@@ -221,6 +221,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     train_set, valid_set = build_datasets(cfg.data, seed=tc.seed)
+    loader = train_loader(cfg, train_set, device)  # built once: its workers persist
     state = TrainState()
 
     if resume is not None:
@@ -235,7 +236,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         if tc.max_steps is not None and state.global_step >= tc.max_steps:
             break
         t0 = time.perf_counter()
-        train_loss = _train_epoch(cfg, model, train_set, optimizer, scaler, (loss_fn, aux_fn),
+        train_loss = _train_epoch(cfg, model, loader, optimizer, scaler, (loss_fn, aux_fn),
                                   device, epoch, state, use_amp)
         valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
         if not math.isfinite(valid_loss):  # no epoch could ever be the best: stop, say why
@@ -413,15 +414,12 @@ def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor
     return tc.loss_weight * loss_fn(runner(inputs).float(), targets)
 
 
-def _train_epoch(cfg, model, train_set, optimizer, scaler, loss_fns, device, epoch,
+def _train_epoch(cfg, model, loader, optimizer, scaler, loss_fns, device, epoch,
                  state: TrainState, use_amp) -> float:
     tc = cfg.train
     loss_fn, aux_fn = loss_fns
     model.train()
-    train_set.set_epoch(epoch)
-    loader = DataLoader(train_set, batch_size=tc.batch_size, shuffle=False, drop_last=True,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+    loader.sampler.set_epoch(epoch)  # the epoch travels with each index to the workers
     steps = len(loader)
     if tc.steps_per_epoch is not None:
         steps = min(steps, tc.steps_per_epoch)

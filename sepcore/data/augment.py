@@ -5,8 +5,11 @@ Naradowsky, "Meta-learning Extractors for Music Source Separation", ICASSP 2020,
 
 Each function takes stems shaped ``(sources, channels, time)`` (NumPy) and an explicit
 ``np.random.Generator`` and returns new stems; the mixture is built *after* augmentation, as the
-sum of the augmented stems, so it stays consistent with the targets. Cross-song remixing (each
-stem from a different random song and offset) needs the song list and lives in
+sum of the augmented stems, so it stays consistent with the targets. :func:`augment`, which the
+training items use, draws exactly as ``channel_swap(random_gain(random_channel(…)))`` but writes
+its output once, straight from views of the songs (no stacked copy, no intermediate arrays).
+Cross-song remixing (each stem from a different random song and offset) needs the song list and
+lives in
 :class:`sepcore.data.dataset.TrainChunks`, which also decides which items of a batch are remixed
 (:func:`remixed`).
 
@@ -21,6 +24,7 @@ songs, the other half keeps each chunk's own song).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,19 +83,42 @@ def channel_swap(stems: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(swap[:, None, None], stems[:, ::-1], stems)
 
 
-def augment(stems: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
-            channels: int | None = None) -> np.ndarray:
+def augment(stems: np.ndarray | Sequence[np.ndarray], cfg: AugmentConfig,
+            rng: np.random.Generator, channels: int | None = None) -> np.ndarray:
     """Apply the augmentations switched on in ``cfg`` (channel pick, gain, channel swap).
 
-    ``channels``: the model's channel count when the stems were read with more channels so that
-    a per-source pick has channels to pick from (see ``TrainChunks``); default: unchanged.
+    Equal, bit for bit and draw for draw, to :func:`random_channel`, then :func:`random_gain`,
+    then :func:`channel_swap` on ``np.stack(stems)``; but the draws come first and the output is
+    written once, each output channel from its input channel (times the source's gain), so
+    ``stems`` can be views of whole songs and nothing else of the song is copied.
+
+    Args:
+        stems: S arrays ``(C, T)`` (or one ``(S, C, T)`` array), float32.
+        channels: the model's channel count when the stems were read with more channels so that
+            a per-source pick has channels to pick from (see ``TrainChunks``); default: unchanged.
+    Returns:
+        A new ``(S, channels, T)`` float32 array.
     """
-    out = np.asarray(stems, dtype=np.float32)
-    if cfg.random_channel:
-        out = random_channel(out, rng, per_source=cfg.channel_pick == "source",
-                             channels=channels)
+    stems = [np.asarray(stem, dtype=np.float32) for stem in stems]
+    sources, (in_channels, length) = len(stems), stems[0].shape
+    route = np.tile(np.arange(in_channels), (sources, 1))  # (S, C_out): input channel of each
+    if cfg.random_channel and in_channels > 1:
+        if cfg.channel_pick == "source":
+            picks = rng.integers(in_channels, size=sources)  # (S,)
+        else:
+            picks = np.full(sources, int(rng.integers(in_channels)))
+        route = np.repeat(picks[:, None], in_channels if channels is None else channels, axis=1)
+    gains = None
     if cfg.gain:
-        out = random_gain(out, rng, cfg.gain_min, cfg.gain_max)
-    if cfg.channel_swap:
-        out = channel_swap(out, rng)
-    return out.astype(np.float32, copy=False)
+        gains = rng.uniform(cfg.gain_min, cfg.gain_max, size=sources).astype(np.float32)  # (S,)
+    if cfg.channel_swap and route.shape[1] > 1:
+        swap = rng.random(sources) < 0.5  # (S,)
+        route[swap] = route[swap, ::-1]
+    out = np.empty((sources, route.shape[1], length), dtype=np.float32)  # (S, C_out, T)
+    for s, stem in enumerate(stems):
+        for c, source_channel in enumerate(route[s]):
+            if gains is None:
+                out[s, c] = stem[source_channel]
+            else:
+                np.multiply(stem[source_channel], gains[s], out=out[s, c])
+    return out

@@ -4,9 +4,10 @@
 once through the cache (resampled to ``cfg.sample_rate``, converted to ``cfg.channels``) and returns
 a :class:`TrainChunks` (random, augmented chunks; each item is a pure function of
 ``(seed, epoch, index)`` so neither DataLoader workers nor iteration order change it, which exact
-resume relies on; with ``data.augment.remix_share`` < 1 only that share of every in-order batch
-is remixed across songs, see :func:`sepcore.data.augment.remixed`) and a :class:`ValidChunks`
-(no augmentation). Items are
+resume relies on; an item is asked for by index or by ``(epoch, index)``, the key that
+:class:`sepcore.data.loader.EpochSampler` gives workers, which never see ``set_epoch``; with
+``data.augment.remix_share`` < 1 only that share of every in-order batch is remixed across songs,
+see :func:`sepcore.data.augment.remixed`) and a :class:`ValidChunks` (no augmentation). Items are
 ``(mixture (C, T), targets (S, C, T))`` float32 tensors with the mixture the sum of all four stems.
 
 With ``data.layout = "folders"`` the songs come from a multitrack folder dataset grouped into
@@ -135,16 +136,25 @@ def _check_names(cfg: DataConfig, stem_names: tuple[str, ...]) -> None:
 
 
 def _to_tensors(stems: np.ndarray | list[np.ndarray], names: list[str],
-                stem_names: tuple[str, ...] = STEMS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stems ``(C, T)`` → (mixture ``(C, T)`` = sum of all stems, targets ``(S, C, T)``)."""
+                stem_names: tuple[str, ...] = STEMS,
+                owned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stems ``(C, T)`` → (mixture ``(C, T)`` = sum of all stems, targets ``(S, C, T)``).
+
+    ``owned``: ``stems`` is a fresh ``(K, C, T)`` float32 array nobody else holds, which becomes
+    the targets as it is when they are the stems in order (no copy).
+    """
     mixture = np.zeros(stems[0].shape, dtype=np.float32)
     for stem in stems:
         mixture += stem
-    if stem_names == STEMS:
+    if owned and list(names) == list(stem_names):
+        targets = stems
+    elif stem_names == STEMS:
         targets = targets_from_stems(stems, names)
     else:  # classes of a folder dataset
-        targets = np.stack([stems[stem_names.index(n)] for n in names]).astype(np.float32)
-    return torch.from_numpy(mixture), torch.from_numpy(np.ascontiguousarray(targets))
+        targets = np.empty((len(names), *mixture.shape), dtype=np.float32)  # (S, C, T)
+        for s, name in enumerate(names):
+            targets[s] = stems[stem_names.index(name)]
+    return torch.from_numpy(mixture), torch.from_numpy(targets)
 
 
 class TrainChunks(Dataset):
@@ -183,10 +193,14 @@ class TrainChunks(Dataset):
         return dataclasses.replace(song, stems=stems)
 
     def set_epoch(self, epoch: int) -> None:
-        """Chunks are a function of (seed, epoch, index): a new epoch draws new chunks."""
+        """Chunks are a function of (seed, epoch, index): a new epoch draws new chunks.
+
+        The epoch of items asked for by a plain index; a DataLoader's workers hold copies of the
+        dataset, so the trainer passes ``(epoch, index)`` keys instead (see ``EpochSampler``).
+        """
         self.epoch = int(epoch)
 
-    def _song_of(self, index: int) -> int:
+    def _song_of(self, index: int, epoch: int) -> int:
         """The song of an item that keeps its own song's stems together.
 
         In order (item ``i`` from song ``i // samples_per_track``) unless only a share of each
@@ -196,10 +210,10 @@ class TrainChunks(Dataset):
         """
         if not self.cfg.augment.remix or self.cfg.augment.remix_share >= 1.0:
             return index // self.cfg.samples_per_track
-        if self._order_epoch != self.epoch:
-            rng = np.random.default_rng([self.seed % 2**63, self.epoch, 2**32])
+        if self._order_epoch != epoch:
+            rng = np.random.default_rng([self.seed % 2**63, epoch, 2**32])
             self._order = rng.permutation(len(self))
-            self._order_epoch = self.epoch
+            self._order_epoch = epoch
         return int(self._order[index]) // self.cfg.samples_per_track
 
     def __len__(self) -> int:
@@ -208,22 +222,25 @@ class TrainChunks(Dataset):
     def _offset(self, song: int, rng: np.random.Generator) -> int:
         return int(rng.integers(self.songs[song].num_samples - self.chunk + 1))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``key`` = ``index`` (of the epoch set by :meth:`set_epoch`) or ``(epoch, index)``:
+        ``(mixture (C, T), targets (S, C, T))``, built from views of the songs' stems (only the
+        chunk is read from the memory-mapped cache) into one augmented ``(K, C, T)`` array."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         if not 0 <= index < len(self):
             raise IndexError(f"chunk {index} out of range for {len(self)} chunks")
-        rng = np.random.default_rng([self.seed % 2**63, self.epoch, index])
+        rng = np.random.default_rng([self.seed % 2**63, int(epoch), int(index)])
         aug = self.cfg.augment
         if aug.remix and remixed(index, aug.remix_share):  # each stem: own random song, offset
             picks = [int(p) for p in rng.integers(len(self.songs), size=len(self.stem_names))]
             offsets = [self._offset(p, rng) for p in picks]
         else:
-            picks = [self._song_of(index)] * len(self.stem_names)
+            picks = [self._song_of(index, epoch)] * len(self.stem_names)
             offsets = [self._offset(picks[0], rng)] * len(self.stem_names)
-        stems = np.stack([self.songs[p].stems[name][:, o : o + self.chunk]
-                          for p, o, name in zip(picks, offsets, self.stem_names,
-                                                strict=True)])  # (K, C, T)
-        stems = augment(stems, aug, rng, channels=self.cfg.channels)
-        return _to_tensors(stems, list(self.cfg.targets), self.stem_names)
+        views = [self.songs[p].stems[name][:, o : o + self.chunk]
+                 for p, o, name in zip(picks, offsets, self.stem_names, strict=True)]  # K × (C, T)
+        stems = augment(views, aug, rng, channels=self.cfg.channels)  # (K, C, T), a new array
+        return _to_tensors(stems, list(self.cfg.targets), self.stem_names, owned=True)
 
 
 class ValidChunks(Dataset):

@@ -30,16 +30,19 @@ def check_targets(names: Sequence[str]) -> None:
 
 def targets_from_stems(stems: np.ndarray | Sequence[np.ndarray],
                        names: Sequence[str]) -> np.ndarray:
-    """Four ``(C, T)`` stems in STEMS order → ``(S, C, T)`` float32 targets named by ``names``."""
-    out = []
-    for name in names:
+    """Four ``(C, T)`` float32 stems in STEMS order → ``(S, C, T)`` float32 targets named by
+    ``names``, each written once into the result (no per-target temporaries)."""
+    stems = [np.asarray(stem, dtype=np.float32) for stem in stems]
+    out = np.empty((len(names), *stems[0].shape), dtype=np.float32)  # (S, C, T)
+    for s, name in enumerate(names):
         if name in STEMS:
-            out.append(stems[STEMS.index(name)])
-        elif name == ACCOMPANIMENT:
-            out.append(stems[1] + stems[2] + stems[3])  # drums + bass + other
+            out[s] = stems[STEMS.index(name)]
+        elif name == ACCOMPANIMENT:  # drums + bass + other, summed in that order
+            np.add(stems[1], stems[2], out=out[s])
+            out[s] += stems[3]
         else:
             raise DataError(f"unknown target {name!r}; choose from {list(TARGET_NAMES)}")
-    return np.stack(out).astype(np.float32, copy=False)  # (S, C, T)
+    return out
 
 
 @dataclass

@@ -111,3 +111,30 @@ def test_remixed_share_of_every_batch(share):
             assert math.floor(batch * share) <= count <= math.ceil(batch * share)
             if share == 0.5 and batch % 2 == 0:
                 assert count == batch // 2
+
+
+@pytest.mark.parametrize("in_channels, channels", [(2, None), (2, 1), (1, None)])
+@pytest.mark.parametrize("random, pick, gain, swap", [
+    (False, "shared", False, False), (True, "shared", True, True), (True, "source", True, False),
+    (False, "shared", True, True), (True, "source", False, True)])
+def test_augment_equals_the_three_augmentations_in_turn(in_channels, channels, random, pick,
+                                                        gain, swap):
+    """The one-pass ``augment`` (on a list of views) draws and computes, bit for bit, what
+    random_channel → random_gain → channel_swap on the stacked stems give."""
+    stems = _stems()[:, :in_channels]
+    cfg = AugmentConfig(random_channel=random, channel_pick=pick, gain=gain, channel_swap=swap)
+    for seed in range(6):
+        rng, reference_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = stems.copy()
+        if random:
+            expected = random_channel(expected, reference_rng, per_source=pick == "source",
+                                      channels=channels)
+        if gain:
+            expected = random_gain(expected, reference_rng, cfg.gain_min, cfg.gain_max)
+        if swap:
+            expected = channel_swap(expected, reference_rng)
+        out = augment(list(stems), cfg, rng, channels=channels)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        assert out.shape == expected.shape and np.array_equal(out, expected)
+        assert rng.bit_generator.state == reference_rng.bit_generator.state  # same draws
+        assert not np.shares_memory(out, stems)
