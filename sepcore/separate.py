@@ -2,8 +2,8 @@
 
 :func:`apply_model` runs a model on a mixture of any length chunk by chunk, the chunks on the
 model's device, the full track's estimates where the mixture lies (a CPU song: on the CPU; the
-trainer's validation batches: on the GPU, no copy back per chunk). Two regimes, chosen from the model's declared
-``receptive_field``:
+trainer's validation batches: on the GPU, no copy back per chunk). Two regimes, chosen from
+the model's declared ``receptive_field``:
 
 - **exact** (finite receptive field, e.g. Conv-TasNet with cLN/BN): each chunk is extended by the
   receptive field on both sides (clamped to the song), chunk starts are aligned to the model's

@@ -39,8 +39,9 @@ def _per_item(cfg, model, valid_set, loss_fn):
 @pytest.mark.parametrize("loss", ["l1", "sisdr"])
 def test_batched_validation_equals_the_per_item_path(synth_root, cache_dir, tmp_path,
                                                      monkeypatch, loss):
-    """Chunks of 2 s of a 12 s song at batch 4 (a full batch, then a shorter one), and the loss, mean SI-SDR and per-source SI-SDR are those of the
-    per-item path up to float rounding (batched convolutions sum in another order)."""
+    """Chunks of 2 s of a 12 s song at batch 4 (a full batch, then a shorter one): the loss,
+    mean SI-SDR and per-source SI-SDR are those of the per-item path up to float rounding
+    (batched convolutions may sum in another order)."""
     cfg = tiny_config(synth_root, tmp_path, cache_dir, size="mini", batch_size=4, loss=loss)
     cfg.data.valid_segment = 2.0
     cfg.eval.segment = 0.75  # several inference chunks per item, cross-faded (gLN: blended)
