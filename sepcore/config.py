@@ -178,6 +178,9 @@ class EvalConfig:
     # model: scored at the model's own rate and channel count (quick exploration only)
     protocol: str = "sisec"
     bsseval: str = "v4"  # v4: 1 s windows, filters on the whole track; v3: one whole-signal window
+    # where BSSEval runs: auto = on the model's GPU when it runs on one (CUDA tensors), else on
+    # the CPU (numpy arrays); cpu; cuda (the model's GPU, or the current one)
+    metrics_device: str = "auto"
 
 
 @dataclass
@@ -420,15 +423,17 @@ def _check_audio(audio: AudioConfig, data: DataConfig, file: str | None) -> None
 
 EVAL_PROTOCOLS = ("sisec", "model")
 BSSEVAL_VERSIONS = ("v4", "v3")
+METRICS_DEVICES = ("auto", "cpu", "cuda")
+EVAL_CHOICES = {"protocol": EVAL_PROTOCOLS, "bsseval": BSSEVAL_VERSIONS,
+                "metrics_device": METRICS_DEVICES}
 
 
 def _check_eval(ev: EvalConfig, file: str | None) -> None:
-    if ev.protocol not in EVAL_PROTOCOLS:
-        raise ConfigError(f"eval.protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got "
-                          f"{ev.protocol!r}", key="eval.protocol", file=file)
-    if ev.bsseval not in BSSEVAL_VERSIONS:
-        raise ConfigError(f"eval.bsseval must be one of {', '.join(BSSEVAL_VERSIONS)}, got "
-                          f"{ev.bsseval!r}", key="eval.bsseval", file=file)
+    for key, choices in EVAL_CHOICES.items():
+        value = getattr(ev, key)
+        if value not in choices:
+            raise ConfigError(f"eval.{key} must be one of {', '.join(choices)}, got {value!r}",
+                              key=f"eval.{key}", file=file)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -17,6 +17,9 @@ GNSDR with ``eval.nsdr``). ``<out_dir>/summary.json`` records the protocol and t
   mixture is), for quick exploration only: at 8 kHz, BSSEval's 512-tap filters span 64 ms and the
   empty band above the anti-alias cut makes ISR/SAR ill-posed. Every table says so.
 
+BSSEval runs where ``eval.metrics_device`` says (:func:`bsseval_device`): with ``auto``, on the
+model's GPU when the model runs on one (its torch path on CUDA tensors), else on the CPU.
+
 ``eval.bsseval`` picks BSSEval v4 (``eval.win`` s windows, filters on the whole track, SiSEC 2018)
 or v3 as ``museval.evaluate(..., mode="v3")`` with one window over the whole song (one SDR per
 song, as the MIR-1K / ccMixter papers report with NSDR and GNSDR, the length-weighted mean NSDR).
@@ -40,7 +43,7 @@ from tqdm import tqdm
 from sepcore.checkpoint import load_model
 from sepcore.data import load_subset
 from sepcore.data.audio import resample, to_channels
-from sepcore.errors import DataError
+from sepcore.errors import ConfigError, DataError
 from sepcore.metrics.aggregate import aggregate, format_table
 from sepcore.metrics.bsseval import evaluate_track, save_track_json
 from sepcore.metrics.silence import nsdr, segment_statistics, silence_scores
@@ -90,6 +93,7 @@ def evaluate_checkpoint(
     data_cfg = replace(cfg.data, root=root) if root else cfg.data
     dev = select_device(ev.device)
     model.to(dev)
+    bss_dev = bsseval_device(ev.metrics_device, dev)
     subset = ev.subset
     songs = load_subset(data_cfg, subset=subset, names=ev.tracks or None,
                         max_tracks=ev.max_tracks)
@@ -105,7 +109,7 @@ def evaluate_checkpoint(
     protocol = {"protocol": ev.protocol, "sample_rate": rate, "channels": channels,
                 "bsseval": ev.bsseval, "model_sample_rate": model_rate,
                 "model_channels": model_channels}
-    log.info("scoring: %s", describe_protocol(protocol))
+    log.info("scoring: %s; BSSEval on %s", describe_protocol(protocol), bss_dev or "the CPU")
     stores, sisdr = [], {}
     silent: dict[str, list] = {name: [] for name in model.sources}
     nsdrs: dict[str, list[tuple[float, int]]] = {name: [] for name in model.sources}
@@ -139,8 +143,8 @@ def evaluate_checkpoint(
             estimate = to_native(estimate, model_rate, rate, reference.shape[-2:])
         refs = {n: np.asarray(reference[i]).T for i, n in enumerate(names)}
         ests = {n: estimate[i].T for i, n in enumerate(names)}
-        store = evaluate_track(refs, ests, track_name=song.name, rate=rate, win=ev.win,
-                               hop=ev.hop, version=ev.bsseval)
+        store = evaluate_track(_on(refs, bss_dev), _on(ests, bss_dev), track_name=song.name,
+                               rate=rate, win=ev.win, hop=ev.hop, version=ev.bsseval)
         save_track_json(store, json_dir, subset)
         stores.append(store)
         values = si_sdr(torch.from_numpy(np.ascontiguousarray(estimate[:len(model.sources)])),
@@ -152,8 +156,9 @@ def evaluate_checkpoint(
         if ev.nsdr:
             # the mixture as the estimate of every scored target (also a residual one)
             mix = dict.fromkeys(refs, np.ascontiguousarray(mix_np.T))
-            mix_sdr = _song_sdr(evaluate_track(refs, mix, track_name=song.name, rate=rate,
-                                               win=ev.win, hop=ev.hop, version=ev.bsseval))
+            mix_sdr = _song_sdr(evaluate_track(_on(refs, bss_dev), _on(mix, bss_dev),
+                                               track_name=song.name, rate=rate, win=ev.win,
+                                               hop=ev.hop, version=ev.bsseval))
             est_sdr = _song_sdr(store)
             for name in model.sources:
                 nsdrs[name].append((nsdr(est_sdr.get(name, np.nan), mix_sdr.get(name, np.nan)),
@@ -166,10 +171,35 @@ def evaluate_checkpoint(
     extra_table = format_extra_table(extra, model.sources)
     summary_path = write_summary(json_dir, {**protocol, "subset": subset,
                                             "tracks": [song.name for song in songs],
+                                            "bsseval_device": str(bss_dev or "cpu"),
                                             "scores": scores, "segmentwise": extra,
                                             "sisdr": sisdr})
     return EvalResult(table=table, scores=scores, json_dir=json_dir, sisdr=sisdr, extra=extra,
                       extra_table=extra_table, protocol=protocol, summary_path=summary_path)
+
+
+def bsseval_device(setting: str, model_device: torch.device) -> torch.device | None:
+    """Where BSSEval runs (``eval.metrics_device``): a CUDA device, given torch tensors there, or
+    None: numpy arrays, on the CPU. ``auto`` follows the model (its GPU when it runs on one);
+    ``cuda`` without CUDA is a :class:`~sepcore.errors.ConfigError` naming the key."""
+    if setting == "auto":
+        return model_device if model_device.type == "cuda" else None
+    if setting == "cpu":
+        return None
+    if model_device.type == "cuda":
+        return model_device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"eval.metrics_device={setting!r} but CUDA is not available "
+                          f"(torch.version.cuda = {torch.version.cuda})",
+                          key="eval.metrics_device")
+    return torch.device("cuda")
+
+
+def _on(arrays: dict[str, np.ndarray], device: torch.device | None) -> dict[str, Any]:
+    """BSSEval's inputs: the numpy arrays (``device`` None) or torch tensors on ``device``."""
+    if device is None:
+        return arrays
+    return {name: torch.from_numpy(a).to(device) for name, a in arrays.items()}
 
 
 def _native_format(data_cfg, subset: str, name: str) -> tuple[int, int]:

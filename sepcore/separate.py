@@ -1,8 +1,9 @@
 """Long-audio inference: chunked overlap-add over songs of any length (the demucs approach).
 
 :func:`apply_model` runs a model on a mixture of any length chunk by chunk, the chunks on the
-model's device, the full track on the CPU. Two regimes, chosen from the model's declared
-``receptive_field``:
+model's device, the full track's estimates where the mixture lies (a CPU song: on the CPU; the
+trainer's validation batches: on the GPU, no copy back per chunk). Two regimes, chosen from
+the model's declared ``receptive_field``:
 
 - **exact** (finite receptive field, e.g. Conv-TasNet with cLN/BN): each chunk is extended by the
   receptive field on both sides (clamped to the song), chunk starts are aligned to the model's
@@ -72,13 +73,16 @@ def apply_model(
         mixture: ``(C, T)`` or ``(B, C, T)`` at the model's rate and channel count.
         segment: chunk length in seconds (of core audio, excluding context).
         overlap: cross-fade share between chunks (blended regime only), in [0, 1).
-        device: where chunks run (default: the model's device). The full track stays on the CPU.
+        device: where chunks run (default: the model's device). The mixture is moved there once
+            (not once per chunk); the estimates are assembled on the mixture's device, so a CPU
+            song's full-length estimates stay on the CPU and only each chunk's kept core is
+            copied back.
         progress: show a tqdm bar over chunks (only on a TTY).
         callback: called as ``callback(done, total)`` after each chunk (e.g. to report progress).
 
     Returns:
-        ``(B, S, C', T)`` (or ``(S, C', T)`` for a 2-D input) on the CPU, float32, with ``C'`` the
-        model's output channels (``C`` for a plain model).
+        ``(B, S, C', T)`` (or ``(S, C', T)`` for a 2-D input) on the mixture's device, float32,
+        with ``C'`` the model's output channels (``C`` for a plain model).
 
     Oracles (``model.needs_references``, e.g. FB-IRM) are run through
     ``sepcore.models.oracles.with_references(model, mixture, references)``, which gives the model
@@ -99,7 +103,8 @@ def apply_model(
     param = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (
         param.device if param is not None else torch.device("cpu"))
-    mixture = mixture.to("cpu", torch.float32)
+    home = mixture.device  # where the full-length estimates are assembled
+    mixture = mixture.to(device, torch.float32)  # one copy to the device, not one per chunk
     batch, channels, length = mixture.shape
     # (B, S, C', T), allocated at the first chunk: C' are the model's output channels
     out: torch.Tensor | None = None
@@ -108,11 +113,12 @@ def apply_model(
 
     done = 0
 
-    def run(start: int, end: int, total: int) -> torch.Tensor:
+    def run(start: int, end: int, total: int, keep: slice = slice(None)) -> torch.Tensor:
         nonlocal out, done
-        estimate = model(mixture[..., start:end].to(device)).to("cpu", torch.float32)
+        # only the kept samples leave the device (the exact regime drops the context there)
+        estimate = model(mixture[..., start:end])[..., keep].to(home, torch.float32)
         if out is None:
-            out = torch.zeros(*estimate.shape[:-1], length)
+            out = torch.zeros(*estimate.shape[:-1], length, device=home)
         done += 1
         if callback is not None:
             callback(done, total)
@@ -122,20 +128,20 @@ def apply_model(
         hop = _frame_hop(model)
         spans = list(_chunks_exact(length, core, int(receptive_field), hop))
         for w_start, w_end, start, end in _progress(spans, len(spans), progress, "separate"):
-            estimate = run(w_start, w_end, len(spans))
-            out[..., start:end] = estimate[..., start - w_start:end - w_start]
+            out[..., start:end] = run(w_start, w_end, len(spans),
+                                      slice(start - w_start, end - w_start))
     else:
         stride = max(1, int(core * (1 - overlap)))
         fade = core - stride
         # the cross-fade window, ramps of `fade` samples at both ends of `core`; only its first
         # min(core, length) samples are ever used (a chunk longer than the song is never built)
-        index = torch.arange(min(core, length))
-        weight = torch.ones(len(index))
+        index = torch.arange(min(core, length), device=home)
+        weight = torch.ones(len(index), device=home)
         if fade > 0:
             weight = torch.where(index < fade, (index + 1).float() / (fade + 1), weight)
             weight = torch.where(index >= core - fade, (core - index).float() / (fade + 1),
                                  weight)
-        total = torch.zeros(length)
+        total = torch.zeros(length, device=home)
         starts = [0]
         while starts[-1] + core < length:
             starts.append(starts[-1] + stride)
@@ -147,7 +153,8 @@ def apply_model(
             total[start:end] += w
         out /= total.clamp_min(1e-8)
     if out is None:  # an empty song: no chunk was run
-        out = torch.zeros(batch, len(model.sources), getattr(model, "audio_channels", channels), 0)
+        out = torch.zeros(batch, len(model.sources), getattr(model, "audio_channels", channels), 0,
+                          device=home)
     return out[0] if squeeze else out
 
 

@@ -457,25 +457,44 @@ def _train_epoch(cfg, model, loader, optimizer, scaler, loss_fns, device, epoch,
 @torch.no_grad()
 def _validate(cfg, model, valid_set, loss_fn, device) -> tuple[float, float, dict[str, float]]:
     """Validation loss, mean SI-SDR and SI-SDR per source (chunked inference on long items);
-    NaN everywhere when there is nothing to validate on."""
+    NaN everywhere when there is nothing to validate on.
+
+    Consecutive items of one length (``data.valid_segment`` chunks) run as batches of
+    ``train.batch_size``; everything stays on ``device`` up to one host sync at the end. The loss
+    is averaged per item, so the numbers do not depend on the batching."""
     from sepcore.separate import apply_model
 
     model.eval()
     sources = list(cfg.audio.sources)
-    losses, sdrs = [], []
-    for index in range(len(valid_set)):
-        mixture, targets = valid_set[index]
-        runner, inputs = with_references(model, mixture[None], targets[None])
+    losses, sdrs = [], []  # per item (0-d) and per batch (B, S), on the device
+    for mixture, targets in _valid_batches(valid_set, cfg.train.batch_size, device):
+        runner, inputs = with_references(model, mixture, targets)
         estimate = apply_model(runner, inputs, segment=cfg.eval.segment,
-                               overlap=cfg.eval.overlap, device=device)
-        losses.append(loss_fn(estimate, targets[None]).item())
-        # (1, S, C, T) -> SI-SDR per source, mean over channels
-        sdrs.append(si_sdr(estimate, targets[None]).mean(dim=(0, 2)))
+                               overlap=cfg.eval.overlap, device=device)  # (B, S, C, T)
+        losses.extend(loss_fn(estimate[i:i + 1], targets[i:i + 1]) for i in range(len(estimate)))
+        sdrs.append(si_sdr(estimate, targets).mean(dim=2))  # (B, S, C) -> (B, S)
     if not losses:
         return math.nan, math.nan, dict.fromkeys(sources, math.nan)
-    per_source = torch.stack(sdrs).nanmean(dim=0)
-    return (float(np.mean(losses)), float(per_source.mean()),
-            dict(zip(sources, per_source.tolist(), strict=True)))
+    per_source = torch.cat(sdrs).nanmean(dim=0)
+    loss = torch.stack(losses).double().mean()
+    values = torch.cat([loss[None], per_source.mean()[None].double(),
+                        per_source.double()]).tolist()  # the one host sync
+    return values[0], values[1], dict(zip(sources, values[2:], strict=True))
+
+
+def _valid_batches(valid_set, batch_size: int, device):
+    """``(mixture (B, C, T), targets (B, S, C, T))`` on ``device``: runs of consecutive items of
+    one length, at most ``batch_size`` each (whole songs of different lengths: one by one)."""
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for index in range(len(valid_set) + 1):
+        item = valid_set[index] if index < len(valid_set) else None
+        if pending and (item is None or len(pending) == batch_size
+                        or item[0].shape != pending[0][0].shape):
+            mixtures, targets = zip(*pending, strict=True)
+            yield torch.stack(mixtures).to(device), torch.stack(targets).to(device)
+            pending = []
+        if item is not None:
+            pending.append(item)
 
 
 def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:

@@ -689,14 +689,18 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             local = Path(folder) / LAST
             key = f"{sweep.name}/{Path(experiment_path).name}/{row['trial_id']}/model.safetensors"
             stored = store.put(local, key)
-            if t.test_eval and row["run_id"] and not any(
-                    k.startswith("test_") for k in client.get_run(row["run_id"]).data.metrics):
-                # stopped by the scheduler before its own test evaluation: score it here
+            # the best trial, scored by its trial on test_max_tracks songs only (the fast
+            # evaluation), is scored again on the whole test set
+            full = row is ranked[0] and t.test_max_tracks is not None
+            if t.test_eval and row["run_id"] and (full or not any(
+                    k.startswith("test_") for k in client.get_run(row["run_id"]).data.metrics)):
+                # (or: stopped by the scheduler before its own test evaluation: score it here)
                 from sweeps.tracking import TrialRun
                 from sweeps.trainable import log_test_metrics
 
                 log_test_metrics(TrialRun(client, row["run_id"], created=False), local,
-                                 t.test_max_tracks, step=int(row["result"].metrics["epoch"]))
+                                 None if full else t.test_max_tracks,
+                                 step=int(row["result"].metrics["epoch"]))
         pushed = {"trial_id": row["trial_id"], "uri": stored.uri, "sha256": stored.sha256,
                   "value": row["value"], "run_id": row["run_id"]}
         outcome.pushed.append(pushed)

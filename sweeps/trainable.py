@@ -352,6 +352,7 @@ def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, st
                                      out_dir=Path(checkpoint).parent / "eval", progress=False)
     metrics = {f"test_{target}_{name}": value
                for target, values in evaluation.scores.items() for name, value in values.items()}
+    metrics["test_tracks"] = len(evaluation.sisdr)  # songs scored (test_max_tracks or all)
     # the HTMD-Net paper's silent-segment and segment-wise numbers (PES dB, VAD %, mean/median SDR)
     metrics.update({f"test_{target}_{name}": value for target, row in evaluation.extra.items()
                     for name, value in row.items()

@@ -113,6 +113,16 @@ def test_every_packaged_config_states_audio_once(path):
     assert cfg.model.sample_rate == cfg.data.sample_rate == cfg.audio.sample_rate
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_paper_config_validates_in_chunks(path):
+    """No paper run validates on whole songs (a full-song pass per validation song every
+    epoch): data.valid_segment is set, to at most one inference chunk (each validation item
+    then runs as one chunk, batched)."""
+    cfg = load_config(path)
+    assert cfg.data.valid_segment is not None, path
+    assert cfg.data.segment <= cfg.data.valid_segment <= cfg.eval.segment
+
+
 def test_typed_and_apply_overrides_raise_the_callers_error_class():
     """One helper turns OmegaConf's merge errors into one-line errors for every layer."""
     from sepcore.config import TrainConfig, apply_overrides, typed

@@ -68,3 +68,48 @@ def test_one_training_epoch_on_cuda(synth_root, cache_dir, tmp_path):
     assert result.global_step == 2
     state = load_checkpoint(result.last_checkpoint).model_state
     assert all(t.device.type == "cpu" and torch.isfinite(t).all() for t in state.values())
+
+
+def test_batched_validation_on_cuda_matches_the_cpu(synth_root, cache_dir, tmp_path):
+    """The trainer's validation with every batch and estimate on the GPU: the CPU's numbers."""
+    from sepcore.data import build_datasets
+    from sepcore.losses import build_loss
+    from sepcore.train import _validate
+
+    cfg = tiny_config(synth_root, tmp_path, cache_dir, size="mini", batch_size=4)
+    cfg.data.valid_segment = 2.0
+    torch.manual_seed(0)
+    model = build_model(cfg.model_name, cfg.model).eval()
+    _, valid_set = build_datasets(cfg.data, seed=0)
+    loss_fn = build_loss(cfg.train.loss)
+    on_cpu = _validate(cfg, model, valid_set, loss_fn, torch.device("cpu"))
+    on_cuda = _validate(cfg, model.to("cuda"), valid_set, loss_fn, torch.device("cuda"))
+    assert on_cuda[0] == pytest.approx(on_cpu[0], rel=1e-4)
+    assert list(on_cuda[2].values()) == pytest.approx(list(on_cpu[2].values()), abs=1e-3)  # dB
+
+
+def test_sep_evaluate_runs_bsseval_on_the_gpu(synth_root, cache_dir, tmp_path, monkeypatch):
+    """`sep evaluate` on CUDA (eval.metrics_device auto): BSSEval on CUDA tensors, the CPU's
+    scores (SDR needs no filters: round-off; the other metrics to the tolerance of badly
+    conditioned systems, TOL)."""
+    import json
+
+    from sepcore.checkpoint import Checkpoint, save_checkpoint
+    from sepcore.evaluate import evaluate_checkpoint
+    from tests.sepcore.helpers import experiment_config
+    from tests.sepcore.metrics.test_bsseval_fast import TOL
+    from tests.sepcore.toy_models import register_toy_models
+
+    register_toy_models(monkeypatch)
+    cfg = experiment_config({"name": "true_sources", "leak": 0.1}, synth_root, tmp_path / "run",
+                            cache_dir, evaluation={"max_tracks": 1})
+    path = save_checkpoint(tmp_path / "c.safetensors",
+                           Checkpoint(config=cfg.to_dict(), model_state={}))
+    on_cpu = evaluate_checkpoint(path, out_dir=tmp_path / "cpu", device="cpu", progress=False)
+    on_cuda = evaluate_checkpoint(path, out_dir=tmp_path / "cuda", device="cuda", progress=False)
+    assert json.loads(on_cuda.summary_path.read_text())["bsseval_device"].startswith("cuda")
+    assert json.loads(on_cpu.summary_path.read_text())["bsseval_device"] == "cpu"
+    for target, row in on_cpu.scores.items():
+        assert on_cuda.scores[target]["SDR"] == pytest.approx(row["SDR"], abs=WELL_POSED)
+        np.testing.assert_allclose(list(on_cuda.scores[target].values()), list(row.values()),
+                                   rtol=0, atol=TOL)

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+import sepcore.evaluate as evaluate_mod
 from sepcore.checkpoint import Checkpoint, save_checkpoint
 from sepcore.cli import main
 from sepcore.data import load_subset
+from sepcore.errors import ConfigError
 from sepcore.evaluate import evaluate_checkpoint
 from sepcore.metrics.aggregate import aggregate, format_table
 from sepcore.metrics.bsseval import evaluate_track
@@ -187,3 +189,68 @@ def test_single_source_models_are_scored_with_the_residual(synth_root, cache_dir
     assert set(result.scores) == {"vocals", "accompaniment"}
     # NSDR: the mixture is the estimate of both targets, vocals gain 20 log10(1 / 0.1) dB
     assert result.extra["vocals"]["NSDR"] == pytest.approx(20.0, abs=0.01)
+
+
+@pytest.mark.parametrize("version", ["v4", "v3"])
+def test_bsseval_on_tensors_gives_the_numbers_of_the_numpy_route(version, synth_root, cache_dir,
+                                                                  tmp_path, monkeypatch):
+    """The route a GPU takes (torch tensors on the metrics device to evaluate_track), forced here
+    on CPU tensors: the same scores, per-track JSON and NSDR as the numpy route, to round-off
+    (the museval-equality tolerance of tests/sepcore/metrics, WELL_POSED)."""
+    from tests.sepcore.metrics.test_bsseval_fast import WELL_POSED
+
+    path, _ = _checkpoint(tmp_path / "oracle.safetensors", synth_root, cache_dir, leak=0.1)
+    given = []
+    real = evaluate_mod.evaluate_track
+
+    def spy(refs, ests, **kwargs):
+        given.extend(type(v) for v in (*refs.values(), *ests.values()))
+        return real(refs, ests, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_track", spy)
+    results = {}
+    for route, forced in (("numpy", None), ("tensor", torch.device("cpu"))):
+        given.clear()
+        with monkeypatch.context() as patch:
+            if forced is not None:
+                patch.setattr(evaluate_mod, "bsseval_device", lambda *_, forced=forced: forced)
+            results[route] = evaluate_checkpoint(path, [f"eval.bsseval={version}"],
+                                                 out_dir=tmp_path / route, device="cpu",
+                                                 progress=False)
+        assert set(given) == {np.ndarray if forced is None else torch.Tensor}, route
+    numpy_route, tensor_route = results["numpy"], results["tensor"]
+    for target, row in numpy_route.scores.items():
+        np.testing.assert_allclose(list(tensor_route.scores[target].values()), list(row.values()),
+                                   rtol=0, atol=WELL_POSED)
+        assert math.isfinite(row["SDR"])
+        np.testing.assert_allclose(tensor_route.extra[target]["NSDR"],
+                                   numpy_route.extra[target]["NSDR"], rtol=0, atol=WELL_POSED)
+    for song in numpy_route.sisdr:
+        frames = [_frame_values([_store(route, song)], "vocals", "SDR")
+                  for route in (tmp_path / "numpy", tmp_path / "tensor")]
+        np.testing.assert_allclose(frames[1], frames[0], rtol=0, atol=WELL_POSED)
+
+
+def _store(folder, song):
+    """A written per-track JSON, as an object with the ``json`` attribute _frame_values reads."""
+    return type("Store", (), {"json": (folder / "test" / f"{song}.json").read_text()})
+
+
+def test_bsseval_device_follows_the_model_and_names_the_key(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 1)
+    assert evaluate_mod.bsseval_device("auto", cpu) is None  # numpy on the CPU
+    assert evaluate_mod.bsseval_device("auto", gpu) == gpu  # no CUDA call: the model's device
+    assert evaluate_mod.bsseval_device("cpu", gpu) is None
+    assert evaluate_mod.bsseval_device("cuda", gpu) == gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="eval.metrics_device='cuda'") as info:
+        evaluate_mod.bsseval_device("cuda", cpu)
+    assert info.value.key == "eval.metrics_device"
+
+
+def test_metrics_device_is_checked_with_the_config(synth_root, cache_dir, tmp_path):
+    with pytest.raises(ConfigError, match="eval.metrics_device must be one of auto, cpu, cuda, "
+                                          "got 'gpu'") as info:
+        experiment_config({"name": "true_sources"}, synth_root, tmp_path, cache_dir,
+                          evaluation={"metrics_device": "gpu"})
+    assert info.value.key == "eval.metrics_device"

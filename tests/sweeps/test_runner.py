@@ -105,6 +105,10 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
         assert child.data.tags["sepcore.stopped_early"] in ("True", "False")
     finished = [c for c in children if "test_vocals_SDR" in c.data.metrics]
     assert finished, "finished trials log the paper's test metrics"
+    # a trial's own test scoring covers test_max_tracks songs (1); the best trial is scored
+    # again after the sweep on the whole test set (the synthetic tree's 2 songs)
+    tracks = {c.info.run_id: c.data.metrics.get("test_tracks") for c in finished}
+    assert tracks.pop(outcome.pushed[0]["run_id"]) == 2 and set(tracks.values()) <= {1}
     assert "config" in outcome.report and "vocals_SDR" in outcome.report
     artifacts = [a.path for a in client.list_artifacts(outcome.parent_run_id, "report")]
     assert {"report/comparison.csv", "report/comparison.png", "report/report.html",

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sweeps.errors import SweepError
 from sweeps.spec import grid_points, load_sweep
@@ -75,6 +76,20 @@ def test_bands_explore_profile_keeps_asha_at_matched_size():
     assert sweep.tune.scheduler.type == "asha"
     bands = [sweep.config_for(p).model.num_bands for p in grid_points(sweep.params)]
     assert bands == [1, 2, 4, 8]
+
+
+GPU_PROFILES = [(path.stem, name) for path in sorted(SWEEPS.glob("*.yaml"))
+                for name in (OmegaConf.load(path).get("profiles") or {})
+                if name in ("paper", "explore")]
+
+
+@pytest.mark.parametrize("name,profile", GPU_PROFILES, ids=lambda v: str(v))
+def test_full_size_profiles_score_trials_on_a_few_test_songs(name, profile):
+    """Each trial of a paper/explore profile scores its best checkpoint on test_max_tracks
+    songs (the fast evaluation); the sweep's best trial is scored on all of them afterwards."""
+    node = OmegaConf.load(SWEEPS / f"{name}.yaml")  # (load_sweep builds every full-size model)
+    tune = OmegaConf.merge(node.get("tune") or {}, node.profiles[profile].get("tune") or {})
+    assert tune.get("test_eval", True) and tune.get("test_max_tracks") == 10
 
 
 def test_a_sweep_for_an_unbuilt_model_says_so(tmp_path):

@@ -119,3 +119,4 @@ def test_test_scores_follow_the_checkpoints_protocol_and_say_so(protocol, synth_
     assert (summary["protocol"], summary["sample_rate"], summary["channels"]) == (
         protocol, rate, channels)
     assert run.metrics["test_vocals_SDR"] == pytest.approx(summary["scores"]["vocals"]["SDR"])
+    assert run.metrics["test_tracks"] == len(summary["tracks"]) == 1  # max_tracks songs

@@ -134,8 +134,8 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
 def _add_scores(
     store: museval.TrackStore,
     names: list[str],
-    references: Mapping[str, np.ndarray],
-    estimates: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray | torch.Tensor],
+    estimates: Mapping[str, np.ndarray | torch.Tensor],
     rate: int,
     win: float,
     hop: float,
@@ -144,7 +144,7 @@ def _add_scores(
     version: str = "v4",
 ) -> None:
     if version == "v3":  # one window over the whole track
-        win_n = hop_n = int(np.asarray(references[names[0]]).shape[0])
+        win_n = hop_n = int(references[names[0]].shape[0])
     else:
         win_n, hop_n = int(win * rate), int(hop * rate)
     sdr, isr, sir, sar = evaluate(
@@ -168,8 +168,8 @@ def _add_scores(
 
 
 def evaluate_track(
-    references: Mapping[str, np.ndarray],
-    estimates: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray | torch.Tensor],
+    estimates: Mapping[str, np.ndarray | torch.Tensor],
     track_name: str,
     rate: int,
     win: float = 1.0,
@@ -186,7 +186,8 @@ def evaluate_track(
     needs at least two of them (otherwise museval warns and leaves them unscored).
 
     Args:
-        references: target name -> (T, C) true stem.
+        references: target name -> (T, C) true stem (numpy, or torch tensors: computed on
+            their device, e.g. CUDA).
         estimates: target name -> (T, C) estimated stem; names not in ``references`` are ignored.
         track_name: the track's name (the JSON file's stem).
         rate: sample rate in Hz.
@@ -206,7 +207,7 @@ def evaluate_track(
         raise ValueError(f"unknown BSSEval version {version!r}; expected 'v4' or 'v3'")
     targets = [name for name in references if name in estimates]
     if version == "v3" and targets:
-        win = hop = np.asarray(references[targets[0]]).shape[0] / rate
+        win = hop = references[targets[0]].shape[0] / rate
     store = museval.TrackStore(win=win, hop=hop, track_name=track_name)
 
     has_acc = "vocals" in targets and "accompaniment" in targets
