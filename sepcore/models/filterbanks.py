@@ -55,7 +55,8 @@ Choices the thesis leaves open, as implemented here:
   see the sum) and low filter indices stay low frequencies for both channels (contiguous band
   splits of the latent stay meaningful). The weight is block-sparse ``(F, C, L)``.
 - ``who_is_pinv``: the pseudo-inverse (``torch.linalg.pinv``) of the ``(F, C·L)`` weight matrix,
-  recomputed at every forward so gradients flow into the other side's parameters, scaled by
+  recomputed at every forward in training so gradients flow into the other side's parameters
+  (in eval mode without autograd it is cached until those parameters change), scaled by
   ``stride / L`` because the overlap-add of transposed convs sums ``L / stride`` copies of every
   sample: with an overcomplete bank (F >= C·L) the pair is an identity away from the signal edges
   when ``stride`` divides ``L`` (before the encoder's ReLU).
@@ -97,6 +98,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepcore.errors import ConfigError
+from sepcore.models.base import float32
 
 ENCODINGS = ("simple", "filterbanks", "hybrid", "deep")
 FILTERBANKS = ("conv", "param_sinc", "pmpgtf", "stft", "mel")
@@ -384,12 +386,35 @@ class PinvFilterbank(Filterbank):
         super().__init__(source.in_channels, source.num_filters, source.kernel_size,
                          source.stride, relu, transposed)
         self._source = (source,)
+        self._cached: tuple[tuple, torch.Tensor] | None = None  # (source parameters' key, filters)
+
+    def _source_key(self) -> tuple:
+        """Changes whenever a source parameter is written (in place: ``_version``; replaced:
+        ``data_ptr``) or moved (device, dtype)."""
+        return tuple((p.data_ptr(), p._version, p.device, p.dtype)
+                     for p in self._source[0].parameters())
+
+    def train(self, mode: bool = True) -> PinvFilterbank:
+        self._cached = None
+        return super().train(mode)
 
     def filters(self) -> torch.Tensor:
-        w = self._source[0].filters()  # (F, C, L)
-        f, c, length = w.shape
-        inverse = torch.linalg.pinv(w.reshape(f, c * length))  # (C·L, F)
-        return inverse.T.reshape(f, c, length) * (self.stride / length)  # (F, C, L)
+        if self.training or torch.is_grad_enabled():  # gradients flow into the source's weights
+            self._cached = None
+            return pinv_filters(self._source[0].filters(), self.stride)
+        key = self._source_key()
+        if self._cached is None or self._cached[0] != key:  # eval: one SVD per weight change
+            self._cached = (key, pinv_filters(self._source[0].filters(), self.stride))
+        return self._cached[1]
+
+
+@float32
+def pinv_filters(w: torch.Tensor, stride: int) -> torch.Tensor:
+    """(F, C, L) filters → the (F, C, L) filters of their pseudo-inverse, scaled by stride / L
+    (in float32: ``torch.linalg`` has no half-precision kernels)."""
+    f, c, length = w.shape
+    inverse = torch.linalg.pinv(w.reshape(f, c * length))  # (C·L, F)
+    return inverse.T.reshape(f, c, length) * (stride / length)  # (F, C, L)
 
 
 def make_filterbank(kind: str, in_channels: int, num_filters: int, kernel_size: int, stride: int,
@@ -425,12 +450,18 @@ class STFTBranch(nn.Module):
         self.proj = nn.Conv1d(in_channels * bins, num_filters, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, _ = x.shape
+        mag = self.magnitude(x)  # (B·C, bins, K)
+        return self.proj(mag.reshape(batch, channels * self.bins, -1))  # (B, F, K)
+
+    @float32
+    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) → (B·C, bins, K) STFT magnitudes, in float32."""
         batch, channels, length = x.shape
         spec = F.conv1d(x.reshape(batch * channels, 1, length), self.basis,
                         stride=self.stride)  # (B·C, 2·bins, K)
         re, im = spec.split(self.bins, dim=1)
-        mag = torch.sqrt(re.pow(2) + im.pow(2) + 1e-8)  # (B·C, bins, K)
-        return self.proj(mag.reshape(batch, channels * self.bins, -1))  # (B, F, K)
+        return torch.sqrt(re.pow(2) + im.pow(2) + 1e-8)  # (B·C, bins, K)
 
 
 def mel_fft_size(cfg, sample_rate: int) -> int:
@@ -475,6 +506,7 @@ class MelBranch(nn.Module):
         self.affine_bias = nn.Parameter(torch.zeros(1, bins, 1))
         self.mel_transform = nn.Conv1d(bins, num_mels, 1, bias=True)
 
+    @float32
     def log_power(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, bins, frames) log10 power, averaged over the channels."""
         batch, channels, length = x.shape
