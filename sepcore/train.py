@@ -30,7 +30,8 @@ the first non-finite step are kept on the device and read every ``train.log_ever
 the end of the epoch (so the error comes up to ``log_every`` steps late, naming the exact step).
 With ``train.amp: fp16`` the gradient scaler skips a step whose loss or gradients are not finite
 (and lowers its scale): such steps are counted (metric ``skipped_steps``), and
-``train.max_skipped_steps`` consecutive ones raise TrainingDiverged.
+``train.max_skipped_steps`` consecutive ones raise TrainingDiverged (torch's GradScaler itself
+reads its inf flag once per step: fp16 keeps that one sync, bf16 and float32 have none).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-import os
 import math
+import os
 import random
 import shutil
 import sys

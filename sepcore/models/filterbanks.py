@@ -502,6 +502,7 @@ class MelBranch(nn.Module):
         self.register_buffer("mean", torch.zeros(1, bins, 1))
         self.register_buffer("var", torch.ones(1, bins, 1))
         self.register_buffer("seen", torch.zeros(()))  # inputs pooled into mean/var so far
+        self._seen_host: tuple[tuple, float] = ((), 0.0)  # (seen's identity and version, value)
         self.affine_scale = nn.Parameter(torch.ones(1, bins, 1))
         self.affine_bias = nn.Parameter(torch.zeros(1, bins, 1))
         self.mel_transform = nn.Conv1d(bins, num_mels, 1, bias=True)
@@ -518,10 +519,18 @@ class MelBranch(nn.Module):
         power = power.view(batch, channels, *power.shape[1:]).mean(dim=1)  # (B, bins, frames)
         return torch.log10(power + 1e-8)
 
+    def seen_count(self) -> float:
+        """``seen`` as a number, read from the device only when the buffer changed (pooling,
+        ``load_state_dict``, a move): not at every training step once pooling is over."""
+        key = (self.seen.data_ptr(), self.seen._version, self.seen.device)
+        if self._seen_host[0] != key:
+            self._seen_host = (key, float(self.seen))
+        return self._seen_host[1]
+
     @torch.no_grad()
     def _pool_statistics(self, mag: torch.Tensor) -> None:
         """Merge a batch's per-bin mean/variance into the running ones (exact pooling)."""
-        n, b = float(self.seen), float(mag.shape[0])
+        n, b = self.seen_count(), float(mag.shape[0])
         batch_mean = mag.mean(dim=(0, 2), keepdim=True).to(self.mean)
         batch_var = mag.var(dim=(0, 2), keepdim=True, unbiased=False).to(self.var)
         if n == 0:
@@ -537,7 +546,7 @@ class MelBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         mag = self.log_power(x)  # (B, bins, frames_stft)
-        if self.training and self.pool and float(self.seen) < self.stat_samples:
+        if self.training and self.pool and self.seen_count() < self.stat_samples:
             self._pool_statistics(mag)
         mag = (mag - self.mean) / torch.sqrt(self.var + 1e-8)  # (B, bins, frames_stft)
         mag = mag * self.affine_scale + self.affine_bias

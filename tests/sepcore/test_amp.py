@@ -352,3 +352,20 @@ def test_fp16_run_of_skipped_steps_is_training_diverged(synth_root, cache_dir, t
 
 def test_skipped_steps_is_an_epoch_metric():
     assert "skipped_steps" in train_mod.epoch_metric_names(["vocals"])
+
+
+def test_mel_branch_reads_its_pooled_count_only_when_it_changes(monkeypatch):
+    from sepcore.models.filterbanks import MelBranch
+
+    branch = MelBranch(num_mels=4, n_fft=32).train()
+    branch.stat_samples = 4
+    reads = []
+    real = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__",
+                        lambda self: reads.append(1) or real(self))
+    x = torch.randn(2, 1, 400)
+    for _ in range(5):
+        branch(x, 10)
+    assert branch.seen_count() == 4 and len(reads) == 3  # 0, 2, then 4: pooling is over
+    branch.load_state_dict({**branch.state_dict(), "seen": torch.tensor(1.0)})
+    assert branch.seen_count() == 1 and len(reads) == 4  # a loaded count is read again
