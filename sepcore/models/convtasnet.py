@@ -137,9 +137,9 @@ class GlobalLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, K)
         # gLN is a group norm with one group: torch's fused kernel (one pass for the statistics,
         # one for the affine) instead of seven elementwise passes over (B, C, K); the affine may
-        # be generated in half precision (Meta-TasNet), hence .float()
-        return F.group_norm(x, 1, self.gamma.float().view(-1), self.beta.float().view(-1),
-                            eps=1e-8)
+        # be generated in half precision (Meta-TasNet): it follows x (float32, or float64)
+        return F.group_norm(x, 1, self.gamma.to(x.dtype).view(-1),
+                            self.beta.to(x.dtype).view(-1), eps=1e-8)
 
 
 class ChannelwiseLayerNorm(nn.Module):
@@ -154,7 +154,8 @@ class ChannelwiseLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, K)
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        return self.gamma.float() * (x - mean) / torch.sqrt(var + 1e-8) + self.beta.float()
+        return self.gamma.to(x.dtype) * (x - mean) / torch.sqrt(var + 1e-8) + \
+            self.beta.to(x.dtype)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
