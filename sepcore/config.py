@@ -144,7 +144,11 @@ class TrainConfig:
     source_weights: list[float] | None = None  # per-source loss weights (None = equal)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision (CUDA only)
+    # mixed precision (AMP_MODES): auto = bf16 on a GPU that supports it, else off; bf16 also
+    # runs on the CPU; fp16 uses a gradient scaler (old configs' true = auto, false = off)
+    amp: str = "auto"
+    log_every: int = 50  # steps between host syncs of the step loop (loss, finiteness, skips)
+    max_skipped_steps: int = 20  # fp16: this many consecutive non-finite steps = divergence
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
     out_dir: str = "runs/default"  # last.safetensors, best.safetensors (+ epoch_NNN.safetensors)
     keep_every: bool = False  # keep one checkpoint per epoch as epoch_NNN.ckpt
@@ -294,6 +298,8 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
                           key="model.name",
                           file=file)
     sections = {s: typed(cls, node.get(s), s, file) for s, cls in _SECTIONS.items()}
+    sections["train"] = dataclasses.replace(sections["train"],
+                                            amp=amp_mode(sections["train"].amp, file))
     check_domains(sections, file)
     audio = sections["audio"]
     _check_audio(audio, sections["data"], file)
@@ -308,6 +314,21 @@ def config_from_dict(raw: dict | DictConfig, file: str | None = None) -> Experim
         sections["data"], **{data_key: _copy(getattr(audio, audio_key))
                              for audio_key, (_, data_key) in AUDIO_FIELDS.items()})
     return ExperimentConfig(model_name=name, model=model_cfg, **sections)
+
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# booleans of older configs and checkpoints (OmegaConf turns them into strings for a str field;
+# YAML reads on/off as booleans too)
+_AMP_BOOLEANS = {"true": "auto", "false": "off"}
+
+
+def amp_mode(value: Any, file: str | None = None) -> str:
+    """``train.amp`` as one of :data:`AMP_MODES` (true → auto, false → off)."""
+    mode = _AMP_BOOLEANS.get(str(value).lower(), str(value).lower())
+    if mode not in AMP_MODES:
+        raise ConfigError(f"key 'train.amp' = {value!r} must be one of {', '.join(AMP_MODES)} "
+                          "(or true/false)", key="train.amp", file=file)
+    return mode
 
 
 # Shortest inference chunk (s): shorter ones would run the model a great many times per second.
@@ -360,6 +381,8 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.grad_clip": (_optional(_positive), "null or finite and > 0"),
     "train.loss_weight": (_non_negative, "finite and >= 0"),
     "train.aux_weight": (_non_negative, "finite and >= 0"),
+    "train.log_every": (_at_least_one, "an integer >= 1"),
+    "train.max_skipped_steps": (_at_least_one, "an integer >= 1"),
     "train.source_weights": (lambda v: v is None or all(_non_negative(w) for w in v),
                              "null or a list of finite weights >= 0"),
     "eval.max_tracks": (_optional(_at_least_one), "null or an integer >= 1"),

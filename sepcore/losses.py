@@ -20,7 +20,7 @@ The trainer gets its loss with ``build_loss(cfg.train.loss, cfg.train.source_wei
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 from torch import Tensor
@@ -108,23 +108,39 @@ _PER_SOURCE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def _check_weights(values: list[float]) -> None:
+    if any(w < 0 for w in values) or not sum(values) > 0:
+        raise ConfigError(
+            f"train.source_weights must be >= 0 with a positive sum, got {values}",
+            key="train.source_weights",
+        )
+
+
+@lru_cache(maxsize=64)
+def _weights_on(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(S,) weights on ``device``: copied host → device once, not at every loss call."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def _weights_tensor(weights: Weights, num_sources: int, like: Tensor) -> Tensor | None:
-    """Validates per-source weights against S; ``None`` means equal weights."""
+    """Validates per-source weights against S; ``None`` means equal weights.
+
+    Sequences (what :func:`build_loss` binds) are checked on the host and their device copy is
+    cached, so a training step neither copies them nor waits for the device; tensor weights are
+    read back once per call to be checked.
+    """
     if weights is None:
         return None
-    w = torch.as_tensor(weights, dtype=like.dtype, device=like.device).flatten()
-    if w.numel() != num_sources:
+    values = [float(w) for w in torch.as_tensor(weights).flatten().tolist()] \
+        if isinstance(weights, Tensor) else [float(w) for w in weights]
+    if len(values) != num_sources:
         raise ConfigError(
-            f"train.source_weights has {w.numel()} values {w.tolist()} but the model separates "
+            f"train.source_weights has {len(values)} values {values} but the model separates "
             f"{num_sources} sources",
             key="train.source_weights",
         )
-    if bool((w < 0).any()) or not bool(w.sum() > 0):
-        raise ConfigError(
-            f"train.source_weights must be >= 0 with a positive sum, got {w.tolist()}",
-            key="train.source_weights",
-        )
-    return w
+    _check_weights(values)
+    return _weights_on(tuple(values), like.device, like.dtype)
 
 
 def _weighted_mean(per_source: Tensor, weights: Weights) -> Tensor:
@@ -250,10 +266,6 @@ def build_loss(name: str, weights: Sequence[float] | None = None) -> LossFn:
     """
     _check_name(name)
     if weights is not None:
-        weights = [float(w) for w in weights]
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigError(
-                f"train.source_weights must be >= 0 with a positive sum, got {weights}",
-                key="train.source_weights",
-            )
+        weights = tuple(float(w) for w in weights)
+        _check_weights(list(weights))
     return partial(LOSSES[name], weights=weights)

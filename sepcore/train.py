@@ -3,8 +3,10 @@
 ``fit(cfg, hooks)`` trains the model described by an :class:`~sepcore.config.ExperimentConfig`:
 Adam with weight decay, LR × ``lr_factor`` after ``lr_patience`` epochs without improvement of the
 validation loss, gradient-norm clipping, early stopping, an epoch and/or step budget, device
-auto-selection (CUDA when present) with optional mixed precision, seeded RNGs, a checkpoint every
-epoch (``last.safetensors``, ``best.safetensors``) and exact resume from one.
+auto-selection (CUDA when present, :func:`select_device`), mixed precision (``train.amp``:
+:func:`autocast_dtype`), TF32 and cuDNN autotuning on CUDA for the duration of ``fit`` only
+(:func:`cuda_speedups`), seeded RNGs, a checkpoint every epoch (``last.safetensors``,
+``best.safetensors``) and exact resume from one.
 
 The trainer knows nothing about Ray or MLflow: it calls hooks. A hook is any object with some of
 these methods:
@@ -23,14 +25,22 @@ pre-trained encoder/decoder, frozen) come from ``train.init_from`` (a sepcore ch
 :func:`apply_transfer`.
 
 A NaN/inf loss (training or validation) raises :class:`~sepcore.errors.TrainingDiverged` naming
-the epoch and step.
+the epoch and step. The step loop does not wait for the device at every step: the loss sum and
+the first non-finite step are kept on the device and read every ``train.log_every`` steps and at
+the end of the epoch (so the error comes up to ``log_every`` steps late, naming the exact step).
+With ``train.amp: fp16`` the gradient scaler skips a step whose loss or gradients are not finite
+(and lowers its scale): such steps are counted (metric ``skipped_steps``), and
+``train.max_skipped_steps`` consecutive ones raise TrainingDiverged (torch's GradScaler itself
+reads its inf flag once per step: fp16 keeps that one sync, bf16 and float32 have none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -81,6 +91,7 @@ class EpochReport:
     best_valid_loss: float
     lr: float
     epoch_time: float  # seconds for training + validation of the epoch
+    skipped_steps: int = 0  # fp16: steps the gradient scaler skipped (non-finite loss/gradients)
     valid_sisdr_per_source: dict[str, float] = field(default_factory=dict)  # source -> dB
 
     def as_metrics(self) -> dict[str, float]:
@@ -155,26 +166,72 @@ class TrainState:
         return cls(**{name: train_state[name] for name in names})
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: str = "auto", key: str = "train.device") -> torch.device:
     """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``.
 
-    A name torch does not know, CUDA on a machine without it, or a CUDA index past the last GPU
-    is a :class:`~sepcore.errors.ConfigError` naming ``train.device``.
+    The one place where a device name becomes a device (training, ``sep evaluate``, ``sep
+    separate``, trials). A name torch does not know, CUDA on a machine without it (saying whether
+    torch is a CPU build or a CUDA build that sees no GPU), or a CUDA index past the last GPU is
+    a one-line :class:`~sepcore.errors.ConfigError` naming ``key``.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"train.device={name!r} is not a device (use auto, cpu, cuda or "
-                          "cuda:N)", key="train.device") from None
+        raise ConfigError(f"{key}={name!r} is not a device (use auto, cpu, cuda or cuda:N)",
+                          key=key) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available", key="train.device")
+        if torch.version.cuda is None:
+            why = (f"torch {torch.__version__} was built without CUDA (torch.version.cuda is "
+                   "None); install a CUDA build of torch")
+        else:
+            why = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but sees no "
+                   f"GPU (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+        raise ConfigError(f"{key}={name!r} but CUDA is not available: {why}; or use {key}=auto",
+                          key=key)
     if device.type == "cuda" and device.index is not None and \
             device.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device={name!r} but this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s)", key="train.device")
+        raise ConfigError(f"{key}={name!r} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)", key=key)
     return device
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` = ``mode`` on ``device``; None = full precision.
+
+    ``auto``: bfloat16 on a GPU with native bfloat16 (Ampere and later), else off (CPU autocast
+    is slower than float32 on most CPUs; ask for ``bf16`` to get it). ``bf16`` on a GPU without
+    it is a ConfigError naming ``train.amp``.
+    """
+    cuda = device.type == "cuda"
+    bf16_ok = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    if mode == "off" or (mode == "auto" and not bf16_ok):
+        return None
+    if mode == "bf16" and cuda and not bf16_ok:
+        raise ConfigError(f"train.amp='bf16' but {torch.cuda.get_device_name(device)} has no "
+                          "native bfloat16; use train.amp=fp16 or off", key="train.amp")
+    return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+@contextlib.contextmanager
+def cuda_speedups(device: torch.device, deterministic: bool = False):
+    """On CUDA: TF32 matmuls and convolutions, and cuDNN autotuning unless ``deterministic``,
+    while the block runs; the previous settings come back after it (also on errors), so a
+    process that trains and then evaluates (or runs tests) keeps its own. No-op elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"), \
+        (torch.backends.cudnn, "benchmark")
+    before = [getattr(owner, name) for owner, name in flags]
+    for (owner, name), value in zip(flags, (True, True, not deterministic), strict=True):
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(flags, before, strict=True):
+            setattr(owner, name, value)
 
 
 def seed_everything(seed: int) -> None:
@@ -194,14 +251,19 @@ def _bar(iterable, total: int, enabled: bool, desc: str):
 
 def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     """Train ``cfg``'s model on ``cfg``'s data; see the module docstring."""
+    device = select_device(cfg.train.device)
+    with cuda_speedups(device, cfg.train.deterministic):
+        return _fit(cfg, list(hooks or []), device)
+
+
+def _fit(cfg: ExperimentConfig, hooks: list[Any], device: torch.device) -> FitResult:
     from sepcore.data import build_datasets
     from sepcore.data.loader import train_loader
 
-    hooks = list(hooks or [])
     tc = cfg.train
     out_dir = Path(tc.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = select_device(tc.device)
+    amp_dtype = autocast_dtype(tc.amp, device)
     seed_everything(tc.seed)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -217,8 +279,8 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
     optimizer = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
-    use_amp = bool(tc.amp and device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # fp16 needs loss scaling (its range ends at 65504); bfloat16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     train_set, valid_set = build_datasets(cfg.data, seed=tc.seed)
     loader = train_loader(cfg, train_set, device)  # built once: its workers persist
@@ -236,8 +298,8 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
         if tc.max_steps is not None and state.global_step >= tc.max_steps:
             break
         t0 = time.perf_counter()
-        train_loss = _train_epoch(cfg, model, loader, optimizer, scaler, (loss_fn, aux_fn),
-                                  device, epoch, state, use_amp)
+        train_loss, skipped = _train_epoch(cfg, model, loader, optimizer, scaler,
+                                           (loss_fn, aux_fn), device, epoch, state, amp_dtype)
         valid_loss, valid_sisdr, per_source = _validate(cfg, model, valid_set, loss_fn, device)
         if not math.isfinite(valid_loss):  # no epoch could ever be the best: stop, say why
             raise TrainingDiverged(
@@ -251,7 +313,7 @@ def fit(cfg: ExperimentConfig, hooks: list[Any] | None = None) -> FitResult:
             epoch=epoch, step=state.global_step, train_loss=train_loss, valid_loss=valid_loss,
             valid_sisdr=valid_sisdr, best_valid_loss=state.best_valid_loss,
             lr=optimizer.param_groups[0]["lr"], epoch_time=time.perf_counter() - t0,
-            valid_sisdr_per_source=per_source).as_metrics()
+            skipped_steps=skipped, valid_sisdr_per_source=per_source).as_metrics()
         state.history.append(metrics)
         last = _save(out_dir / LAST, cfg, model, optimizer, scheduler, state, metrics)
         if improved:
@@ -414,8 +476,61 @@ def _training_loss(model, mixture, targets, loss_fn, aux_fn, tc) -> torch.Tensor
     return tc.loss_weight * loss_fn(runner(inputs).float(), targets)
 
 
+class StepStats:
+    """What the step loop accumulates on the device, read back only by :meth:`check`.
+
+    Per step :meth:`add` records the loss, whether it was finite, and whether the gradient scaler
+    skipped the step, with device ops only; :meth:`check` reads everything in one transfer,
+    raises :class:`~sepcore.errors.TrainingDiverged` (a non-finite loss without a scaler, naming
+    its exact step; ``max_skipped`` consecutive skipped steps with one) and returns the mean loss
+    of the finite steps so far.
+    """
+
+    def __init__(self, device: torch.device, epoch: int, scaled: bool, max_skipped: int):
+        self.epoch, self.scaled, self.max_skipped = epoch, scaled, max_skipped
+        # loss sum, finite steps, first non-finite step, its loss, skipped, run, longest run
+        self.values = torch.zeros(7, dtype=torch.float64, device=device)
+        self.checked = 0  # the last step read back
+
+    def add(self, loss: torch.Tensor, step: int, skipped: torch.Tensor | None) -> None:
+        loss = loss.detach().double()
+        finite = torch.isfinite(loss)
+        v = self.values
+        first = finite.logical_not() & (v[2] == 0)  # the first non-finite step of the epoch
+        v[0] += torch.where(finite, loss, 0.0)
+        v[1] += finite
+        v[2] = torch.where(first, step, v[2])
+        v[3] = torch.where(first, loss, v[3])
+        if skipped is not None:
+            v[4] += skipped
+            v[5] = (v[5] + 1) * skipped  # consecutive skipped steps
+            v[6] = torch.maximum(v[6], v[5])
+
+    def check(self, step: int) -> float:
+        total, finite, bad_step, bad_loss, skipped, _, longest = self.values.tolist()
+        checked, self.checked = self.checked, step
+        if bad_step and not self.scaled:
+            raise TrainingDiverged(
+                f"loss is {bad_loss} at epoch {self.epoch}, step {int(bad_step)} (found when "
+                f"checking steps {checked + 1}-{step}); lower train.lr or enable "
+                "train.grad_clip", epoch=self.epoch, step=int(bad_step))
+        if longest >= self.max_skipped:
+            raise TrainingDiverged(
+                f"{int(longest)} consecutive steps skipped by the fp16 gradient scaler (non-"
+                f"finite loss or gradients) at epoch {self.epoch}, steps {checked + 1}-{step} "
+                f"(train.max_skipped_steps={self.max_skipped}); lower train.lr, enable "
+                "train.grad_clip or use train.amp=bf16", epoch=self.epoch, step=step)
+        return total / max(finite, 1)
+
+    @property
+    def skipped(self) -> int:
+        return int(self.values[4])
+
+
 def _train_epoch(cfg, model, loader, optimizer, scaler, loss_fns, device, epoch,
-                 state: TrainState, use_amp) -> float:
+                 state: TrainState, amp_dtype) -> tuple[float, int]:
+    """One epoch of steps; returns the mean loss of its finite steps and the number of steps
+    the gradient scaler skipped. No host sync per step (see :class:`StepStats`)."""
     tc = cfg.train
     loss_fn, aux_fn = loss_fns
     model.train()
@@ -425,33 +540,35 @@ def _train_epoch(cfg, model, loader, optimizer, scaler, loss_fns, device, epoch,
         steps = min(steps, tc.steps_per_epoch)
     if tc.max_steps is not None:
         steps = min(steps, tc.max_steps - state.global_step)
-    total, count = 0.0, 0
+    stats = StepStats(device, epoch, scaler.is_enabled(), tc.max_skipped_steps)
+    mean = 0.0
     bar = _bar(loader, steps, tc.progress, f"epoch {epoch}")
     for index, (mixture, targets) in enumerate(bar):
         if index >= steps:
             break
         mixture = mixture.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype,
+                            enabled=amp_dtype is not None):
             loss = _training_loss(model, mixture, targets, loss_fn, aux_fn, tc)
         state.global_step += 1
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch}, step {state.global_step} "
-                f"(batch {index} of the epoch); lower train.lr or enable train.grad_clip",
-                epoch=epoch, step=state.global_step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if tc.grad_clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        # the scaler skips the step and lowers its scale when the gradients are not finite
+        scale = scaler._scale.clone() if scaler.is_enabled() else None
         scaler.step(optimizer)
         scaler.update()
-        total += loss.item()
-        count += 1
-        bar.set_postfix(loss=f"{total / count:.4f}")
+        stats.add(loss, state.global_step, None if scale is None else scaler._scale < scale)
+        if state.global_step % tc.log_every == 0:
+            mean = stats.check(state.global_step)
+            bar.set_postfix(loss=f"{mean:.4f}")
     bar.close()
-    return total / max(count, 1)
+    if stats.checked < state.global_step:  # the epoch's last steps
+        mean = stats.check(state.global_step)
+    return mean, stats.skipped
 
 
 @torch.no_grad()

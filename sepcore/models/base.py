@@ -28,11 +28,18 @@ channel order) stores it in a buffer, so a checkpoint restores it with the weigh
 ``after_transfer(changed: set[str]) -> None``: the trainer calls it in a fresh run after
 ``train.init_from``/``train.reinit`` changed the state-dict entries named in ``changed``, so that
 the derived state follows the new weights. It is never called on resume or ``load_state_dict``.
+
+Mixed precision (``train.amp``): the numerically delicate steps (masks and their eps, STFT/iSTFT,
+norms, linalg) are functions or methods decorated with :func:`float32`, so they compute in float32
+whatever autocast does around them; every model uses that one helper.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -80,6 +87,36 @@ class SeparationModel(nn.Module):
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def _up(value):
+    """A half/bfloat16 tensor as float32 (complex32 as complex64); anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    if isinstance(value, torch.Tensor) and value.dtype == torch.complex32:
+        return value.to(torch.complex64)
+    return value
+
+
+def float32(fn: F) -> F:
+    """Decorator: ``fn`` runs with autocast off and its half-precision tensor arguments cast to
+    float32, so it returns float32 under ``torch.autocast`` (bf16 or fp16) as without it.
+
+    For the steps half precision breaks: masks with an eps (``1e-8`` is 0 in fp16, so a soft
+    mask of vanishing scores is 0/0), STFT/iSTFT, normalisations and ``torch.linalg``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return fn(*map(_up, args), **{k: _up(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

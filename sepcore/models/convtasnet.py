@@ -37,7 +37,7 @@ from torch import nn
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
-from sepcore.models.base import SeparationModel
+from sepcore.models.base import SeparationModel, float32
 from sepcore.models.filterbanks import build_encoding
 
 NORMS = ("gLN", "cLN", "BN")
@@ -133,10 +133,13 @@ class GlobalLayerNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(1, channels, 1))
         self.beta = nn.Parameter(torch.zeros(1, channels, 1))
 
+    @float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, K)
         # gLN is a group norm with one group: torch's fused kernel (one pass for the statistics,
-        # one for the affine) instead of seven elementwise passes over (B, C, K)
-        return F.group_norm(x, 1, self.gamma.view(-1), self.beta.view(-1), eps=1e-8)
+        # one for the affine) instead of seven elementwise passes over (B, C, K); the affine may
+        # be generated in half precision (Meta-TasNet): it follows x (float32, or float64)
+        return F.group_norm(x, 1, self.gamma.to(x.dtype).view(-1),
+                            self.beta.to(x.dtype).view(-1), eps=1e-8)
 
 
 class ChannelwiseLayerNorm(nn.Module):
@@ -147,10 +150,12 @@ class ChannelwiseLayerNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(1, channels, 1))
         self.beta = nn.Parameter(torch.zeros(1, channels, 1))
 
+    @float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, K)
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        return self.gamma * (x - mean) / torch.sqrt(var + 1e-8) + self.beta
+        return self.gamma.to(x.dtype) * (x - mean) / torch.sqrt(var + 1e-8) + \
+            self.beta.to(x.dtype)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -167,6 +172,7 @@ def make_activation(kind: str) -> nn.Module:
     return nn.PReLU() if kind == "prelu" else nn.LeakyReLU(0.01)
 
 
+@float32
 def apply_mask_nonlinearity(scores: torch.Tensor, kind: str) -> torch.Tensor:
     """Mask scores (B, S, N, K) → masks; softmax normalises across the sources axis."""
     if kind == "sigmoid":

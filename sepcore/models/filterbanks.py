@@ -55,7 +55,8 @@ Choices the thesis leaves open, as implemented here:
   see the sum) and low filter indices stay low frequencies for both channels (contiguous band
   splits of the latent stay meaningful). The weight is block-sparse ``(F, C, L)``.
 - ``who_is_pinv``: the pseudo-inverse (``torch.linalg.pinv``) of the ``(F, C·L)`` weight matrix,
-  recomputed at every forward so gradients flow into the other side's parameters, scaled by
+  recomputed at every forward in training so gradients flow into the other side's parameters
+  (in eval mode without autograd it is cached until those parameters change), scaled by
   ``stride / L`` because the overlap-add of transposed convs sums ``L / stride`` copies of every
   sample: with an overcomplete bank (F >= C·L) the pair is an identity away from the signal edges
   when ``stride`` divides ``L`` (before the encoder's ReLU).
@@ -97,6 +98,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepcore.errors import ConfigError
+from sepcore.models.base import float32
 
 ENCODINGS = ("simple", "filterbanks", "hybrid", "deep")
 FILTERBANKS = ("conv", "param_sinc", "pmpgtf", "stft", "mel")
@@ -384,12 +386,35 @@ class PinvFilterbank(Filterbank):
         super().__init__(source.in_channels, source.num_filters, source.kernel_size,
                          source.stride, relu, transposed)
         self._source = (source,)
+        self._cached: tuple[tuple, torch.Tensor] | None = None  # (source parameters' key, filters)
+
+    def _source_key(self) -> tuple:
+        """Changes whenever a source parameter is written (in place: ``_version``; replaced:
+        ``data_ptr``) or moved (device, dtype)."""
+        return tuple((p.data_ptr(), p._version, p.device, p.dtype)
+                     for p in self._source[0].parameters())
+
+    def train(self, mode: bool = True) -> PinvFilterbank:
+        self._cached = None
+        return super().train(mode)
 
     def filters(self) -> torch.Tensor:
-        w = self._source[0].filters()  # (F, C, L)
-        f, c, length = w.shape
-        inverse = torch.linalg.pinv(w.reshape(f, c * length))  # (C·L, F)
-        return inverse.T.reshape(f, c, length) * (self.stride / length)  # (F, C, L)
+        if self.training or torch.is_grad_enabled():  # gradients flow into the source's weights
+            self._cached = None
+            return pinv_filters(self._source[0].filters(), self.stride)
+        key = self._source_key()
+        if self._cached is None or self._cached[0] != key:  # eval: one SVD per weight change
+            self._cached = (key, pinv_filters(self._source[0].filters(), self.stride))
+        return self._cached[1]
+
+
+@float32
+def pinv_filters(w: torch.Tensor, stride: int) -> torch.Tensor:
+    """(F, C, L) filters → the (F, C, L) filters of their pseudo-inverse, scaled by stride / L
+    (in float32: ``torch.linalg`` has no half-precision kernels)."""
+    f, c, length = w.shape
+    inverse = torch.linalg.pinv(w.reshape(f, c * length))  # (C·L, F)
+    return inverse.T.reshape(f, c, length) * (stride / length)  # (F, C, L)
 
 
 def make_filterbank(kind: str, in_channels: int, num_filters: int, kernel_size: int, stride: int,
@@ -425,12 +450,18 @@ class STFTBranch(nn.Module):
         self.proj = nn.Conv1d(in_channels * bins, num_filters, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, _ = x.shape
+        mag = self.magnitude(x)  # (B·C, bins, K)
+        return self.proj(mag.reshape(batch, channels * self.bins, -1))  # (B, F, K)
+
+    @float32
+    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) → (B·C, bins, K) STFT magnitudes, in float32."""
         batch, channels, length = x.shape
         spec = F.conv1d(x.reshape(batch * channels, 1, length), self.basis,
                         stride=self.stride)  # (B·C, 2·bins, K)
         re, im = spec.split(self.bins, dim=1)
-        mag = torch.sqrt(re.pow(2) + im.pow(2) + 1e-8)  # (B·C, bins, K)
-        return self.proj(mag.reshape(batch, channels * self.bins, -1))  # (B, F, K)
+        return torch.sqrt(re.pow(2) + im.pow(2) + 1e-8)  # (B·C, bins, K)
 
 
 def mel_fft_size(cfg, sample_rate: int) -> int:
@@ -471,10 +502,12 @@ class MelBranch(nn.Module):
         self.register_buffer("mean", torch.zeros(1, bins, 1))
         self.register_buffer("var", torch.ones(1, bins, 1))
         self.register_buffer("seen", torch.zeros(()))  # inputs pooled into mean/var so far
+        self._seen_host: tuple[tuple, float] = ((), 0.0)  # (seen's identity and version, value)
         self.affine_scale = nn.Parameter(torch.ones(1, bins, 1))
         self.affine_bias = nn.Parameter(torch.zeros(1, bins, 1))
         self.mel_transform = nn.Conv1d(bins, num_mels, 1, bias=True)
 
+    @float32
     def log_power(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, bins, frames) log10 power, averaged over the channels."""
         batch, channels, length = x.shape
@@ -486,10 +519,18 @@ class MelBranch(nn.Module):
         power = power.view(batch, channels, *power.shape[1:]).mean(dim=1)  # (B, bins, frames)
         return torch.log10(power + 1e-8)
 
+    def seen_count(self) -> float:
+        """``seen`` as a number, read from the device only when the buffer changed (pooling,
+        ``load_state_dict``, a move): not at every training step once pooling is over."""
+        key = (self.seen.data_ptr(), self.seen._version, self.seen.device)
+        if self._seen_host[0] != key:
+            self._seen_host = (key, float(self.seen))
+        return self._seen_host[1]
+
     @torch.no_grad()
     def _pool_statistics(self, mag: torch.Tensor) -> None:
         """Merge a batch's per-bin mean/variance into the running ones (exact pooling)."""
-        n, b = float(self.seen), float(mag.shape[0])
+        n, b = self.seen_count(), float(mag.shape[0])
         batch_mean = mag.mean(dim=(0, 2), keepdim=True).to(self.mean)
         batch_var = mag.var(dim=(0, 2), keepdim=True, unbiased=False).to(self.var)
         if n == 0:
@@ -505,7 +546,7 @@ class MelBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         mag = self.log_power(x)  # (B, bins, frames_stft)
-        if self.training and self.pool and float(self.seen) < self.stat_samples:
+        if self.training and self.pool and self.seen_count() < self.stat_samples:
             self._pool_statistics(mag)
         mag = (mag - self.mean) / torch.sqrt(self.var + 1e-8)  # (B, bins, frames_stft)
         mag = mag * self.affine_scale + self.affine_bias

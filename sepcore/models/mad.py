@@ -63,7 +63,7 @@ from torch import nn
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
-from sepcore.models.base import Separation, SeparationModel
+from sepcore.models.base import Separation, SeparationModel, float32
 
 SOURCES = ("vocals", "accompaniment")
 
@@ -282,12 +282,14 @@ class MaD(SeparationModel):
         return None  # recurrent, and outputs depend on the sequence grid
 
     # maths ---------------------------------------------------------------------------------------
+    @float32
     def stft(self, audio: torch.Tensor) -> torch.Tensor:
         """(M, T) real → (M, n_fft/2 + 1, 1 + T // hop) complex, centred, zero padded."""
         st = self.cfg.stft
         return torch.stft(audio, st.n_fft, st.hop, st.win_length, window=self.window,
                           center=True, pad_mode="constant", return_complex=True)
 
+    @float32
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """(M, n_fft/2 + 1, K) complex → (M, length) real; inverts :meth:`stft`."""
         st = self.cfg.stft

@@ -60,7 +60,7 @@ from torch import nn
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
-from sepcore.models.base import SeparationModel
+from sepcore.models.base import SeparationModel, float32
 
 
 @dataclass
@@ -126,6 +126,7 @@ def _local_gaussian_model(y: torch.Tensor, eps: float) -> tuple[torch.Tensor, to
     return v, cov / weight[..., None, None]
 
 
+@float32
 def wiener(magnitudes: torch.Tensor, mix_stft: torch.Tensor, iterations: int = 1,
            softmask: bool = False, eps: float = 1e-10) -> torch.Tensor:
     """Multichannel Wiener filter by expectation-maximisation (``norbert.wiener``, batched).
@@ -210,15 +211,26 @@ class OpenUnmixNet(nn.Module):
         """(B, C, F, K) mixture magnitude → (B, C, F, K) target magnitude estimate."""
         b, c, f, k = magnitude.shape
         mix = magnitude.permute(3, 0, 1, 2)  # (K, B, C, F)
-        x = (mix[..., : self.max_bin] + self.input_mean) * self.input_scale  # (K, B, C, Fin)
+        x = self.normalise_input(mix)  # (K, B, C, Fin)
         x = self.bn1(self.fc1(x.reshape(k * b, c * self.max_bin)))  # (K·B, H)
         x = torch.tanh(x.reshape(k, b, self.hidden_size))  # (K, B, H)
         lstm_out, _ = self.lstm(x)  # (K, B, H)
         x = torch.cat([x, lstm_out], dim=-1)  # (K, B, 2H): skip connection
         x = F.relu(self.bn2(self.fc2(x.reshape(k * b, 2 * self.hidden_size))))  # (K·B, H)
         x = self.bn3(self.fc3(x))  # (K·B, C·F)
-        x = x.reshape(k, b, c, self.nb_bins) * self.output_scale + self.output_mean
-        return (F.relu(x) * mix).permute(1, 2, 3, 0)  # (B, C, F, K): mask × mixture magnitude
+        return self.apply_output(x.reshape(k, b, c, self.nb_bins), mix)  # (B, C, F, K)
+
+    @float32
+    def normalise_input(self, mix: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, F) magnitudes → (K, B, C, Fin) normalised fc1 input, in float32: raw
+        magnitudes reach the hundreds, too coarse for fc1 in half precision."""
+        return (mix[..., : self.max_bin] + self.input_mean) * self.input_scale
+
+    @float32
+    def apply_output(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, F) fc3 output, (K, B, C, F) mixture → (B, C, F, K) mask × magnitude."""
+        x = x * self.output_scale + self.output_mean
+        return (F.relu(x) * mix).permute(1, 2, 3, 0)
 
 
 class OpenUnmix(SeparationModel):
@@ -248,12 +260,14 @@ class OpenUnmix(SeparationModel):
     def receptive_field(self) -> int | None:
         return None  # BiLSTM over the whole chunk, global Wiener statistics
 
+    @float32
     def stft(self, audio: torch.Tensor) -> torch.Tensor:
         """(M, T) real → (M, F, 1 + ceil(T / hop)) complex, centred, end zero padded."""
         audio = F.pad(audio, (0, -audio.shape[-1] % self.cfg.hop))  # (M, hop·ceil(T / hop))
         return torch.stft(audio, self.cfg.n_fft, self.cfg.hop, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)
 
+    @float32
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """(M, F, K) complex → (M, length) real; inverts :meth:`stft`."""
         padded = length + (-length % self.cfg.hop)

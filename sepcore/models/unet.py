@@ -57,7 +57,7 @@ from torch import nn
 
 from sepcore.errors import ConfigError
 from sepcore.models import register
-from sepcore.models.base import SeparationModel
+from sepcore.models.base import SeparationModel, float32
 
 MASKS = ("soft", "sigmoid")
 _EPS = 1e-8
@@ -190,6 +190,17 @@ class UNet2d(nn.Module):
 # --- the spectrogram glue shared with Fusion-Net -------------------------------------------------
 
 
+@float32
+def soft_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(N, S, F, K) network masks mi → Li et al.'s eq. (2) masks, in float32.
+
+    ŷi / Σj ŷj with ŷi = mi ⊙ X: X cancels, leaving (mi + ε) / Σj (mj + ε) — in float32, where ε
+    is not 0 (in fp16 it is, and masks that all vanish would give 0/0).
+    """
+    masks = masks + _EPS
+    return masks / masks.sum(dim=1, keepdim=True)  # (N, S, F, K)
+
+
 class SpectrogramMasker(SeparationModel):
     """STFT → magnitude patches → per-source networks → masks → mixture phase → iSTFT.
 
@@ -220,6 +231,7 @@ class SpectrogramMasker(SeparationModel):
         return None  # outputs depend on the patch grid and the per-patch normalisation
 
     # maths ---------------------------------------------------------------------------------------
+    @float32
     def stft(self, audio: torch.Tensor) -> torch.Tensor:
         """(M, T) real → (M, n_fft/2 + 1, 1 + ceil(T / hop)) complex, centred, zero padded.
 
@@ -231,6 +243,7 @@ class SpectrogramMasker(SeparationModel):
         return torch.stft(audio, st.n_fft, st.hop, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)
 
+    @float32
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """(M, n_fft/2 + 1, K) complex → (M, length) real; inverts :meth:`stft`."""
         st = self.cfg.stft
@@ -244,11 +257,7 @@ class SpectrogramMasker(SeparationModel):
             scale = patches.amax(dim=(2, 3), keepdim=True).clamp_min(_EPS)  # (N, 1, 1, 1)
             patches = patches / scale
         masks = torch.cat([net(patches) for net in self.networks], dim=1)  # (N, S, F, K)
-        if self.cfg.mask == "soft":
-            # ŷi / Σj ŷj with ŷi = mi ⊙ X: X cancels, leaving mi / Σj mj
-            masks = masks + _EPS
-            masks = masks / masks.sum(dim=1, keepdim=True)
-        return masks
+        return soft_masks(masks) if self.cfg.mask == "soft" else masks.float()
 
     def masks(self, magnitude: torch.Tensor) -> torch.Tensor:
         """(M, F + 1, K) mixture magnitudes → (M, S, F + 1, K) masks, patch by patch."""
