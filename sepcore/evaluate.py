@@ -91,7 +91,7 @@ def evaluate_checkpoint(
              "device": device}
     ev = replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
     data_cfg = replace(cfg.data, root=root) if root else cfg.data
-    dev = select_device(ev.device)
+    dev = select_device(ev.device, key="eval.device")
     model.to(dev)
     bss_dev = bsseval_device(ev.metrics_device, dev)
     subset = ev.subset

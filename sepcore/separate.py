@@ -234,7 +234,7 @@ def load_separator(
 
     model, cfg = load_model(checkpoint, overrides=overrides)
     ev = cfg.eval
-    dev = select_device(ev.device if device is None else device)
+    dev = select_device(ev.device if device is None else device, key="eval.device")
     if getattr(model, "needs_references", False):
         raise DataError(f"{checkpoint} holds an oracle model ({cfg.model_name}): it needs the "
                         f"true sources, so it cannot separate plain songs; use `sep evaluate`")

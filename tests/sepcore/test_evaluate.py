@@ -254,3 +254,14 @@ def test_metrics_device_is_checked_with_the_config(synth_root, cache_dir, tmp_pa
         experiment_config({"name": "true_sources"}, synth_root, tmp_path, cache_dir,
                           evaluation={"metrics_device": "gpu"})
     assert info.value.key == "eval.metrics_device"
+
+
+def test_evaluate_on_cuda_without_one_names_eval_device(monkeypatch, synth_root, cache_dir,
+                                                        tmp_path):
+    path, _ = _checkpoint(tmp_path / "v.safetensors", synth_root, cache_dir,
+                          targets=("vocals",), leak=0.1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="eval.device='cuda'") as info:
+        evaluate_checkpoint(path, out_dir=tmp_path / "eval", device="cuda", progress=False)
+    assert info.value.key == "eval.device"
+    assert not (tmp_path / "eval").exists()  # refused before anything is written
