@@ -27,6 +27,7 @@ from sepcore.models.base import count_parameters
 from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
 from sweeps.lineage import SIGNATURE_TAG
+from sweeps.retention import KeepPolicy, Retention
 from sweeps.space import trial_params
 from sweeps.spec import ROW, build_trial_config
 from sweeps.tracking import (
@@ -67,6 +68,7 @@ class TrialContext:
     credentials: tuple[str, str] | None = field(default=None, repr=False)
     reuse: bool = False  # replay a finished run of the same signature instead of training
     artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
+    keep: KeepPolicy | None = None  # the checkpoints a trial keeps (None: all; sweeps.retention)
 
 
 SETUP_TAG = "sepcore.setup"  # "done" once a trial run's one-time setup is logged
@@ -83,8 +85,9 @@ class TuneHook:
     """
 
     def __init__(self, run: TrialRun, out_dir: Path, trial_id: str, last_epoch: int,
-                 finalize):
+                 finalize, retention: Retention):
         self.run = run
+        self.retention = retention
         self.out_dir = out_dir
         self.trial_id = trial_id
         self.last_epoch = last_epoch
@@ -110,7 +113,7 @@ class TuneHook:
             unsent = self.run.spill_into(folder)
             if unsent:
                 report[UNSENT_METRIC] = unsent
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+            self.retention.report(report, folder)
 
     def _log_curve(self) -> None:
         from sweeps.plots import loss_curve
@@ -164,7 +167,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         cfg.train.init_from = str(open_store(context.artifacts_uri).get(init, folder))
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
-    checkpoint = tune.get_checkpoint()
+    retention = Retention(context.keep)
+    # Tune's latest checkpoint of the trial, or the newest it kept when that one is gone
+    checkpoint = retention.resume_from(tune.get_checkpoint())
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             for name in (LAST, BEST):
@@ -214,7 +219,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
         previous = find_reusable(run.client, context.experiment_id, signature,
                                  context.parent_run_id)
-        if previous is not None and _replay(run, previous, out_dir):
+        if previous is not None and _replay(run, previous, out_dir, retention):
             return
 
     t0 = time.perf_counter()
@@ -237,7 +242,8 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     last_epoch = min(cfg.train.epochs, context.max_t or cfg.train.epochs)
     try:
-        result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
+        result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize,
+                                          retention)])
     except SystemExit:
         # Tune stopped the trial inside tune.report (scheduler decision): what an outage left
         # unsent gets one more try, then goes to the trial's folder with a warning
@@ -265,7 +271,7 @@ def log_lineage(run: TrialRun, cfg, context: TrialContext) -> str:
     return signature
 
 
-def _replay(run: TrialRun, previous, out_dir: Path) -> bool:
+def _replay(run: TrialRun, previous, out_dir: Path, retention: Retention) -> bool:
     """Report a finished run of the same signature to Tune instead of training (--reuse);
     False when that run has no epoch to report."""
     from sweeps.reuse import replay
@@ -283,7 +289,7 @@ def _replay(run: TrialRun, previous, out_dir: Path) -> bool:
                     if (out_dir / name).exists():
                         shutil.copyfile(out_dir / name, Path(folder) / name)
                 run.flush(FLUSH_WAIT_S)  # the last report may end this thread
-                tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(folder))
+                retention.report(dict(row), folder)
     except SystemExit:
         if not run.flush(RETRY_INTERVAL_S):
             run.spill()
