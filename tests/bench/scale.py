@@ -14,6 +14,8 @@ For each it prints:
 - the driver's CPU time (user + system, all its threads: what the machinery costs the driver,
   less sensitive than wall time to other load on the machine) and peak RSS;
 - the 1-minute load average at the end (a busy machine stretches every wall time);
+- the size of Tune's experiment state (what each of its snapshots writes) and the checkpoint
+  folders left in storage (each trial keeps its best ``num_to_keep`` and its latest);
 - the rows written to the tracking store (runs, params, tags, metrics, latest_metrics), read from
   its database (sqlite by default; ``--backend-uri`` for a server's PostgreSQL).
 
@@ -229,9 +231,8 @@ def main() -> None:
                              "trials share a node)")
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
     parser.add_argument("--num-to-keep", type=int, default=2,
-                        help="tune.num_to_keep, default 2 as in a sweep file (Tune snapshots "
-                             "its whole experiment state each time a trial has saved this many "
-                             "checkpoints since the last snapshot)")
+                        help="tune.num_to_keep, default 2 as in a sweep file (each trial "
+                             "keeps its best N checkpoints and its latest: sweeps.retention)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
     parser.add_argument("--storage", help="Tune's storage (e.g. s3://sepcore/scale on a cluster; "
