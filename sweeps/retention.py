@@ -11,7 +11,7 @@ Tune keeps every checkpoint in its records (``num_to_keep=None``: snapshots come
 period) and each trial deletes, after each report, what the rule above drops.
 
 Tune's records then name deleted checkpoints: the best one is chosen by :func:`best_checkpoint`
-(the same ranking as here, so it is one the trial kept), the latest is always kept, and a trial
+(ranked as here, the first that still exists), the latest is always kept, and a trial
 restored from a snapshot older than its last reports, whose recorded latest checkpoint is gone,
 resumes from the newest one it kept (:meth:`Retention.resume_from`). What a trial kept is
 recorded in ``sepcore-checkpoints.json`` beside its checkpoints, written after each report (when
@@ -53,13 +53,38 @@ def _rank(value: Any, mode: str, order: int) -> tuple:
 
 
 def best_checkpoint(result, metric: str, mode: str):
-    """The best checkpoint of a Tune ``Result`` by ``metric``: the one its trial kept (Tune's own
-    ``Result.get_best_checkpoint`` takes the first of equal values and can take a NaN one, which
-    the trial may have deleted). None when no checkpoint has a value of ``metric``."""
-    entries = [(checkpoint, _rank(metrics.get(metric), mode, order))
-               for order, (checkpoint, metrics) in enumerate(result.best_checkpoints or [])]
-    entries = [e for e in entries if e[1][0]]
-    return max(entries, key=lambda e: e[1])[0] if entries else None
+    """The best checkpoint a trial (Tune ``Result``) kept by ``metric``, or None when none has a
+    value of it. The candidates are those of the trial's record and Tune's (a Tune state restored
+    from an older snapshot lacks the trial's later ones; the record can lack the last report's
+    if the trial ended before writing it), ranked as the trial ranks them; the first that still
+    exists in storage is taken. (Tune's ``Result.get_best_checkpoint`` takes the first of equal
+    values and can take a NaN one: one the trial may have deleted.)"""
+    from pyarrow.fs import FileType
+    from ray import tune
+
+    fs = result.filesystem
+    record = _read_record(fs, result.path)
+    known = {posixpath.join(result.path, e["name"]): e for e in record}
+    after = max((e["order"] for e in record), default=-1) + 1
+    for order, (checkpoint, metrics) in enumerate(result.best_checkpoints or []):
+        # Tune lists its own in report order among equal values; those not in the record are
+        # the newest (reported after the record was last written)
+        known.setdefault(checkpoint.path.rstrip("/"), {"value": metrics.get(metric),
+                                                       "order": after + order})
+    ranked = sorted(((_rank(e["value"], mode, e["order"]), path) for path, e in known.items()),
+                    reverse=True)
+    for key, path in ranked:
+        if key[0] and fs.get_file_info(path).type != FileType.NotFound:
+            return tune.Checkpoint(path=path, filesystem=fs)
+    return None
+
+
+def _read_record(fs, folder: str) -> list[dict[str, Any]]:
+    try:
+        with fs.open_input_stream(posixpath.join(folder, RECORD)) as src:
+            return json.loads(src.read())
+    except FileNotFoundError:
+        return []
 
 
 @dataclass
@@ -131,11 +156,7 @@ class Retention:
 
         fs = checkpoint.filesystem
         folder = posixpath.dirname(checkpoint.path.rstrip("/"))
-        try:
-            with fs.open_input_stream(posixpath.join(folder, RECORD)) as src:
-                self.entries = json.loads(src.read())
-        except FileNotFoundError:
-            self.entries = []
+        self.entries = _read_record(fs, folder)
         if fs.get_file_info(checkpoint.path).type != FileType.NotFound:
             return checkpoint
         for entry in sorted(self.entries, key=lambda e: e["order"], reverse=True):

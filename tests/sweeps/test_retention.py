@@ -9,6 +9,7 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyarrow.fs import LocalFileSystem
@@ -121,6 +122,11 @@ def test_a_restored_trial_resumes_from_the_newest_checkpoint_it_kept(tmp_path):
     _commit(retry, tmp_path, 4, 0.1)
     assert {p.name for p in tmp_path.glob("checkpoint_*")} == {
         "checkpoint_000001", "checkpoint_000002", "checkpoint_000004"}
+    # the sweep's pick: the trial's best, though Tune's restored records name a better one
+    # that the trial deleted and lack the trial's later ones
+    tune_records = SimpleNamespace(path=str(tmp_path), filesystem=LocalFileSystem(),
+                                   best_checkpoints=[(stale, {"score": 9.0})])
+    assert Path(best_checkpoint(tune_records, "score", "max").path).name == "checkpoint_000001"
     # Tune's checkpoint when it still exists; nothing to resume from when all are gone
     kept = Retention(POLICY).resume_from(resumed.__class__(path=str(tmp_path / "checkpoint_000004"),
                                                            filesystem=LocalFileSystem()))
