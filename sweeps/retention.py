@@ -104,9 +104,11 @@ class Retention:
         try:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         except SystemExit:
-            self.commit(tune.get_checkpoint(), metrics)
+            if self.policy is not None:
+                self.commit(tune.get_checkpoint(), metrics)
             raise
-        self.commit(tune.get_checkpoint(), metrics)
+        if self.policy is not None:
+            self.commit(tune.get_checkpoint(), metrics)  # the persisted one, in storage
 
     def commit(self, checkpoint, metrics: dict[str, Any]) -> None:
         """Record ``checkpoint`` (just reported, in storage) and delete what the policy drops.

@@ -85,9 +85,9 @@ class TuneHook:
     """
 
     def __init__(self, run: TrialRun, out_dir: Path, trial_id: str, last_epoch: int,
-                 finalize, retention: Retention):
+                 finalize, retention: Retention | None = None):
         self.run = run
-        self.retention = retention
+        self.retention = retention or Retention(None)
         self.out_dir = out_dir
         self.trial_id = trial_id
         self.last_epoch = last_epoch
