@@ -85,6 +85,9 @@ def _read_record(fs, folder: str) -> list[dict[str, Any]]:
             return json.loads(src.read())
     except FileNotFoundError:
         return []
+    except OSError as exc:  # storage unreachable: Tune's records alone (retention goes on)
+        log.warning("%s not read: %s", RECORD, exc)
+        return []
 
 
 @dataclass
