@@ -28,6 +28,7 @@ from sweeps.errors import SweepError
 from sweeps.fetch import stage_checkpoints
 from sweeps.pause import PauseCallback, PauseGate
 from sweeps.report import PUBLISHED_ARTIFACT
+from sweeps.retention import KeepPolicy, best_checkpoint
 from sweeps.spec import ROW, Sweep, load_sweep, row_dependency, split_stages, with_row_checkpoints
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, overrides: list[str] | N
                            tags={"sepcore.sweep_name": sweep.name,
                                  tracking.EXPERIMENT_TAG: name, **source},
                            credentials=tracking.credentials(), reuse=reuse,
-                           artifacts_uri=sweep.artifacts.uri, checkpoints=staged)
+                           artifacts_uri=sweep.artifacts.uri, checkpoints=staged,
+                           keep=KeepPolicy(t.metric, t.mode, t.num_to_keep))
     function = trainable or train_trial
 
     def trainable_with(context: TrialContext):
@@ -351,8 +353,11 @@ def _tuner(sweep: Sweep, trainable, name: str, storage: str, experiment_path: st
             # (tests/bench/scale.py on the stack: 2.8 s per report at 30 trials)
             callbacks=[PauseCallback(pause_path or experiment_path)],
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            # Tune keeps every checkpoint (num_to_keep=None: a num_to_keep forces a snapshot
+            # of the whole experiment state every num_to_keep reports of a trial); each trial
+            # deletes those beyond its best t.num_to_keep and latest itself (sweeps.retention)
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
+                num_to_keep=None, checkpoint_score_attribute=t.metric,
                 checkpoint_score_order=t.mode)))
 
 
@@ -380,7 +385,7 @@ def _row_checkpoints(first: Sweep, results: list, second: Sweep,
     store = open_store(first.artifacts.uri)
     paths = {}
     for row_id in sorted(needed):
-        checkpoint = best[row_id][1].get_best_checkpoint(t.metric, t.mode) \
+        checkpoint = best_checkpoint(best[row_id][1], t.metric, t.mode) \
             if row_id in best else None
         if checkpoint is None:
             waiting = sorted(v["id"] for p in second.params if p.path == ROW for v in p.values
@@ -575,8 +580,8 @@ def extend_sweep(experiment: str, increment: int, address: str | None = None,
 
 def _best_value(result, metric: str, mode: str) -> float:
     """The trial's best ``metric`` over its epochs. Every report carries a checkpoint and Tune
-    keeps the best ``num_to_keep`` of them by the sweep metric (and the latest), so the best
-    value is among their metrics (no per-trial result file is read: none is written)."""
+    records every one with its metrics, so the best value is among them (no per-trial result
+    file is read: none is written)."""
     values = [m.get(metric) for _, m in (result.best_checkpoints or [])]
     values.append((result.metrics or {}).get(metric))
     values = [float(v) for v in values
@@ -680,7 +685,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
                     key=lambda r: r["value"], reverse=t.mode == "max")
     store = open_store(sweep.artifacts.uri)
     for row in ranked[: sweep.artifacts.top_k]:
-        checkpoint = row["result"].get_best_checkpoint(t.metric, t.mode)
+        checkpoint = best_checkpoint(row["result"], t.metric, t.mode)
         if checkpoint is None:
             continue
         with checkpoint.as_directory() as folder:

@@ -85,7 +85,7 @@ class TuneSpec:
     max_concurrent: int = 2
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     max_failures: int = 2
-    num_to_keep: int = 2  # checkpoints kept per trial (by the sweep metric)
+    num_to_keep: int = 2  # a trial's best checkpoints kept (by the sweep metric), plus its latest
     storage_path: str = "runs/sweeps"  # a local folder or s3://bucket/prefix (shared storage)
     name: str | None = None  # experiment name (None = the sweep file's stem)
     test_eval: bool = True  # BSSEval the finished trials' best checkpoints on the test subset

@@ -28,6 +28,7 @@ from sepcore.train import BEST, LAST, fit, select_device
 from services.redact import redact_data
 from sweeps.fetch import SHA256_TAG, fetch_init, node_cache
 from sweeps.lineage import SIGNATURE_TAG
+from sweeps.retention import KeepPolicy, Retention
 from sweeps.space import trial_params
 from sweeps.spec import ROW, build_trial_config
 from sweeps.tracking import (
@@ -70,6 +71,7 @@ class TrialContext:
     artifacts_uri: str | None = None  # the sweep's artifact store (rows' checkpoints live there)
     # SHA-256 of the checkpoints the driver put in the store for the trials to start from
     checkpoints: dict[str, str] = field(default_factory=dict)
+    keep: KeepPolicy | None = None  # the checkpoints a trial keeps (None: all; sweeps.retention)
 
 
 SETUP_TAG = "sepcore.setup"  # "done" once a trial run's one-time setup is logged
@@ -86,8 +88,9 @@ class TuneHook:
     """
 
     def __init__(self, run: TrialRun, out_dir: Path, trial_id: str, last_epoch: int,
-                 finalize):
+                 finalize, retention: Retention | None = None):
         self.run = run
+        self.retention = retention or Retention(None)
         self.out_dir = out_dir
         self.trial_id = trial_id
         self.last_epoch = last_epoch
@@ -113,7 +116,7 @@ class TuneHook:
             unsent = self.run.spill_into(folder)
             if unsent:
                 report[UNSENT_METRIC] = unsent
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+            self.retention.report(report, folder)
 
     def _log_curve(self) -> None:
         from sweeps.plots import loss_curve
@@ -187,7 +190,9 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
                        registry_uri=context.tracking_uri) if cfg.train.init_from else None
     cfg.train.out_dir = str(out_dir)
     cfg.train.progress = False
-    checkpoint = tune.get_checkpoint()
+    retention = Retention(context.keep)
+    # Tune's latest checkpoint of the trial, or the newest it kept when that one is gone
+    checkpoint = retention.resume_from(tune.get_checkpoint())
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             for name in (LAST, BEST):
@@ -238,7 +243,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
         previous = find_reusable(run.client, context.experiment_id, signature,
                                  context.parent_run_id)
-        if previous is not None and _replay(run, previous, out_dir):
+        if previous is not None and _replay(run, previous, out_dir, retention):
             return
 
     t0 = time.perf_counter()
@@ -261,7 +266,8 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     last_epoch = min(cfg.train.epochs, context.max_t or cfg.train.epochs)
     try:
-        result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize)])
+        result = fit(cfg, hooks=[TuneHook(run, out_dir, trial_id, last_epoch, finalize,
+                                          retention)])
     except SystemExit:
         # Tune stopped the trial inside tune.report (scheduler decision): what an outage left
         # unsent gets one more try, then goes to the trial's folder with a warning
@@ -289,7 +295,7 @@ def log_lineage(run: TrialRun, cfg, context: TrialContext) -> str:
     return signature
 
 
-def _replay(run: TrialRun, previous, out_dir: Path) -> bool:
+def _replay(run: TrialRun, previous, out_dir: Path, retention: Retention) -> bool:
     """Report a finished run of the same signature to Tune instead of training (--reuse);
     False when that run has no epoch to report."""
     from sweeps.reuse import replay
@@ -307,7 +313,7 @@ def _replay(run: TrialRun, previous, out_dir: Path) -> bool:
                     if (out_dir / name).exists():
                         shutil.copyfile(out_dir / name, Path(folder) / name)
                 run.flush(FLUSH_WAIT_S)  # the last report may end this thread
-                tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(folder))
+                retention.report(dict(row), folder)
     except SystemExit:
         if not run.flush(RETRY_INTERVAL_S):
             run.spill()

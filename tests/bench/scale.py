@@ -14,6 +14,8 @@ For each it prints:
 - the driver's CPU time (user + system, all its threads: what the machinery costs the driver,
   less sensitive than wall time to other load on the machine) and peak RSS;
 - the 1-minute load average at the end (a busy machine stretches every wall time);
+- the size of Tune's experiment state (what each of its snapshots writes) and the checkpoint
+  folders left in storage (each trial keeps its best ``num_to_keep`` and its latest);
 - the rows written to the tracking store (runs, params, tags, metrics, latest_metrics), read from
   its database (sqlite by default; ``--backend-uri`` for a server's PostgreSQL).
 
@@ -58,6 +60,7 @@ def sleep_trial(config, context) -> None:
     from ray import tune
 
     from sepcore.train import LAST
+    from sweeps.retention import Retention
     from sweeps.space import trial_params
     from sweeps.tracking import TrialRun, flatten
 
@@ -72,6 +75,7 @@ def sleep_trial(config, context) -> None:
     phases = {"phase.open_s": time.perf_counter() - began, "phase.log_s": 0.0,
               "phase.report_s": 0.0}  # where a trial's own time goes (read back by the driver)
     lr = float(params.get("train.lr", 1e-3))
+    retention = Retention(context.keep)  # the trial-side checkpoint retention of a real trial
     for epoch in range(1, EPOCHS + 1):
         time.sleep(SLEEP)
         metrics = {"epoch": epoch, "valid_sisdr": -abs(math.log10(lr) + 3) + epoch,
@@ -81,7 +85,7 @@ def sleep_trial(config, context) -> None:
         t1 = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / LAST).write_bytes(b"a checkpoint of %d bytes" % epoch)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            retention.report(metrics, folder)
         phases["phase.log_s"] += t1 - t0
         phases["phase.report_s"] += time.perf_counter() - t1
     run.log_metrics(phases)
@@ -156,13 +160,34 @@ def one_size(args) -> dict:
         ray.shutdown()
     finished = sum(1 for t in outcome.trials if not t["error"])
     phases = trial_phases(outcome.parent_run_id)
+    kept = storage_figures(outcome.experiment_path)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"trials": args.one, "finished": finished, "wall_s": wall,
             "finish_s": finish_time[0] if finish_time else float("nan"),
             "cpu_s": usage.ru_utime + usage.ru_stime, "load": os.getloadavg()[0],
             "peak_rss_mb": usage.ru_maxrss / 1024,
             "rows": count_rows(args.backend_uri or os.environ["MLFLOW_TRACKING_URI"]),
-            "phases": phases}
+            "phases": phases, "storage": kept}
+
+
+def storage_figures(experiment_path: str) -> dict[str, int]:
+    """What the sweep left in Tune's storage: the experiment state's size (what each of Tune's
+    snapshots writes and uploads) and the trials' checkpoint folders (all, and the most of one
+    trial: the best ``num_to_keep`` and the latest stay)."""
+    import pyarrow.fs
+
+    uri = experiment_path if "://" in experiment_path else str(Path(experiment_path).resolve())
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+    state = sum(i.size for i in infos if i.base_name.startswith("experiment_state")
+                and i.type == pyarrow.fs.FileType.File)
+    per_trial: dict[str, int] = {}
+    for i in infos:
+        if i.base_name.startswith("checkpoint_") and i.type == pyarrow.fs.FileType.Directory:
+            trial = i.path.rsplit("/", 2)[-2]
+            per_trial[trial] = per_trial.get(trial, 0) + 1
+    return {"state_kb": state // 1024, "checkpoints": sum(per_trial.values()),
+            "most_per_trial": max(per_trial.values(), default=0)}
 
 
 def trial_phases(parent_run_id: str) -> dict[str, float]:
@@ -206,9 +231,8 @@ def main() -> None:
                              "trials share a node)")
     parser.add_argument("--search-alg", default="optuna", choices=["optuna", "random"])
     parser.add_argument("--num-to-keep", type=int, default=2,
-                        help="tune.num_to_keep, default 2 as in a sweep file (Tune snapshots "
-                             "its whole experiment state each time a trial has saved this many "
-                             "checkpoints since the last snapshot)")
+                        help="tune.num_to_keep, default 2 as in a sweep file (each trial "
+                             "keeps its best N checkpoints and its latest: sweeps.retention)")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     parser.add_argument("--backend-uri", help="the tracking server's database, to count rows")
     parser.add_argument("--storage", help="Tune's storage (e.g. s3://sepcore/scale on a cluster; "
@@ -260,6 +284,9 @@ def main() -> None:
               f"{p['log_s']:.3f} s, tune.report+checkpoint {p['report_s']:.3f} s, sleeping "
               f"{args.epochs * args.sleep:.3f} s; run life {p['run_life_s']:.3f} s; slot time "
               f"{r['wall_s'] * args.concurrency / trials:.3f} s", flush=True)
+        k = r["storage"]
+        print(f"{'':>6} storage: experiment state {k['state_kb']} KB; checkpoints left "
+              f"{k['checkpoints']}, at most {k['most_per_trial']} per trial", flush=True)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,9 @@ def test_killed_trial_is_retried_from_its_checkpoint(tiny_sweep, local_ray, tmp_
         # killed during epoch 2, resumed from epoch 1's checkpoint (not from scratch): epoch 1
         # ran once, epoch 2 twice (its first attempt died before its checkpoint), epoch 3 once
         assert sorted(epochs) == [1, 2, 2, 3]
+    # each trial kept its best checkpoint (num_to_keep 1) and its latest, through the retry
+    for trial_dir in (p for p in Path(outcome.experiment_path).iterdir() if p.is_dir()):
+        assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2, trial_dir
 
 
 def test_a_row_starting_from_another_row_runs_after_it_on_its_checkpoint(tiny_sweep,
