@@ -27,7 +27,7 @@ def test_scoring_runs_in_ray_tasks_and_logs_to_the_trials_run(local_ray, synth_r
     stored = open_store(store_uri).put(local, "tiny/exp/t1/model.safetensors")
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("scoring")
+    experiment = client.create_experiment("scoring", artifact_location=str(tmp_path / "art"))
     runs = {t: client.create_run(experiment, run_name=t).info.run_id for t in ("t1", "t2")}
     node_cache = tmp_path / "node-cache"
     scoring = Scoring(uri, store_uri, str(node_cache), credentials=("user", "s3cret"))
@@ -45,6 +45,8 @@ def test_scoring_runs_in_ray_tasks_and_logs_to_the_trials_run(local_ray, synth_r
     metrics = client.get_run(runs["t1"]).data.metrics
     assert metrics["test_tracks"] == 1 and "test_vocals_SDR" in metrics
     assert client.get_run(runs["t1"]).data.tags["sepcore.eval_protocol"].startswith("protocol")
+    assert {a.path for a in client.list_artifacts(runs["t1"])} >= {"test_results.txt",
+                                                                    "summary.json"}
     assert (node_cache / "checkpoints" / f"{stored.sha256}.safetensors").is_file()
     assert not any(k.startswith("test_") for k in client.get_run(runs["t2"]).data.metrics)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
