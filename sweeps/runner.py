@@ -646,6 +646,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     from sweeps import tracking
     from sweeps.report import sweep_report
     from sweeps.reuse import TUNE_CHECKPOINT_TAG
+    from sweeps.scoring import ScoreJob, Scoring, score_trials
 
     t = sweep.tune
     outcome = SweepOutcome(experiment_path=experiment_path, parent_run_id=parent,
@@ -684,6 +685,7 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
     ranked = sorted((r for r in rows if not math.isnan(r["value"]) and not r["error"]),
                     key=lambda r: r["value"], reverse=t.mode == "max")
     store = open_store(sweep.artifacts.uri)
+    scoring: list[ScoreJob] = []
     for row in ranked[: sweep.artifacts.top_k]:
         checkpoint = best_checkpoint(row["result"], t.metric, t.mode)
         if checkpoint is None:
@@ -699,13 +701,11 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             full = row is ranked[0] and t.test_max_tracks is not None
             if t.test_eval and row["run_id"] and (full or not any(
                     k.startswith("test_") for k in client.get_run(row["run_id"]).data.metrics)):
-                # (or: stopped by the scheduler before its own test evaluation: score it here)
-                from sweeps.tracking import TrialRun
-                from sweeps.trainable import log_test_metrics
-
-                log_test_metrics(TrialRun(client, row["run_id"], created=False), local,
-                                 None if full else t.test_max_tracks,
-                                 step=int(row["result"].metrics["epoch"]))
+                # (or: stopped by the scheduler before its own test evaluation: score it too),
+                # in a Ray task with a trial's resources, from the store (sweeps.scoring)
+                scoring.append(ScoreJob(row["trial_id"], row["run_id"], stored.uri,
+                                        stored.sha256, None if full else t.test_max_tracks,
+                                        step=int(row["result"].metrics["epoch"])))
         pushed = {"trial_id": row["trial_id"], "uri": stored.uri, "sha256": stored.sha256,
                   "value": row["value"], "run_id": row["run_id"]}
         outcome.pushed.append(pushed)
@@ -714,6 +714,10 @@ def finish_sweep(sweep: Sweep, results, client, experiment_id: str, parent: str,
             client.set_tag(row["run_id"], "sepcore.checkpoint_sha256", stored.sha256)
         log.info("pushed %s (%s = %.4f) to %s", row["trial_id"], t.metric, row["value"],
                  stored.uri)
+    if scoring:
+        score_trials(Scoring(uri, sweep.artifacts.uri, sweep.config_for({}).data.cache_dir,
+                             tracking.credentials()), scoring,
+                     cpu=t.resources.cpu, gpu=t.resources.gpu)
     if outcome.pushed and sweep.registry.register and outcome.pushed[0]["run_id"]:
         best = outcome.pushed[0]
         reg = register_checkpoint(

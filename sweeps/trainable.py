@@ -349,13 +349,19 @@ def log_filter_figure(run: TrialRun, checkpoint: Path) -> None:
         run.log_artifact(path)
 
 
-def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, step: int) -> None:
+def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, step: int, *,
+                     device: str | None = None, out_dir: Path | None = None) -> None:
     """BSSEval of a checkpoint on the test subset, in the paper's form (test_<target>_SDR),
-    under the checkpoint's ``eval.protocol`` (tag ``sepcore.eval_protocol`` names it)."""
+    under the checkpoint's ``eval.protocol`` (tag ``sepcore.eval_protocol`` names it).
+    ``device``: where the model runs (default: the checkpoint's ``eval.device``), BSSEval
+    following it (``eval.metrics_device: auto``); ``out_dir``: the scores' folder (default:
+    ``eval`` beside the checkpoint)."""
     from sepcore.evaluate import describe_protocol, evaluate_checkpoint
 
-    evaluation = evaluate_checkpoint(checkpoint, max_tracks=max_tracks,
-                                     out_dir=Path(checkpoint).parent / "eval", progress=False)
+    out_dir = Path(out_dir or Path(checkpoint).parent / "eval")
+    evaluation = evaluate_checkpoint(
+        checkpoint, ["eval.metrics_device=auto"] if device else [], max_tracks=max_tracks,
+        out_dir=out_dir, device=device, progress=False)
     metrics = {f"test_{target}_{name}": value
                for target, values in evaluation.scores.items() for name, value in values.items()}
     metrics["test_tracks"] = len(evaluation.sisdr)  # songs scored (test_max_tracks or all)
@@ -366,7 +372,7 @@ def log_test_metrics(run: TrialRun, checkpoint: Path, max_tracks: int | None, st
     run.log_metrics(metrics, step=step)
     protocol = describe_protocol(evaluation.protocol)
     run.set_tags({"sepcore.eval_protocol": protocol})
-    table = Path(checkpoint).parent / "eval" / "test_results.txt"
+    table = out_dir / "test_results.txt"
     table.write_text(protocol + "\n" + evaluation.table + "\n")
     run.log_artifact(table)
     if evaluation.summary_path is not None:
