@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 
-from sweeps.scoring import Scoring, ScoreJob, score_trials
+from sweeps.scoring import ScoreJob, Scoring, score_trials
 
 
 def test_scoring_runs_in_ray_tasks_and_logs_to_the_trials_run(local_ray, synth_root, cache_dir,
