@@ -50,4 +50,5 @@ def test_scoring_runs_in_ray_tasks_and_logs_to_the_trials_run(local_ray, synth_r
     assert (node_cache / "checkpoints" / f"{stored.sha256}.safetensors").is_file()
     assert not any(k.startswith("test_") for k in client.get_run(runs["t2"]).data.metrics)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.startswith("trial t2: test scoring failed (ArtifactError") and "\n" not in warning
+    assert warning.startswith("trial t2: test scoring failed (ArtifactError")
+    assert "\n" not in warning
