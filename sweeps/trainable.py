@@ -164,6 +164,20 @@ def trial_device(requested: str) -> str:
     return "cpu"
 
 
+def trial_num_workers(value: int | str, device: str) -> int | str:
+    """``data.num_workers: auto`` in a trial: the CPUs Ray assigned the trial (its share of the
+    node, not the node's cores, which co-scheduled trials share) less one for the training loop,
+    at least 0, on a CUDA trial; 0 on a CPU trial; any other value as is."""
+    import ray
+
+    if value != "auto":
+        return value
+    if not device.startswith("cuda"):
+        return 0
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    return max(int(cpus) - 1, 0)
+
+
 def search_params(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's searched parameters as MLflow params; a paper-table row is logged by its id
     (its config is in the flattened config beside it)."""
@@ -181,6 +195,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     cfg = build_trial_config(context.base, params, context.file)
     cfg.train.device = trial_device(cfg.train.device)
+    cfg.data.num_workers = trial_num_workers(cfg.data.num_workers, cfg.train.device)
     if context.credentials and not credentials():
         set_credentials(context.credentials)
     # the checkpoint it starts from (staged by the driver: sweeps.fetch), fetched here, on

@@ -1,5 +1,6 @@
 """Whole platform: a Ray head on loopback (token authentication on), the demo sweep submitted with
-`ray job submit` and with `python -m sweeps submit`, then MLflow, the registry and the store."""
+`ray job submit` and with `python -m sweeps submit`, both at once, then MLflow, the registry and
+the store."""
 
 from __future__ import annotations
 
@@ -74,33 +75,36 @@ def _check_mlflow(uri: str, trials: int, submission_id: str) -> None:
         champion.tags["sepcore.checkpoint_sha256"]
 
 
-def test_ray_job_submit_cli(ray_head, synth_root, cache_dir, tmp_path):
+def test_two_jobs_at_once_through_the_cli_and_the_sdk(ray_head, synth_root, cache_dir, tmp_path):
+    """Two users submit the demo sweep at once (one job's trials wait for the CPUs the other's
+    hold): `python -m sweeps submit` (Job Submission SDK), followed with `ray job status`, and
+    `ray job submit` (the CLI, which waits for its job); each job has its own MLflow store."""
     address, env = ray_head
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    # a sqlite store and local folders: allowed only because this cluster is one machine
-    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri, "SEPCORE_CLUSTER": "0"}})
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
-           "--runtime-env-json", runtime_env, "--submission-id", "sepcore-e2e-cli", "--",
-           "python", "-m", "sweeps", "run", "sweeps/demo.yaml", "--profile", "smoke",
-           *_overrides(tmp_path, synth_root, cache_dir)]
-    done = run_group(cmd, timeout=500, cwd=REPO, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "succeeded" in done.stdout + done.stderr
-    _check_mlflow(uri, trials=2, submission_id="sepcore-e2e-cli")
-
-
-def test_sweeps_submit_sdk(ray_head, synth_root, cache_dir, tmp_path):
-    """`python -m sweeps submit` (Job Submission SDK), followed with `ray job status`."""
-    address, env = ray_head
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    sdk, cli = tmp_path / "sdk", tmp_path / "cli"
+    sdk.mkdir()
+    cli.mkdir()
+    sdk_uri, cli_uri = f"sqlite:///{sdk}/mlruns.db", f"sqlite:///{cli}/mlruns.db"
     done = run_group(
         [sys.executable, "-m", "sweeps", "submit", "sweeps/demo.yaml", "--address", address,
          "--profile", "smoke", "--env", "SEPCORE_CLUSTER=0",
-         *_overrides(tmp_path, synth_root, cache_dir)],
-        timeout=120, cwd=REPO, env={**env, "MLFLOW_TRACKING_URI": uri})
+         *_overrides(sdk, synth_root, cache_dir)],
+        timeout=120, cwd=REPO, env={**env, "MLFLOW_TRACKING_URI": sdk_uri})
     assert done.returncode == 0, done.stderr[-3000:]
     job_id = done.stdout.split("submitted job ", 1)[1].split()[0]
     assert f"ray job logs --address {address} --follow {job_id}" in done.stdout
+
+    # a sqlite store and local folders: allowed only because this cluster is one machine
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": cli_uri,
+                                           "SEPCORE_CLUSTER": "0"}})
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+           "--runtime-env-json", runtime_env, "--submission-id", "sepcore-e2e-cli", "--",
+           "python", "-m", "sweeps", "run", "sweeps/demo.yaml", "--profile", "smoke",
+           *_overrides(cli, synth_root, cache_dir)]
+    done = run_group(cmd, timeout=500, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+    _check_mlflow(cli_uri, trials=2, submission_id="sepcore-e2e-cli")
+
     deadline = time.time() + 400
     while True:
         status = run_group([str(BIN / "ray"), "job", "status", "--address", address, job_id],
@@ -111,4 +115,4 @@ def test_sweeps_submit_sdk(ray_head, synth_root, cache_dir, tmp_path):
         assert "FAILED" not in text and "failed" not in text, text[-3000:]
         assert time.time() < deadline, "job did not finish"
         time.sleep(3)
-    _check_mlflow(uri, trials=2, submission_id=job_id)
+    _check_mlflow(sdk_uri, trials=2, submission_id=job_id)

@@ -114,10 +114,24 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     assert {"report/comparison.csv", "report/comparison.png", "report/report.html",
             "report/importance.csv", "report/importance.png"} <= set(artifacts)
     _check_lineage(client, outcome, children)
-    # a second sweep takes the champion alias only if it beats the first
-    again = run_sweep(load_sweep(tiny_sweep(), overrides=["base.train.epochs=1",
-                                                          "tune.num_samples=1",
-                                                          "tune.optuna_storage=sqlite:///o.db"]))
+    # a second sweep: the first again with --reuse (the same seeded TPE suggestions; one trial,
+    # to keep the suite short) replays its finished run (same signature) and trains nothing;
+    # `show` finds both runs of that signature
+    again = run_sweep(load_sweep(tiny_sweep(), overrides=["tune.num_samples=1",
+                                                          "tune.optuna_storage=sqlite:///o.db"]),
+                      reuse=True)
+    assert again.report.startswith("1 reused: 1 of 1 trials replayed")
+    again_children = child_runs(client, parent.info.experiment_id, again.parent_run_id)
+    originals = {c.info.run_id: c for c in children}
+    for child in again_children:
+        source = originals[child.data.tags["sepcore.reused_from"]]
+        assert child.data.tags[SIGNATURE_TAG] == source.data.tags[SIGNATURE_TAG]
+        assert not [a for a in client.list_artifacts(child.info.run_id)
+                    if a.path == "loss_curve.png"]  # logged by every trained epoch
+        assert child.data.metrics["best_valid_sisdr"] == source.data.metrics["best_valid_sisdr"]
+    assert len(again_children) == 1 and again.pushed[0]["value"] == _best_logged(
+        client, again_children[0].data.tags["sepcore.reused_from"])
+    # it takes the champion alias only if it beats the first
     assert again.registered["alias"] in ("champion", "challenger")
     # its Optuna study is in the database, under the experiment's name (optuna-dashboard's view)
     import optuna
@@ -155,22 +169,6 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
                                                           + c.data.params["search.train.lr"]
                                                           for c in children})
     assert main(["report", "no-such-sweep"]) == 2
-
-    # the first sweep again with --reuse (the same seeded TPE suggestions; one trial, to keep
-    # the suite short): it replays its finished run (same signature) and trains nothing; `show`
-    # finds both runs of that signature
-    reused = run_sweep(load_sweep(tiny_sweep(), overrides=["tune.num_samples=1"]), reuse=True)
-    assert reused.report.startswith("1 reused: 1 of 1 trials replayed")
-    again_children = child_runs(client, parent.info.experiment_id, reused.parent_run_id)
-    originals = {c.info.run_id: c for c in children}
-    for child in again_children:
-        source = originals[child.data.tags["sepcore.reused_from"]]
-        assert child.data.tags[SIGNATURE_TAG] == source.data.tags[SIGNATURE_TAG]
-        assert not [a for a in client.list_artifacts(child.info.run_id)
-                    if a.path == "loss_curve.png"]  # logged by every trained epoch
-        assert child.data.metrics["best_valid_sisdr"] == source.data.metrics["best_valid_sisdr"]
-    assert len(again_children) == 1 and reused.pushed[0]["value"] == _best_logged(
-        client, again_children[0].data.tags["sepcore.reused_from"])
     signature = again_children[0].data.tags[SIGNATURE_TAG]
     assert main(["show", signature]) == 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import sweeps.trainable as trainable
-from sweeps.trainable import TuneHook, node_tags
+from sweeps.trainable import TuneHook, node_tags, trial_num_workers
 
 
 class RecordingRun:
@@ -76,6 +76,27 @@ def test_node_tags_keep_every_attempt(monkeypatch):
     again = node_tags(first)
     assert again["sepcore.node"] == "b" * 56
     assert again["sepcore.nodes"] == f"{'a' * 56},{'b' * 56}"
+
+
+@pytest.mark.parametrize(("value", "device", "assigned", "expected"), [
+    ("auto", "cuda", {"CPU": 4.0, "GPU": 0.5}, 3),  # the trial's share of the node, less one
+    ("auto", "cuda:0", {"CPU": 1.0, "GPU": 1.0}, 0),
+    ("auto", "cuda", {"CPU": 0.5, "GPU": 0.5}, 0),
+    ("auto", "cuda", {"GPU": 1.0}, 0),
+    ("auto", "cpu", {"CPU": 8.0}, 0),  # CPU trials build items in the training process
+    (2, "cuda", {"CPU": 8.0}, 2), (3, "cpu", {"CPU": 8.0}, 3),  # an integer is kept
+])
+def test_auto_workers_are_the_trials_cpus_less_one_on_cuda(value, device, assigned, expected,
+                                                           monkeypatch):
+    import ray
+
+    class Context:
+        def get_assigned_resources(self):
+            return assigned
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: Context())
+    monkeypatch.setattr("sepcore.data.loader.usable_cores", lambda: 64)  # not the node's cores
+    assert trial_num_workers(value, device) == expected
 
 
 class TestRun:
