@@ -22,7 +22,7 @@ EDGES: dict[str, tuple[list[str], list[str]]] = {
     "data.samples_per_track": (["1"], ["0", "-1"]),
     "data.valid_segment": (["null", "0.5"], ["0", "-0.5", "inf"]),
     "data.valid_ratio": (["0", "0.5", "0.99"], ["1", "-0.1", "nan"]),
-    "data.num_workers": (["0", "2"], ["-1"]),
+    "data.num_workers": (["0", "2", "auto"], ["-1", "many"]),
     "data.augment.gain_min": (["0.5", "1.25"], ["0", "-1", "inf", "1.3"]),  # gain_max is 1.25
     "data.augment.gain_max": (["0.75", "3"], ["0", "0.7", "inf", "nan"]),  # gain_min is 0.75
     "data.augment.remix_share": (["0", "0.5", "1"], ["-0.1", "1.1", "nan", "inf"]),
@@ -37,6 +37,8 @@ EDGES: dict[str, tuple[list[str], list[str]]] = {
     "train.lr_factor": (["0.001", "0.999"], ["0", "1", "1.5", "nan"]),
     "train.early_stop": (["0", "5"], ["-1"]),
     "train.grad_clip": (["null", "1e-6"], ["0", "-1", "inf", "nan"]),
+    "train.log_every": (["1", "50"], ["0", "-1"]),
+    "train.max_skipped_steps": (["1", "20"], ["0", "-1"]),
     "train.loss_weight": (["0", "1"], ["-1", "nan", "inf"]),
     "train.aux_weight": (["0", "0.5"], ["-0.1", "inf"]),
     "train.source_weights": (["null", "[0.5,2]", "[0,1]"], ["[-1,1]", "[nan,1]", "[1,inf]"]),

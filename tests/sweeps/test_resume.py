@@ -49,7 +49,11 @@ def test_killed_driver_is_finished_by_resume(tiny_sweep, tmp_path):
     path = tiny_sweep()
     uri = os.environ["MLFLOW_TRACKING_URI"]
     ray_tmp = short_tmpdir()  # the drivers' local Ray lives here: its processes can be found
-    env = {**os.environ, **LOOPBACK_RAY_ENV, "RAY_TMPDIR": str(ray_tmp)}
+    # Tune saves its state every 10 s or more by default (it forces no snapshot per checkpoint
+    # since trials keep their own: sweeps.retention); every second here, so that a state with one
+    # finished trial is written while the others still run
+    env = {**os.environ, **LOOPBACK_RAY_ENV, "RAY_TMPDIR": str(ray_tmp),
+           "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     env.pop("RAY_ADDRESS", None)
     args = [f"tune.num_samples={TRIALS}", "tune.scheduler.type=fifo", "base.train.epochs=3"]
     try:
