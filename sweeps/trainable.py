@@ -140,6 +140,18 @@ def _maybe_inject_fault(trial_id: str, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def set_deterministic(flag: bool) -> None:
+    """``torch.use_deterministic_algorithms(flag)`` unless the process is already there.
+
+    Tune reuses a trial's worker process for the next trial (reuse_actors): process-wide torch
+    state is set from this trial's config, never inherited from the previous trial. The call is
+    skipped when nothing changes because torch imports its compiler stack (torch._inductor,
+    torch._dynamo: about 1.4 s) on every call, which a fresh worker would pay for nothing.
+    """
+    if torch.are_deterministic_algorithms_enabled() != flag:
+        torch.use_deterministic_algorithms(flag, warn_only=True)
+
+
 def trial_device(requested: str) -> str:
     """The device of this trial: the one Ray assigned. With GPUs (``tune.resources.gpu`` > 0)
     ``cuda`` (Ray's visible device; ``cuda:N`` kept when N is among them) unless ``cpu`` is asked
@@ -219,9 +231,7 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
         cfg.train.resume = str(out_dir / LAST)
         log.info("trial %s resumes from its Tune checkpoint", trial_id)
 
-    # Tune reuses a trial's worker process for the next trial (reuse_actors): process-wide
-    # torch state is set from this trial's config, never inherited from the previous trial
-    torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
+    set_deterministic(cfg.train.deterministic)
     device = select_device(cfg.train.device)
     model = build_model(cfg.model_name, cfg.model)
     # an unreachable tracking server costs a trial seconds, not minutes: TrialRun buffers

@@ -141,3 +141,25 @@ def test_test_scores_follow_the_checkpoints_protocol_and_say_so(protocol, synth_
         protocol, rate, channels)
     assert run.metrics["test_vocals_SDR"] == pytest.approx(summary["scores"]["vocals"]["SDR"])
     assert run.metrics["test_tracks"] == len(summary["tracks"]) == 1  # max_tracks songs
+
+
+def test_deterministic_mode_follows_the_trial_and_is_not_reset_for_nothing(monkeypatch):
+    import torch
+
+    from sweeps.trainable import set_deterministic
+
+    calls = []
+    real = torch.use_deterministic_algorithms
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda flag, **kw: (calls.append(flag), real(flag, **kw)))
+    try:
+        set_deterministic(False)  # already off: no call (it would import torch's compiler)
+        assert calls == [] and not torch.are_deterministic_algorithms_enabled()
+        set_deterministic(True)  # a trial asks for it
+        assert calls == [True] and torch.are_deterministic_algorithms_enabled()
+        set_deterministic(True)
+        assert calls == [True]
+        set_deterministic(False)  # the next trial in the same worker does not inherit it
+        assert calls == [True, False] and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        real(False)
