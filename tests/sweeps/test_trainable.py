@@ -150,6 +150,9 @@ def test_deterministic_mode_follows_the_trial_and_is_not_reset_for_nothing(monke
 
     calls = []
     real = torch.use_deterministic_algorithms
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    real(False)  # an earlier test's fit(train.deterministic=true) may have left it on
     monkeypatch.setattr(torch, "use_deterministic_algorithms",
                         lambda flag, **kw: (calls.append(flag), real(flag, **kw)))
     try:
@@ -162,4 +165,4 @@ def test_deterministic_mode_follows_the_trial_and_is_not_reset_for_nothing(monke
         set_deterministic(False)  # the next trial in the same worker does not inherit it
         assert calls == [True, False] and not torch.are_deterministic_algorithms_enabled()
     finally:
-        real(False)
+        real(before[0], warn_only=before[1])
