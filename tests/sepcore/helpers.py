@@ -49,3 +49,22 @@ def tiny_config(root, out_dir, cache_dir, *, model="convtasnet", norm="gLN", rat
         model_params["num_bands"] = 2
     return experiment_config(model_params, root, out_dir, cache_dir, rate=rate,
                              channels=channels, targets=targets, train=train)
+
+
+def poison_loss(monkeypatch, bad_steps, value=float("inf")) -> None:
+    """``sepcore.train``'s training loss is multiplied by ``value`` (inf, nan) at the (1-based)
+    loss calls for which ``bad_steps(n)`` is true."""
+    import sepcore.train as train_mod
+
+    real = train_mod.build_loss
+    calls = {"n": 0}
+
+    def poisoned(name, weights=None):
+        fn = real(name, weights)
+
+        def loss(est, tgt):
+            calls["n"] += 1
+            result = fn(est, tgt)
+            return result * value if bad_steps(calls["n"]) else result
+        return loss
+    monkeypatch.setattr(train_mod, "build_loss", poisoned)

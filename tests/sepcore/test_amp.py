@@ -27,7 +27,7 @@ from sepcore.models.convtasnet import (
 )
 from sepcore.models.unet import soft_masks
 from sepcore.train import autocast_dtype, cuda_speedups, fit, select_device
-from tests.sepcore.helpers import tiny_config
+from tests.sepcore.helpers import poison_loss, tiny_config
 from tests.sepcore.models.test_contract import SMALL, build_small, inputs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -305,25 +305,9 @@ def test_no_host_sync_per_step(synth_root, cache_dir, tmp_path, monkeypatch):
     assert every_two == syncs[6] + 2, (every_two, syncs)
 
 
-def _poison(monkeypatch, bad_steps):
-    """The training loss becomes inf at the (1-based) calls in ``bad_steps``."""
-    real = train_mod.build_loss
-    calls = {"n": 0}
-
-    def poisoned(name, weights=None):
-        fn = real(name, weights)
-
-        def loss(est, tgt):
-            calls["n"] += 1
-            value = fn(est, tgt)
-            return value * float("inf") if bad_steps(calls["n"]) else value
-        return loss
-    monkeypatch.setattr(train_mod, "build_loss", poisoned)
-
-
 def test_nan_without_scaler_found_at_the_check_names_its_step(synth_root, cache_dir, tmp_path,
                                                              monkeypatch):
-    _poison(monkeypatch, lambda n: n == 3)
+    poison_loss(monkeypatch, lambda n: n == 3)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3 \(found when checking steps "
                                                r"3-4\)") as info:
         fit(_mini(synth_root, tmp_path / "nan", cache_dir, steps_per_epoch=6, log_every=2,
@@ -333,7 +317,7 @@ def test_nan_without_scaler_found_at_the_check_names_its_step(synth_root, cache_
 
 def test_fp16_scaler_skips_non_finite_steps_and_counts_them(synth_root, cache_dir, tmp_path,
                                                             monkeypatch):
-    _poison(monkeypatch, lambda n: n in (2, 3))  # training calls only: validation comes later
+    poison_loss(monkeypatch, lambda n: n in (2, 3))  # training calls only: validation comes later
     result = fit(_mini(synth_root, tmp_path / "fp16", cache_dir, steps_per_epoch=5,
                        amp="fp16", log_every=2))
     metrics = result.history[0]
@@ -343,7 +327,7 @@ def test_fp16_scaler_skips_non_finite_steps_and_counts_them(synth_root, cache_di
 
 def test_fp16_run_of_skipped_steps_is_training_diverged(synth_root, cache_dir, tmp_path,
                                                         monkeypatch):
-    _poison(monkeypatch, lambda n: n >= 2)
+    poison_loss(monkeypatch, lambda n: n >= 2)
     with pytest.raises(TrainingDiverged, match="3 consecutive steps skipped") as info:
         fit(_mini(synth_root, tmp_path / "div", cache_dir, steps_per_epoch=8, amp="fp16",
                   max_skipped_steps=3, log_every=4))

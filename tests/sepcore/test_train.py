@@ -16,7 +16,7 @@ from sepcore.errors import CheckpointError, ConfigError, TrainingDiverged
 from sepcore.metrics.sisdr import si_sdr
 from sepcore.separate import apply_model
 from sepcore.train import fit, select_device
-from tests.sepcore.helpers import tiny_config
+from tests.sepcore.helpers import poison_loss, tiny_config
 
 
 def _weights(path):
@@ -154,19 +154,7 @@ def test_without_resume_an_existing_run_starts_over(synth_root, cache_dir, tmp_p
 
 
 def test_nan_loss_raises_training_diverged(synth_root, cache_dir, tmp_path, monkeypatch):
-    real = train_mod.build_loss
-    calls = {"n": 0}
-
-    def poisoned(name, weights=None):
-        fn = real(name, weights)
-
-        def loss(est, tgt):
-            calls["n"] += 1
-            value = fn(est, tgt)
-            return value * float("nan") if calls["n"] == 3 else value
-        return loss
-
-    monkeypatch.setattr(train_mod, "build_loss", poisoned)
+    poison_loss(monkeypatch, lambda n: n == 3, float("nan"))
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3") as info:
         fit(_mini(synth_root, tmp_path / "nan", cache_dir, steps_per_epoch=5))
     assert info.value.step == 3 and info.value.epoch == 1
