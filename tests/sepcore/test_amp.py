@@ -33,14 +33,6 @@ from tests.sepcore.models.test_contract import SMALL, build_small, inputs
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- device and AMP mode resolution -------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the model tests."""
+"""Fixtures shared by the sepcore tests (models, AMP)."""
 
 from __future__ import annotations
 
