@@ -9,6 +9,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for make test / test-fast (CI has 2 cores; each file stays on one worker,
+# see tests/conftest.py)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast lint clean ffmpeg postgresql chromium stack stack-status stack-down
 
@@ -66,10 +70,10 @@ demo: install
 	$(PY) -m sweeps demo $(DEMO_ARGS)
 
 test: install postgresql chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 test-fast: install chromium
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 data/synth-demo/train: | $(STAMP)
 	$(VENV)/bin/sep synth --out data/synth-demo --tracks 10 --seconds 16 --seed 0

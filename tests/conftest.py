@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on CI's two cores: one BLAS/OpenMP thread each
+    # (before torch is imported), instead of two workers with two spinning threads apiece
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +28,28 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+# Files whose tests make network namespaces and bridges (a subnet is picked from those in use, so
+# two such files at once could race for it): under pytest-xdist they run on one worker.
+NETNS_FILES = ("tests/e2e/test_stack.py", "tests/stack/test_stack.py")
+
+
+def _xdist_groups(config, items) -> None:
+    """Under ``pytest -n`` (make test runs ``--dist loadgroup``), keep each file on one worker:
+    module-scoped fixtures (a local Ray, a tracking server, the stack) start once, not once per
+    worker. An explicit ``xdist_group`` marker wins."""
+    root = config.rootpath
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        rel = item.path.relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group("netns" if rel in NETNS_FILES else rel))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``gpu`` when torch sees no CUDA device."""
+    """Group tests by file for pytest-xdist; skip tests marked ``gpu`` when torch sees no CUDA
+    device."""
+    _xdist_groups(config, items)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
