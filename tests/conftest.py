@@ -28,21 +28,18 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-# Files whose tests make network namespaces and bridges (a subnet is picked from those in use, so
-# two such files at once could race for it): under pytest-xdist they run on one worker.
-NETNS_FILES = ("tests/e2e/test_stack.py", "tests/stack/test_stack.py")
-
-
 def _xdist_groups(config, items) -> None:
     """Under ``pytest -n`` (make test runs ``--dist loadgroup``), keep each file on one worker:
     module-scoped fixtures (a local Ray, a tracking server, the stack) start once, not once per
-    worker. An explicit ``xdist_group`` marker wins."""
+    worker. (Two files in one group would get their items interleaved, and a module fixture
+    torn down and started again between them.) An explicit ``xdist_group`` marker wins.
+    Only tests/e2e/test_stack.py makes network namespaces and a bridge."""
     root = config.rootpath
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
         rel = item.path.relative_to(root).as_posix()
-        item.add_marker(pytest.mark.xdist_group("netns" if rel in NETNS_FILES else rel))
+        item.add_marker(pytest.mark.xdist_group(rel))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

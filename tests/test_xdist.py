@@ -29,7 +29,7 @@ class _Item:
         return marks[0].args[0]
 
 
-def test_each_file_is_one_group_and_the_namespace_files_share_one():
+def test_each_file_is_one_group():
     root = Path(conftest.__file__).resolve().parents[1]
     items = [_Item(root / "tests/sweeps/test_runner.py"),
              _Item(root / "tests/sweeps/test_runner.py"),
@@ -39,7 +39,7 @@ def test_each_file_is_one_group_and_the_namespace_files_share_one():
     conftest._xdist_groups(SimpleNamespace(rootpath=root), items)
     assert [i.group for i in items] == [
         "tests/sweeps/test_runner.py", "tests/sweeps/test_runner.py", "tests/sepcore/test_train.py",
-        "netns", "netns", "mine"]
+        "tests/e2e/test_stack.py", "tests/stack/test_stack.py", "mine"]
 
 
 @pytest.mark.skipif(not os.environ.get("PYTEST_XDIST_WORKER"), reason="not on an xdist worker")
