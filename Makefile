@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: install demo test test-fast lint clean ffmpeg postgresql chromium stack stack-status stack-down
+.PHONY: install demo test test-deps apt-test test-fast lint clean ffmpeg postgresql chromium stack stack-status stack-down
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=python3)" >&2; exit 1; }
@@ -69,7 +69,14 @@ install: ffmpeg $(STAMP)
 demo: install
 	$(PY) -m sweeps demo $(DEMO_ARGS)
 
-test: install postgresql chromium
+# make test: the pip install and Debian's packages side by side (apt-get one package at a time)
+test-deps:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) apt-test
+
+apt-test:
+	@for target in ffmpeg postgresql chromium; do $(MAKE) --no-print-directory $$target || exit 1; done
+
+test: test-deps
 	$(PYTEST)
 
 test-fast: install chromium
