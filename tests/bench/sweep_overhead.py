@@ -17,7 +17,16 @@ and the share ``(F + E g) / (fit + F + E g)`` at the demo's full trial (``sweeps
 without a profile) and in the limit of long trials of the demo's epoch size (``g / (per-epoch
 fit + g)``; paper profiles have heavier epochs, so a smaller share).
 
-Usage: ``python tests/bench/sweep_overhead.py [--epochs 1 3] [--steps 3]``
+Then the paper's trial length (``--paper``, default Table 1's M1 of ``sweeps/bands.yaml``: 150
+epochs of MUSDB18-HQ's 86 training songs x ``data.samples_per_track`` / ``train.batch_size``
+steps). The one per-epoch platform cost that grows with the model is the trial's checkpoint
+copies (``last`` and ``best`` into the report's folder, then into Tune's storage): measured here
+on the paper model's real checkpoint (weights + Adam state) against the demo's, with a local
+storage folder (an S3 upload is not measured). Printed: the platform's time for that trial and
+the shortest training step at which it stays <= 5 % of the trial (a GPU's step time for M1 at
+batch 4 x 8 s comes from ``tests/bench/gpu_smoke.sh``; a CPU cannot train it at that size).
+
+Usage: ``python tests/bench/sweep_overhead.py [--epochs 1 3] [--steps 3] [--paper CONFIG]``
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "sweeps" / "demo.yaml"
+PAPER = REPO / "sepcore" / "configs" / "paper" / "m1.yaml"
+MUSDB_TRAIN_SONGS = 86  # MUSDB18-HQ's 100 training songs less musdb's 14 validation songs
+TARGET = 0.05  # the platform's share of a paper trial
 
 
 def _recording_trainable(record: Path):
@@ -93,6 +106,75 @@ def fit_alone(work: Path, data: Path, params: dict, epochs: int, steps: int) -> 
     return time.perf_counter() - start
 
 
+def checkpoint_copy_s(cfg, work: Path, repeat: int = 3) -> tuple[int, float]:
+    """(bytes of one checkpoint, seconds of one epoch's copies) for ``cfg``'s model: its real
+    checkpoint file (weights and Adam's state after a step), copied as a trial's report copies
+    it: ``last`` and ``best`` into a fresh folder, that folder into the storage. Median."""
+    import shutil
+    import statistics
+
+    import torch
+
+    from sepcore.checkpoint import (
+        Checkpoint,
+        checkpoint_config,
+        flatten_optimizer_state,
+        save_checkpoint,
+    )
+    from sepcore.models import build_model
+    from sepcore.train import BEST, LAST
+
+    model = build_model(cfg.model_name, cfg.model)
+    optimizer = torch.optim.Adam(model.parameters())
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    tensors, _ = flatten_optimizer_state(optimizer.state_dict())
+    source = work / f"ckpt-{cfg.model_name}-{len(list(work.glob('ckpt-*')))}"
+    source.mkdir()
+    ckpt = Checkpoint(config=checkpoint_config(cfg), model_state=model.state_dict(),
+                      optimizer_state=tensors)
+    for name in (LAST, BEST):
+        save_checkpoint(source / name, ckpt)
+    times = []
+    for attempt in range(repeat):
+        start = time.perf_counter()
+        report = source / f"report-{attempt}"
+        report.mkdir()
+        for name in (LAST, BEST):
+            shutil.copyfile(source / name, report / name)
+        shutil.copytree(report, source / f"storage-{attempt}")
+        times.append(time.perf_counter() - start)
+        shutil.rmtree(report)
+        shutil.rmtree(source / f"storage-{attempt}")
+    return (source / LAST).stat().st_size, statistics.median(times)
+
+
+def paper_lines(paper: Path, work: Path, demo_cfg, fixed: float, g: float) -> list[str]:
+    """The platform's time for one trial of ``paper`` and the step time for <= 5 %."""
+    from sepcore.config import load_config
+
+    cfg = load_config(paper)
+    steps = MUSDB_TRAIN_SONGS * cfg.data.samples_per_track // cfg.train.batch_size
+    if cfg.train.steps_per_epoch is not None:
+        steps = min(steps, cfg.train.steps_per_epoch)
+    epochs = cfg.train.epochs
+    demo_bytes, demo_copy = checkpoint_copy_s(demo_cfg, work)
+    paper_bytes, paper_copy = checkpoint_copy_s(cfg, work)
+    per_epoch = max(g, 0.0) + paper_copy - demo_copy
+    platform = max(fixed, 0.0) + epochs * per_epoch
+    # share = platform / (epochs x steps x step + platform) <= TARGET
+    step = platform * (1 - TARGET) / TARGET / (epochs * steps)
+    return [
+        f"checkpoint copies per epoch: demo {demo_bytes / 1e6:.1f} MB in {demo_copy:.3f} s, "
+        f"{paper.stem} {paper_bytes / 1e6:.1f} MB in {paper_copy:.3f} s",
+        f"{paper.stem}'s trial ({epochs} epochs x {steps} steps): platform {platform:.0f} s "
+        f"(fixed {max(fixed, 0.0):.1f} s + {epochs} x {per_epoch:.2f} s); <= {TARGET:.0%} of "
+        f"the trial for any training step >= {step * 1e3:.1f} ms "
+        f"(= {platform * (1 - TARGET) / TARGET / 3600:.2f} h of training)",
+    ]
+
+
 def main() -> None:
     import ray
 
@@ -102,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, nargs=2, default=[1, 3], help="two trial lengths")
     parser.add_argument("--steps", type=int, default=3, help="steps per epoch")
+    parser.add_argument("--paper", type=Path, default=PAPER,
+                        help="a paper config for the paper-length line (default: %(default)s)")
     args = parser.parse_args()
     short, long = args.epochs
     if not 0 < short < long:
@@ -135,6 +219,8 @@ def main() -> None:
             fit_steps = fit_alone(work, data, params, short, 3 * args.steps)
         finally:
             ray.shutdown()
+        demo_cfg = load_sweep(DEMO, overrides=_overrides(work, data, long, args.steps)
+                              ).config_for(params)
     print(f"trial parameters: {params}")
     print(f"ray.init (once per sweep): {ray_start:.1f} s")
     for epochs in (short, long):
@@ -159,6 +245,9 @@ def main() -> None:
           f"{platform_full / (fit_full + platform_full):.1%} of the trial")
     print(f"long trials of the demo's epochs: platform -> {g / (epoch_full + g):.1%} "
           f"(per-epoch cost only)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for line in paper_lines(args.paper, Path(tmp), demo_cfg, fixed, g):
+            print(line)
     if min(fixed, g, per_step, per_epoch_fit) < 0:
         print("a negative cost: the machine's load changed more than the costs measured; "
               "rerun on a quieter machine (or with longer --epochs)")
