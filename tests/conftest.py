@@ -42,10 +42,19 @@ def _xdist_groups(config, items) -> None:
         item.add_marker(pytest.mark.xdist_group(rel))
 
 
+def _slow_files_first(items) -> None:
+    """Files holding a test marked ``slow`` (Ray sweeps, the e2e stacks, long training) run
+    first, each file's tests in their order: the two xdist workers then end on short files
+    instead of one of them finishing a long one alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order is otherwise kept
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Group tests by file for pytest-xdist; skip tests marked ``gpu`` when torch sees no CUDA
-    device."""
+    """Slow files first and each file one group for pytest-xdist; skip tests marked ``gpu``
+    when torch sees no CUDA device."""
+    _slow_files_first(items)
     _xdist_groups(config, items)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:

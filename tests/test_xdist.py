@@ -12,9 +12,11 @@ from tests import conftest
 
 
 class _Item:
-    def __init__(self, path: Path, group: str | None = None):
+    def __init__(self, path: Path, group: str | None = None, slow: bool = False):
         self.path = path
         self.markers = [pytest.mark.xdist_group(group).mark] if group else []
+        if slow:
+            self.markers.append(pytest.mark.slow.mark)
 
     def get_closest_marker(self, name):
         return next((m for m in self.markers if m.name == name), None)
@@ -40,6 +42,15 @@ def test_each_file_is_one_group():
     assert [i.group for i in items] == [
         "tests/sweeps/test_runner.py", "tests/sweeps/test_runner.py", "tests/sepcore/test_train.py",
         "tests/e2e/test_stack.py", "tests/stack/test_stack.py", "mine"]
+
+
+def test_files_with_a_slow_test_come_first_and_stay_whole():
+    a, b, c = Path("/r/tests/a.py"), Path("/r/tests/b.py"), Path("/r/tests/c.py")
+    items = [_Item(a), _Item(b), _Item(b, slow=True), _Item(c), _Item(a), _Item(c, slow=True)]
+    order = list(items)
+    conftest._slow_files_first(items)
+    assert [i.path for i in items] == [b, b, c, c, a, a]
+    assert items == [order[1], order[2], order[3], order[5], order[0], order[4]]
 
 
 @pytest.mark.skipif(not os.environ.get("PYTEST_XDIST_WORKER"), reason="not on an xdist worker")
