@@ -362,7 +362,7 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.segment": (_positive, "a finite number of seconds > 0"),
     "data.samples_per_track": (_at_least_one, "an integer >= 1"),
     "data.valid_segment": (_optional(_positive), "null or a finite number of seconds > 0"),
-    "data.valid_ratio": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "data.valid_ratio": (lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
     "data.num_workers": (lambda v: v == "auto" or (isinstance(v, int) and _non_negative(v)),
                          "'auto' or an integer >= 0"),
     "data.augment.gain_min": (_positive, "finite and > 0"),

@@ -21,7 +21,7 @@ EDGES: dict[str, tuple[list[str], list[str]]] = {
     "data.segment": (["0.001", "4.0"], ["0", "-1", "nan", "inf"]),
     "data.samples_per_track": (["1"], ["0", "-1"]),
     "data.valid_segment": (["null", "0.5"], ["0", "-0.5", "inf"]),
-    "data.valid_ratio": (["0", "0.5", "0.99"], ["1", "-0.1", "nan"]),
+    "data.valid_ratio": (["0.01", "0.5", "0.99"], ["0", "1", "-0.1", "nan"]),
     "data.num_workers": (["0", "2", "auto"], ["-1", "many"]),
     "data.augment.gain_min": (["0.5", "1.25"], ["0", "-1", "inf", "1.3"]),  # gain_max is 1.25
     "data.augment.gain_max": (["0.75", "3"], ["0", "0.7", "inf", "nan"]),  # gain_min is 0.75
