@@ -37,7 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sweeps.report import _fmt  # noqa: E402
+from sweeps.report import _fmt, songs_cell  # noqa: E402
 from sweeps.tracking import child_runs  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -290,11 +290,14 @@ def _img(data: bytes, alt: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = ["config", "runs", *[c.removeprefix("test_") for c in columns], "params", "epochs"]
+    songs = any(r.get("songs") for r in rows)  # the test songs a row's scores average
+    head = ["config", "runs", *(["songs"] if songs else []),
+            *[c.removeprefix("test_") for c in columns], "params", "epochs"]
     lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
              + "</tr></thead><tbody>"]
     for r in rows:
         cells = [r["config"], str(r["runs"]),
+                 *([songs_cell(r.get("songs", []))] if songs else []),
                  *[_fmt(*r[c]).replace("±", " ± ") for c in columns],
                  f"{r['params'] / 1e6:.2f}M" if not math.isnan(r["params"]) else "-",
                  str(int(r["epochs"]))]

@@ -79,6 +79,10 @@ def collect_rows(client, experiment_id: str, parent_run_id: str, metric: str,
         for column in columns:
             row[column] = _stats([r.data.metrics.get(column, math.nan) for r in runs])
         row["params"] = runs[0].data.metrics.get("params", math.nan)
+        # how many test songs its test columns average (tune.test_max_tracks, or all of them
+        # for the best trial, scored again after the sweep)
+        row["songs"] = sorted({int(r.data.metrics["test_tracks"]) for r in runs
+                               if "test_tracks" in r.data.metrics})
         row["epochs"] = max(r.data.metrics.get("epoch", 0) for r in runs)
         row_id = dict(key).get("row")
         if row_id in published:
@@ -114,19 +118,37 @@ def _with_paper(text: str, measured: float, paper: float | None, percent: bool =
     return f"{text} [{value} {shown}]"
 
 
+def songs_cell(songs: list[int]) -> str:
+    """The test songs of a row's scores: ``10``, ``10-50`` when its runs differ, ``-``."""
+    if not songs:
+        return "-"
+    return str(songs[0]) if len(songs) == 1 else f"{songs[0]}-{songs[-1]}"
+
+
+def _has_songs(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("songs") for r in rows)
+
+
 def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    header = ["config", "runs", *[c.removeprefix("test_") for c in columns], "params", "epochs"]
+    songs = _has_songs(rows)  # a "songs" column when any run was scored on the test set
+    header = ["config", "runs", *(["songs"] if songs else []),
+              *[c.removeprefix("test_") for c in columns], "params", "epochs"]
     body = []
     for r in rows:
         paper = r.get("published") or {}
         cells = [_with_paper(_fmt(*r[c]), r[c][0], paper.get(c)) for c in columns]
         params = f"{r['params'] / 1e6:.2f}M" if not math.isnan(r["params"]) else "-"
-        body.append([r["config"], str(r["runs"]), *cells,
+        body.append([r["config"], str(r["runs"]),
+                     *([songs_cell(r.get("songs", []))] if songs else []), *cells,
                      _with_paper(params, r["params"], paper.get("params"), True, "M"),
                      str(int(r["epochs"]))])
     sources = sorted({r["published"].get("source", "?") for r in rows if r.get("published")})
     note = (f"[published difference]: the paper's value ({', '.join(sources)}) and measured - "
             f"published (dB; params in %)" if sources else "")
+    if songs and len({tuple(r.get("songs", [])) for r in rows if r.get("songs")}) > 1:
+        note = "\n".join(filter(None, [
+            "songs: the test songs a row's scores average (tune.test_max_tracks per trial; the "
+            "best trial is scored again on all of them after the sweep)", note]))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
@@ -140,10 +162,11 @@ def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
     compared = [c for c in [*columns, "params"]
                 if any(c in (r.get("published") or {}) for r in rows)]
+    songs = _has_songs(rows)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["config", "runs", *[f"{c}_{s}" for c in columns for s in ("mean",
-                                                                                   "std")],
+        writer.writerow(["config", "runs", *(["test_songs"] if songs else []),
+                         *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
                          "params", "epochs",
                          *[f"{c}_{s}" for c in compared for s in ("published", "diff")],
                          *(["published_source"] if compared else [])])
@@ -154,7 +177,9 @@ def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Pat
                 measured = r[c][0] if c != "params" else r["params"]
                 extra += ([paper[c], difference(measured, paper[c], c == "params")]
                           if c in paper else ["", ""])
-            writer.writerow([r["config"], r["runs"], *[v for c in columns for v in r[c]],
+            writer.writerow([r["config"], r["runs"],
+                             *([songs_cell(r.get("songs", []))] if songs else []),
+                             *[v for c in columns for v in r[c]],
                              r["params"], r["epochs"], *extra,
                              *([paper.get("source", "")] if compared else [])])
     return path

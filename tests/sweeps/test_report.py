@@ -248,3 +248,39 @@ def test_published_numbers_stand_beside_the_rows_that_reproduce_them(sweep, tmp_
     assert float(table["row=M1"]["params_diff"]) == 25.0
     assert table["row=M1"]["published_source"] == "Table 1"
     assert table["row=M2"]["test_vocals_SDR_published"] == ""
+
+
+def test_rows_name_the_test_songs_their_scores_average(tmp_path):
+    """Trials scored on ``tune.test_max_tracks`` songs beside the best trial scored again on
+    all of them: the text, CSV and HTML tables say how many songs each row averages."""
+    from sweeps.dashboard import _table
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.create_experiment("songs", artifact_location=tmp_path.as_uri())
+    parent = client.create_run(experiment, tags={"sepcore.kind": "sweep"}).info.run_id
+    for bands, seed, tracks in (("1", 42, 50), ("1", 43, 10), ("2", 42, 10), ("4", 42, None)):
+        run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+        metrics = {"best_valid_sisdr": float(bands), "params": 1.0e6}
+        if tracks is not None:
+            metrics |= {"test_vocals_SDR": 1.0, "test_tracks": float(tracks)}
+        client.log_batch(run, params=[Param("search.model.num_bands", bands),
+                                      Param("search.train.seed", str(seed))],
+                         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    rows, columns = collect_rows(client, experiment, parent, "valid_sisdr", "max")
+    assert [(r["config"], r["songs"]) for r in rows] == [
+        ("model.num_bands=4", []), ("model.num_bands=2", [10]), ("model.num_bands=1", [10, 50])]
+    text = format_rows(rows, columns).splitlines()
+    assert text[0].split()[:3] == ["config", "runs", "songs"]
+    assert [line.split()[2] for line in text[2:5]] == ["-", "10", "10-50"]
+    assert text[-1].startswith("songs: the test songs a row's scores average")
+    from sweeps.report import write_csv
+
+    with open(write_csv(rows, columns, tmp_path / "c.csv")) as handle:
+        table = list(csv.reader(handle))
+    assert table[0][:3] == ["config", "runs", "test_songs"]
+    assert [r[2] for r in table[1:]] == ["-", "10", "10-50"]
+    html_table = _table(rows, columns)
+    assert "<th>songs</th>" in html_table and "<td>10-50</td>" in html_table
+    # without any test score there is no songs column
+    no_test = [{**r, "songs": []} for r in rows]
+    assert "songs" not in format_rows(no_test, columns).splitlines()[0]
