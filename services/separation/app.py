@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import tempfile
+import threading
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -135,6 +136,9 @@ def create_app(service: SeparationService) -> FastAPI:
                   description="Separate songs into stems with the registry's model.")
     app.add_middleware(BearerAuth, token=service.settings.token)
     limit = service.settings.max_upload_bytes
+    # synchronous separations run in the request's thread: at most max_sync at once (each holds
+    # a song and its stems in memory); one more is told to come back, as a full queue is
+    sync_slots = threading.BoundedSemaphore(service.settings.max_sync)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -157,15 +161,24 @@ def create_app(service: SeparationService) -> FastAPI:
               responses={200: {"description": "one stem as audio, several as a zip",
                                "content": {"audio/wav": _BINARY, "audio/flac": _BINARY,
                                            "application/zip": _BINARY}},
-                         **_UPLOAD_ERRORS})
+                         **_UPLOAD_ERRORS,
+                         503: {"description": "max_sync separations running (Retry-After)",
+                               **_ERROR}})
     async def separate(request: Request, stems: StemsQuery = None,
                        format: FormatQuery = "wav") -> FileResponse:
         """Separate the uploaded song and return the stems: ``audio/wav`` (or ``audio/flac``)
         for one stem, else ``application/zip`` of ``<stem>.wav`` files."""
         served = service.holder.current  # this request's model, whatever swaps meanwhile
-        folder = Path(tempfile.mkdtemp(prefix="sync-", dir=service.scratch))
         try:
             wanted = service.check_stems(served, stems)
+        except UploadError as exc:
+            raise _error(exc) from None
+        if not sync_slots.acquire(blocking=False):
+            raise HTTPException(503, f"{service.settings.max_sync} synchronous separation(s) "
+                                     f"already running; retry later or queue it with "
+                                     f"POST /v1/separations", headers={"Retry-After": "5"})
+        folder = Path(tempfile.mkdtemp(prefix="sync-", dir=service.scratch))
+        try:
             upload = await receive_upload(request.headers, request.stream(), limit, folder)
             files = await run_in_threadpool(service.separate, served, upload, wanted, format,
                                             folder)
@@ -175,6 +188,8 @@ def create_app(service: SeparationService) -> FastAPI:
         except BaseException:
             remove(folder)
             raise
+        finally:
+            sync_slots.release()
         headers = {"X-Model-Name": served.resolved.name, "X-Model-Version": served.version}
         cleanup = BackgroundTask(remove, folder)
         if len(files) == 1:

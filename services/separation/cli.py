@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "(default 3600) [SEPCORE_SERVE_RESULT_TTL]")
     parser.add_argument("--queue-size", help="asynchronous separations that may wait "
                                              "(default 4) [SEPCORE_SERVE_QUEUE_SIZE]")
+    parser.add_argument("--max-sync", help="synchronous /v1/separate requests separating at "
+                                           "once (default 2) [SEPCORE_SERVE_MAX_SYNC]")
     parser.add_argument("--log-level", default="info", help="log level (this service and uvicorn)",
                         choices=["critical", "error", "warning", "info", "debug"])
 

@@ -31,6 +31,7 @@ ENV = {
     "max_duration": "SEPCORE_SERVE_MAX_DURATION",
     "result_ttl": "SEPCORE_SERVE_RESULT_TTL",
     "queue_size": "SEPCORE_SERVE_QUEUE_SIZE",
+    "max_sync": "SEPCORE_SERVE_MAX_SYNC",
     "token": "SEPCORE_SERVE_TOKEN",
 }
 
@@ -50,6 +51,8 @@ class ServeSettings:
         max_duration: longest accepted song, in seconds (400 above).
         result_ttl: seconds a finished asynchronous separation stays downloadable.
         queue_size: asynchronous separations waiting at most (503 with Retry-After above).
+        max_sync: synchronous ``/v1/separate`` requests separating at once (503 with
+            Retry-After above, before the upload is read).
         token: bearer token every route but ``/healthz`` and the page ``/`` requires (None: open).
     """
 
@@ -62,6 +65,7 @@ class ServeSettings:
     max_duration: float = 900.0
     result_ttl: float = 3600.0
     queue_size: int = 4
+    max_sync: int = 2
     token: str | None = field(default=None, repr=False)
 
     @property

@@ -341,6 +341,43 @@ def test_full_queue_answers_503_with_retry_after(registry, tmp_path):
         assert client.post("/v1/separations", files=upload).status_code == 202
 
 
+def test_synchronous_separations_over_max_sync_get_503_before_their_upload(registry, tmp_path):
+    """max_sync=1: while one /v1/separate request separates, the next is answered 503 with
+    Retry-After (its body is not read), and once the first is done the next one is served."""
+    service = _service(registry, tmp_path, max_sync=1)
+    entered, gate = threading.Event(), threading.Event()
+    real = service.separate
+
+    def held(*args, **kwargs):
+        entered.set()
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    service.separate = held
+    with TestClient(create_app(service)) as client:
+        upload = _upload(song(seconds=0.5))
+        answers = []
+        first = threading.Thread(target=lambda: answers.append(
+            client.post("/v1/separate?stems=vocals", files=upload)))
+        first.start()
+        try:
+            assert entered.wait(30)
+            busy = client.post("/v1/separate?stems=vocals", files=upload)
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+            assert busy.json()["detail"] == ("1 synchronous separation(s) already running; "
+                                             "retry later or queue it with POST /v1/separations")
+            # a bad request is still told what is wrong with it, not to come back later
+            assert client.post("/v1/separate?stems=drumz", files=upload).status_code == 422
+            assert client.post("/v1/separations", files=upload).status_code == 202  # queued
+        finally:
+            gate.set()
+            first.join(60)
+        assert [a.status_code for a in answers] == [200]
+        assert client.post("/v1/separate?stems=vocals", files=upload).status_code == 200
+        assert service.scratch.is_dir()
+        assert not list(service.scratch.glob("sync-*"))  # the refused request left no folder
+
+
 def test_a_failing_job_reports_failed(registry, tmp_path):
     service = _service(registry, tmp_path)
 
@@ -414,6 +451,7 @@ def test_pinned_version_and_bad_settings(registry, tmp_path):
                            (dict(model="models:/m/x"), "bad model URI 'models:/m/x'"),
                            (dict(model="models:/m@c", poll="-1"), "--poll='-1' must be"),
                            (dict(model="models:/m@c", queue_size="0"), "--queue-size='0'"),
+                           (dict(model="models:/m@c", max_sync="0"), "--max-sync='0'"),
                            (dict(model="models:/m@c", max_upload_mb="x"), "is not a number")):
         with pytest.raises(ConfigError, match=message):
             ServeSettings.from_env({}, **given)
