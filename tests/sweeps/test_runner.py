@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -164,7 +165,10 @@ def test_tiny_sweep_end_to_end(tiny_sweep, local_ray):
     name = client.get_run(outcome.parent_run_id).info.run_name
     assert main(["report", name, "--out", "report-out"]) == 0
     csv_text = Path("report-out/comparison.csv").read_text()
-    assert csv_text.startswith("config,runs,best_valid_sisdr_mean")
+    assert csv_text.startswith("config,runs,test_songs,best_valid_sisdr_mean")
+    # the rows say how many songs their test scores average: the best trial's all 2 of them
+    songs = [row[2] for row in list(csv.reader(csv_text.strip().splitlines()))[1:]]
+    assert "2" in songs and set(songs) <= {"1", "2", "-"}, songs
     assert len(csv_text.strip().splitlines()) == 1 + len({c.data.params["search.model.num_bands"]
                                                           + c.data.params["search.train.lr"]
                                                           for c in children})
