@@ -43,6 +43,15 @@ def _rfft0(x: torch.Tensor, n: int, padded: torch.Tensor | None = None) -> torch
     return torch.fft.rfft(x, n=n, dim=0)
 
 
+def _rfft_last(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Real FFT along the last dim (zero-padded to ``n``): (..., T) -> (..., n // 2 + 1) complex.
+    For short transforms of many contiguous rows (scipy pads them without a strided copy)."""
+    if _host(x):
+        out = scipy.fft.rfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads())
+        return torch.from_numpy(out)
+    return torch.fft.rfft(x, n=n, dim=-1)
+
+
 def _irfft0(x: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`_rfft0` along dim 0: (n // 2 + 1, ...) -> (n, ...) real."""
     if _host(x):
