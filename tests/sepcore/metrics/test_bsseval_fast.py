@@ -275,6 +275,24 @@ def test_block_correlations_chunk_by_chunk_equal_direct_sums(monkeypatch, thread
     np.testing.assert_allclose(ours, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
+def test_rfft_rows_equals_rfft_along_dim_0():
+    """The windows' FFT along rows (into a reused zero-padded buffer, fewer windows than it
+    holds) gives what the FFT along dim 0 gives, frequency-major and contiguous."""
+    import torch
+
+    from sepcore.metrics.bsseval import arrays
+
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((3, 900, 2)))
+    frames = x.permute(0, 2, 1).unfold(-1, 300, 300)[:, :, :2]  # (3, 2, 2, 300) strided
+    buffer = torch.zeros(3, 2, 4, 512, dtype=x.dtype)
+    for _ in range(2):  # the buffer's padding stays zero from one call to the next
+        ours = arrays._rfft_rows(frames, 512, buffer)
+        assert ours.is_contiguous() and ours.shape == (257, 3, 2, 2)
+        np.testing.assert_allclose(ours.numpy(), arrays._rfft0(frames.movedim(-1, 0), 512).numpy(),
+                                   rtol=0, atol=1e-12)
+    assert not buffer[..., 300:].any()
+
+
 def test_block_toeplitz_gram_and_levinson_solve():
     """The Gram of the delayed references is the block-Toeplitz matrix built from the
     correlations, and block Levinson solves it as numpy's dense solve does."""
