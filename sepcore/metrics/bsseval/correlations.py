@@ -15,6 +15,7 @@ from sepcore.metrics.bsseval.arrays import (
     _in_parallel,
     _irfft0,
     _rfft0,
+    _rfft_last,
 )
 
 _CORR_FFT = 8192  # FFT length of the blocks of the global correlations
@@ -38,7 +39,7 @@ def _correlations_and_sums(
     past the end of its block (``n + k >= M``) the circular sum took ``x`` from the start of the
     same block instead of the next one, which is corrected exactly by a short correlation of the
     last ``L - 1`` samples of each reference block with the differences ``head(m + 1) - head(m)``
-    of the first ``L - 1`` samples of the blocks (FFT length ~2L, all blocks at once).
+    of the first ``L - 1`` samples of the blocks (FFT length ~2L, per chunk, in the threads).
 
     Args:
         refs: (nsrc, C, N) references, any strides.
@@ -68,35 +69,42 @@ def _correlations_and_sums(
         parts.append([F.pad(x[..., nfull * size :], (0, size - rest)).unsqueeze(-2)
                       for x in (refs, ests)])
 
-    def accumulate(first: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    short = scipy.fft.next_fast_len(2 * edge, real=True)  # FFT length of the wrap-around
+    nshort = short // 2 + 1
+
+    def head(block: int) -> torch.Tensor:
+        """(2P, 1, L - 1): the first samples of a block of every signal (zero past the end)."""
+        if block >= nblk:
+            return refs.new_zeros(2 * p, 1, edge)
+        source, offset = (parts[0], 0) if block < nfull else (parts[1], nfull)
+        return torch.cat([b[..., block - offset, :edge].reshape(p, 1, edge) for b in source])
+
+    def accumulate(first: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         spectrum = torch.zeros(nfreq, 2 * p, p, dtype=_complex(refs.dtype), device=refs.device)
+        wrap = torch.zeros(nshort, 2 * p, p, dtype=spectrum.dtype, device=refs.device)
         sums = refs.new_zeros(2 * p)
         while first < stop:
             end = min(first + step, stop, nfull if first < nfull else stop)
             source, offset = (parts[0], 0) if first < nfull else (parts[1], nfull)
-            spectra = [_rfft0(b[..., first - offset : end - offset, :].movedim(-1, 0), size)
-                       .reshape(nfreq, p, -1) for b in source]  # (F, P, m): refs, estimates
+            blocks = [b[..., first - offset : end - offset, :] for b in source]  # (S, C, m, M)
+            spectra = [_rfft0(b.movedim(-1, 0), size).reshape(nfreq, p, -1)
+                       for b in blocks]  # (F, P, m): refs, estimates
             _add_product(spectrum[:, :p], spectra[0], spectra[0])
             _add_product(spectrum[:, p:], spectra[1], spectra[0])
             sums += torch.cat([s[0].real.sum(dim=-1) for s in spectra])  # bin 0: block sums
+            # the wrap-around of these blocks: sum_{j < k} (head_{m+1} - head_m)[a, j]
+            # * tail_m[b, j + L - 1 - k], as the cross-spectra of short zero-padded FFTs
+            heads = torch.cat([b[..., :edge].reshape(p, -1, edge) for b in blocks])  # (2P, m, .)
+            diffs = torch.cat([heads[:, 1:], head(end)], dim=1) - heads
+            tails = blocks[0][..., size - edge :].reshape(p, -1, edge)
+            d = _rfft_last(diffs, short).permute(2, 0, 1).contiguous()  # (F', 2P, m)
+            g = _rfft_last(tails, short).permute(2, 0, 1).contiguous()  # (F', P, m)
+            _add_product(wrap, d, g)  # conj of the cross-spectrum sum_j g[j + s] d[j]
             first = end
-        return spectrum, sums
+        return spectrum, wrap, sums
 
-    spectra, sums = zip(*_in_parallel(accumulate, nblk, refs), strict=True)
-    spectrum = sum(spectra)
-    circular = _irfft0(spectrum, size)[:max_lag]  # (L, 2P, P)
-
-    # the wrap-around: sum_{j < k} (head_{m+1} - head_m)[a, j] * tail_m[b, j + L - 1 - k]
-    heads = torch.cat([torch.cat([b[..., :edge] for b in part]) for part in parts], dim=-2)
-    heads = heads.reshape(2 * p, nblk, edge)
-    diffs = torch.cat([heads[:, 1:], heads.new_zeros(2 * p, 1, edge)], dim=1) - heads
-    tails = torch.cat([part[0][..., size - edge :] for part in parts], dim=-2)
-    tails = tails.reshape(p, nblk, edge)
-    short = scipy.fft.next_fast_len(2 * edge, real=True)
-    d = _rfft0(diffs.permute(2, 0, 1), short)  # (F', 2P, m)
-    g = _rfft0(tails.permute(2, 0, 1), short)  # (F', P, m)
-    wrap = torch.zeros(d.shape[0], 2 * p, p, dtype=d.dtype, device=d.device)
-    _add_product(wrap, d, g)  # conj of the cross-spectrum sum_j g[j + s] d[j]
-    xcorr = _irfft0(wrap.conj_physical(), short)[:max_lag]  # (L, 2P, P) at shifts s = 0..L-1
+    spectra, wraps, sums = zip(*_in_parallel(accumulate, nblk, refs), strict=True)
+    circular = _irfft0(sum(spectra), size)[:max_lag]  # (L, 2P, P)
+    xcorr = _irfft0(sum(wraps).conj_physical(), short)[:max_lag]  # (L, 2P, P) at shifts 0..L-1
     return (circular + xcorr.flip(0)).permute(1, 2, 0), sum(sums)  # shift s = L - 1 - k
 

@@ -9,7 +9,7 @@ import math
 import scipy.fft
 import torch
 
-from sepcore.metrics.bsseval.arrays import _chunk, _in_parallel, _rfft0
+from sepcore.metrics.bsseval.arrays import _chunk, _in_parallel, _rfft0, _rfft_rows
 from sepcore.metrics.bsseval.correlations import _correlations_and_sums
 from sepcore.metrics.bsseval.toeplitz import _distortion_filters
 
@@ -121,7 +121,7 @@ def _window_energies(
 
     def windows(first: int, stop: int) -> None:
         z = torch.empty(banks, nfreq, p, step, dtype=every.dtype, device=every.device)
-        padded = refs.new_zeros(fft_len, nsrc, nchan, step)
+        rows = refs.new_zeros(nsrc, nchan, step, fft_len)  # zero-padded windows
         for t in range(first, stop, step):
             end = min(t + step, stop)
             ref_t, est_t = ref_frames[:, :, t:end], est_frames[:, :, t:end]
@@ -129,8 +129,8 @@ def _window_energies(
             silent[t:end] = _silent(ref_t) | _silent(est_t)
             energies[5, :, t:end] = torch.linalg.vector_norm(ref_t, dim=(1, 3)).square()
             energies[6, :, t:end] = torch.linalg.vector_norm(est_t - ref_t, dim=(1, 3)).square()
-            ref = _rfft0(ref_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)  # (F, P, m)
-            est = _rfft0(est_t.movedim(-1, 0), fft_len, padded).view(nfreq, p, m)
+            ref = _rfft_rows(ref_t, fft_len, rows).view(nfreq, p, m)  # (F, P, m)
+            est = _rfft_rows(est_t, fft_len, rows).view(nfreq, p, m)
             zt = z[..., :m] if m < step else z
             image, target = zt[3], zt[1]
             torch.matmul(every, ref, out=image)  # s_true + e_spat + e_interf

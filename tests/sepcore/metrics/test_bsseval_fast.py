@@ -250,6 +250,49 @@ def test_block_correlations_equal_direct_sums(n):
     np.testing.assert_allclose(ours, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_correlations_chunk_by_chunk_equal_direct_sums(monkeypatch, threads):
+    """One block per chunk (the wrap-around correction of each chunk then takes the next block's
+    head from the next chunk, or from the other thread's part), last block zero-padded."""
+    import torch
+
+    from sepcore.metrics.bsseval import arrays, correlations
+
+    monkeypatch.setattr(arrays, "_CHUNK_BYTES", 1)
+    n, taps = 5 * 8192 + 3000, 512
+    rng = np.random.default_rng(n)
+    refs, ests = rng.standard_normal((2, 2, n, 2))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        ours = correlations._lagged_correlations(torch.from_numpy(refs).permute(0, 2, 1),
+                                                 torch.from_numpy(ests).permute(0, 2, 1),
+                                                 taps).numpy()
+    finally:
+        torch.set_num_threads(before)
+    signals = np.concatenate([refs, ests]).transpose(0, 2, 1).reshape(8, n)
+    want = np.stack([signals[:, k:] @ signals[:4, : n - k].T for k in range(taps)], axis=-1)
+    np.testing.assert_allclose(ours, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_rfft_rows_equals_rfft_along_dim_0():
+    """The windows' FFT along rows (into a reused zero-padded buffer, fewer windows than it
+    holds) gives what the FFT along dim 0 gives, frequency-major and contiguous."""
+    import torch
+
+    from sepcore.metrics.bsseval import arrays
+
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((3, 900, 2)))
+    frames = x.permute(0, 2, 1).unfold(-1, 300, 300)[:, :, :2]  # (3, 2, 2, 300) strided
+    buffer = torch.zeros(3, 2, 4, 512, dtype=x.dtype)
+    for _ in range(2):  # the buffer's padding stays zero from one call to the next
+        ours = arrays._rfft_rows(frames, 512, buffer)
+        assert ours.is_contiguous() and ours.shape == (257, 3, 2, 2)
+        np.testing.assert_allclose(ours.numpy(), arrays._rfft0(frames.movedim(-1, 0), 512).numpy(),
+                                   rtol=0, atol=1e-12)
+    assert not buffer[..., 300:].any()
+
+
 def test_block_toeplitz_gram_and_levinson_solve():
     """The Gram of the delayed references is the block-Toeplitz matrix built from the
     correlations, and block Levinson solves it as numpy's dense solve does."""
