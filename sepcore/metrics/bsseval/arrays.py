@@ -63,16 +63,11 @@ def _rfft_rows(x: torch.Tensor, n: int, buffer: torch.Tensor | None = None) -> t
     ``buffer``: an optional (..., n) buffer, at least ``x``'s size in every leading dim, whose
     columns from T on are zero, reused across calls.
     """
-    if _host(x):
-        if buffer is not None and x.shape[-1] < n:
-            buffer = buffer[tuple(slice(0, size) for size in x.shape[:-1])]
-            buffer[..., : x.shape[-1]].copy_(x)
-            x = buffer
-        out = torch.from_numpy(
-            scipy.fft.rfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads()))
-    else:
-        out = torch.fft.rfft(x, n=n, dim=-1)
-    return out.movedim(-1, 0).contiguous()
+    if _host(x) and buffer is not None and x.shape[-1] < n:
+        buffer = buffer[tuple(slice(0, size) for size in x.shape[:-1])]
+        buffer[..., : x.shape[-1]].copy_(x)
+        x = buffer
+    return _rfft_last(x, n).movedim(-1, 0).contiguous()
 
 
 def _irfft0(x: torch.Tensor, n: int) -> torch.Tensor:
