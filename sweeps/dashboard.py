@@ -37,7 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sweeps.report import _fmt, songs_cell  # noqa: E402
+from sweeps.report import _fmt, has_songs, songs_cell  # noqa: E402
 from sweeps.tracking import child_runs  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ def _img(data: bytes, alt: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    songs = any(r.get("songs") for r in rows)  # the test songs a row's scores average
+    songs = has_songs(rows)  # a column of the test songs a row's scores average
     head = ["config", "runs", *(["songs"] if songs else []),
             *[c.removeprefix("test_") for c in columns], "params", "epochs"]
     lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)

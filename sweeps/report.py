@@ -125,12 +125,13 @@ def songs_cell(songs: list[int]) -> str:
     return str(songs[0]) if len(songs) == 1 else f"{songs[0]}-{songs[-1]}"
 
 
-def _has_songs(rows: list[dict[str, Any]]) -> bool:
+def has_songs(rows: list[dict[str, Any]]) -> bool:
+    """Whether the tables get a songs column: some run was scored on the test set."""
     return any(r.get("songs") for r in rows)
 
 
 def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    songs = _has_songs(rows)  # a "songs" column when any run was scored on the test set
+    songs = has_songs(rows)  # a "songs" column when any run was scored on the test set
     header = ["config", "runs", *(["songs"] if songs else []),
               *[c.removeprefix("test_") for c in columns], "params", "epochs"]
     body = []
@@ -162,7 +163,7 @@ def format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path:
     compared = [c for c in [*columns, "params"]
                 if any(c in (r.get("published") or {}) for r in rows)]
-    songs = _has_songs(rows)
+    songs = has_songs(rows)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["config", "runs", *(["test_songs"] if songs else []),
