@@ -163,15 +163,16 @@ def paper_lines(paper: Path, work: Path, demo_cfg, fixed: float, g: float) -> li
     paper_bytes, paper_copy = checkpoint_copy_s(cfg, work)
     per_epoch = max(g, 0.0) + paper_copy - demo_copy
     platform = max(fixed, 0.0) + epochs * per_epoch
-    # share = platform / (epochs x steps x step + platform) <= TARGET
-    step = platform * (1 - TARGET) / TARGET / (epochs * steps)
+    # share = platform / (training + platform) <= TARGET, training = epochs x steps x step
+    training = platform * (1 - TARGET) / TARGET
+    step = training / (epochs * steps)
     return [
         f"checkpoint copies per epoch: demo {demo_bytes / 1e6:.1f} MB in {demo_copy:.3f} s, "
         f"{paper.stem} {paper_bytes / 1e6:.1f} MB in {paper_copy:.3f} s",
         f"{paper.stem}'s trial ({epochs} epochs x {steps} steps): platform {platform:.0f} s "
         f"(fixed {max(fixed, 0.0):.1f} s + {epochs} x {per_epoch:.2f} s); <= {TARGET:.0%} of "
         f"the trial for any training step >= {step * 1e3:.1f} ms "
-        f"(= {platform * (1 - TARGET) / TARGET / 3600:.2f} h of training)",
+        f"(= {training / 3600:.2f} h of training)",
     ]
 
 
